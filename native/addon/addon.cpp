@@ -1,0 +1,94 @@
+// Module init, backendInfo, the benchmark floor, and the error mapping.
+#include <c10/util/Exception.h>
+#include <napi.h>
+
+#include <new>
+
+#include "addon_data.h"
+#include "convert.h"
+#include "js_errors.h"
+#include "loss.h"
+#include "loss_binding.h"
+#include "tensor_wrap.h"
+
+namespace yd_addon {
+
+Napi::Error make_error(Napi::Env env, yd::ErrorKind kind, const std::string& code,
+                       const std::string& message) {
+  Napi::Error e = kind == yd::ErrorKind::Type    ? Napi::TypeError::New(env, message)
+                  : kind == yd::ErrorKind::Range ? Napi::RangeError::New(env, message)
+                                                 : Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+ErrorInfo current_exception_info() {
+  try {
+    throw;
+  } catch (const yd::Error& e) {
+    return {e.kind(), e.code(), e.what()};
+  } catch (const c10::Error& e) {
+    return {yd::ErrorKind::Generic, yd::code::kLibTorch,
+            std::string("LibTorch error: ") + e.what_without_backtrace()};
+  } catch (const std::bad_alloc&) {
+    return {yd::ErrorKind::Range, "ERR_OUT_OF_MEMORY", "out of memory"};
+  } catch (const std::exception& e) {
+    return {yd::ErrorKind::Generic, yd::code::kInternal, std::string("internal error: ") + e.what()};
+  } catch (...) {
+    return {yd::ErrorKind::Generic, yd::code::kInternal, "internal error: unknown exception"};
+  }
+}
+
+namespace {
+
+Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("libtorch", yd::libtorch_version());
+    o.Set("cuda", yd::cuda_compiled() && yd::cuda_device_count() > 0);
+    o.Set("cudaDeviceCount", yd::cuda_device_count());
+    o.Set("threads", yd::default_threads());
+    return o;
+  });
+}
+
+// streamingFloor(a, b, out, threads): out = a - b, the bandwidth floor of a
+// kernel that reads two arrays and writes one. For benchmarks only.
+Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const Napi::Float32Array a = expect_float32_array(info[0], "streamingFloor: a");
+    const Napi::Float32Array b = expect_float32_array(info[1], "streamingFloor: b");
+    Napi::Float32Array out = expect_float32_array(info[2], "streamingFloor: out");
+    if (a.ElementLength() != b.ElementLength() || a.ElementLength() != out.ElementLength()) {
+      fail_range(yd::code::kDataLength, "streamingFloor: a, b and out must have the same length");
+    }
+    const int threads = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+    yd::streaming_floor(a.Data(), b.Data(), out.Data(), static_cast<int64_t>(a.ElementLength()),
+                        threads > 0 ? threads : yd::default_threads());
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);  // deleted by the env's cleanup
+  Napi::Function tensor = TensorWrap::Define(env);
+  data->tensor_ctor = Napi::Persistent(tensor);
+  exports.Set("Tensor", tensor);
+  exports.Set("distillationLoss", Napi::Function::New(env, DistillationLoss, "distillationLoss"));
+  exports.Set("distillationLossAsync",
+              Napi::Function::New(env, DistillationLossAsync, "distillationLossAsync"));
+  exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
+  exports.Set("streamingFloor", Napi::Function::New(env, StreamingFloor, "streamingFloor"));
+  return exports;
+}
+
+}  // namespace yd_addon
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return yd_addon::Init(env, exports);
+}
+
+NODE_API_MODULE(yolo_distill, InitModule)

@@ -1,0 +1,241 @@
+// See tensor_wrap.h.
+#include "tensor_wrap.h"
+
+#include <ATen/Functions.h>
+
+#include <cstring>
+
+#include "addon_data.h"
+#include "convert.h"
+#include "js_errors.h"
+#include "loss.h"
+
+namespace yd_addon {
+
+namespace {
+
+at::ScalarType parse_dtype(const Napi::Value& v) {
+  if (v.IsUndefined() || v.IsNull()) return at::kFloat;
+  if (!v.IsString()) {
+    fail_type(yd::code::kInvalidArgType, "Tensor.fromFloat32Array: opts.dtype must be 'float32' | 'float16' | 'bfloat16'");
+  }
+  const std::string s = v.As<Napi::String>().Utf8Value();
+  if (s == "float32") return at::kFloat;
+  if (s == "float16") return at::kHalf;
+  if (s == "bfloat16") return at::kBFloat16;
+  fail_range(yd::code::kInvalidOption, "Tensor.fromFloat32Array: opts.dtype must be 'float32' | "
+                                       "'float16' | 'bfloat16', got \"" + s + "\"");
+}
+
+void check_device(const Napi::Value& v) {
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsString()) {
+    fail_type(yd::code::kInvalidArgType, "Tensor.fromFloat32Array: opts.device must be 'cpu', 'cuda' or 'cuda:N'");
+  }
+  const std::string s = v.As<Napi::String>().Utf8Value();
+  if (s == "cpu") return;
+  const bool cuda_like = s == "cuda" || (s.rfind("cuda:", 0) == 0 && s.size() > 5 &&
+                                         s.find_first_not_of("0123456789", 5) == std::string::npos);
+  if (!cuda_like) {
+    fail_range(yd::code::kInvalidOption, "Tensor.fromFloat32Array: opts.device must be 'cpu', "
+                                         "'cuda' or 'cuda:N', got \"" + s + "\"");
+  }
+  throw yd::Error(yd::ErrorKind::Generic, yd::code::kNoCuda,
+                  "device \"" + s + "\" requested, but " +
+                      (yd::cuda_compiled() ? std::string("no CUDA device is available")
+                                           : std::string("this build of yolo-distill uses a CPU-only LibTorch (") +
+                                                 yd::libtorch_version() + ")"));
+}
+
+int64_t tensor_bytes(const at::Tensor& t) {
+  return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0;
+}
+
+// Copies a tensor's values as fp32 into dst (numel floats).
+void copy_out(const at::Tensor& t, float* dst) {
+  const at::Tensor src = t.detach().to(at::kCPU).to(at::kFloat).contiguous();
+  std::memcpy(dst, src.data_ptr<float>(), sizeof(float) * static_cast<size_t>(src.numel()));
+}
+
+class ToArrayWorker : public Napi::AsyncWorker {
+ public:
+  ToArrayWorker(Napi::Env env, at::Tensor t)
+      : Napi::AsyncWorker(env, "yolo-distill:toFloat32Array"),
+        tensor_(std::move(t)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        out_(Napi::Float32Array::New(env, static_cast<size_t>(tensor_.numel()))),
+        out_ref_(Napi::Persistent(static_cast<Napi::Object>(out_))),
+        dst_(out_.Data()) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      copy_out(tensor_, dst_);
+    } catch (...) {
+      error_ = current_exception_info();
+      SetError(error_.message);
+    }
+  }
+  void OnOK() override { deferred_.Resolve(out_ref_.Value()); }
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(make_error(Env(), error_.kind, error_.code, error_.message).Value());
+  }
+
+ private:
+  at::Tensor tensor_;
+  Napi::Promise::Deferred deferred_;
+  Napi::Float32Array out_;
+  Napi::ObjectReference out_ref_;
+  float* dst_;
+  ErrorInfo error_;
+};
+
+}  // namespace
+
+const char* dtype_label(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    default: return "unsupported";
+  }
+}
+
+std::string device_label(const at::Tensor& t) {
+  if (t.device().is_cpu()) return "cpu";
+  return "cuda:" + std::to_string(t.device().index() < 0 ? 0 : t.device().index());
+}
+
+Napi::Function TensorWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeTensor",
+                     {StaticMethod("fromFloat32Array", &TensorWrap::FromFloat32Array),
+                      InstanceAccessor("shape", &TensorWrap::Shape, nullptr),
+                      InstanceAccessor("device", &TensorWrap::Device, nullptr),
+                      InstanceAccessor("dtype", &TensorWrap::Dtype, nullptr),
+                      InstanceAccessor("disposed", &TensorWrap::Disposed, nullptr),
+                      InstanceMethod("toFloat32Array", &TensorWrap::ToFloat32Array),
+                      InstanceMethod("toFloat32ArrayAsync", &TensorWrap::ToFloat32ArrayAsync),
+                      InstanceMethod("dispose", &TensorWrap::Dispose)});
+}
+
+bool TensorWrap::IsInstance(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) return false;
+  return v.As<Napi::Object>().InstanceOf(AddonData::Of(env)->tensor_ctor.Value());
+}
+
+Napi::Object TensorWrap::NewInstance(Napi::Env env, const at::Tensor& t) {
+  auto* holder = new at::Tensor(t);
+  Napi::External<at::Tensor> ext = Napi::External<at::Tensor>::New(
+      env, holder, [](Napi::Env, at::Tensor* p) { delete p; });
+  return AddonData::Of(env)->tensor_ctor.New({ext});
+}
+
+at::Tensor TensorWrap::Get(const Napi::Value& v, const std::string& what) {
+  TensorWrap* w = Unwrap(v.As<Napi::Object>());
+  if (!w->tensor_.defined()) {
+    fail_type(yd::code::kTensorDisposed, what + ": the Tensor has been disposed");
+  }
+  return w->tensor_;
+}
+
+TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw make_error(info.Env(), yd::ErrorKind::Type, yd::code::kInvalidArgType,
+                     "Tensor cannot be constructed directly; use Tensor.fromFloat32Array()");
+  }
+  tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
+  external_bytes_ = tensor_.device().is_cpu() ? tensor_bytes(tensor_) : 0;
+  if (external_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
+}
+
+TensorWrap::~TensorWrap() { Release(); }
+
+void TensorWrap::Release() {
+  if (external_bytes_ > 0) {
+    Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
+    external_bytes_ = 0;
+  }
+  tensor_ = at::Tensor();
+}
+
+at::Tensor TensorWrap::Live(const char* method) const {
+  if (!tensor_.defined()) {
+    fail_type(yd::code::kTensorDisposed, std::string("Tensor.") + method + ": the Tensor has been disposed");
+  }
+  return tensor_;
+}
+
+Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const Napi::Float32Array data = expect_float32_array(info[0], "Tensor.fromFloat32Array: data");
+    const std::vector<int64_t> shape = parse_shape(info[1], "Tensor.fromFloat32Array: shape");
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    if (numel != static_cast<int64_t>(data.ElementLength())) {
+      fail_range(yd::code::kDataLength, "Tensor.fromFloat32Array: data has " +
+                                            std::to_string(data.ElementLength()) +
+                                            " elements but the shape needs " + std::to_string(numel));
+    }
+    at::ScalarType dtype = at::kFloat;
+    if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
+      if (!info[2].IsObject()) {
+        fail_type(yd::code::kInvalidArgType, "Tensor.fromFloat32Array: opts must be an object");
+      }
+      const Napi::Object o = info[2].As<Napi::Object>();
+      dtype = parse_dtype(o.Get("dtype"));
+      check_device(o.Get("device"));
+    }
+    const at::Tensor view = at::from_blob(const_cast<float*>(data.Data()), shape, at::TensorOptions().dtype(at::kFloat));
+    const at::Tensor owned = dtype == at::kFloat ? view.clone() : view.to(dtype);
+    return NewInstance(info.Env(), owned);
+  });
+}
+
+Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const at::Tensor t = Live("shape");
+    Napi::Array a = Napi::Array::New(info.Env(), t.dim());
+    for (int64_t i = 0; i < t.dim(); ++i) a.Set(static_cast<uint32_t>(i), static_cast<double>(t.size(i)));
+    return a;
+  });
+}
+
+Napi::Value TensorWrap::Device(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), device_label(Live("device")));
+  });
+}
+
+Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), dtype_label(Live("dtype")));
+  });
+}
+
+Napi::Value TensorWrap::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !tensor_.defined());
+}
+
+Napi::Value TensorWrap::ToFloat32Array(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const at::Tensor t = Live("toFloat32Array");
+    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(t.numel()));
+    copy_out(t, out.Data());
+    return out;
+  });
+}
+
+Napi::Value TensorWrap::ToFloat32ArrayAsync(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    auto* worker = new ToArrayWorker(info.Env(), Live("toFloat32ArrayAsync"));
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  });
+}
+
+Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
+  Release();  // idempotent; an in-flight async call keeps its own reference
+  return info.Env().Undefined();
+}
+
+}  // namespace yd_addon

@@ -1,0 +1,351 @@
+// Validation and dispatch of the distillation loss to the fused kernel or the
+// autograd reference. See loss.h.
+#include "loss.h"
+
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+#include <c10/core/ScalarType.h>
+#include <torch/csrc/api/include/torch/version.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+#include <thread>
+
+#include "cell_math.h"
+#include "fused_cpu.h"
+#include "reference.h"
+
+namespace yd {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+std::string where(size_t scale, const char* tensor) {
+  std::ostringstream os;
+  os << "scale " << scale << ", " << tensor;
+  return os.str();
+}
+
+const char* dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
+
+void check_option(bool ok, const std::string& msg) {
+  if (!ok) throw_range(code::kInvalidOption, msg);
+}
+
+void validate_options(const Options& o) {
+  check_option(o.num_classes >= 1,
+               "options.numClasses must be an integer >= 1, got " + std::to_string(o.num_classes));
+  check_option(o.num_anchors >= 1,
+               "options.numAnchors must be an integer >= 1, got " + std::to_string(o.num_anchors));
+  auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0.0; };
+  check_option(finite_nonneg(o.lambda), "options.lambda must be a finite number >= 0");
+  check_option(finite_nonneg(o.w_box), "options.weights.box must be a finite number >= 0");
+  check_option(finite_nonneg(o.w_obj), "options.weights.obj must be a finite number >= 0");
+  check_option(finite_nonneg(o.w_cls), "options.weights.cls must be a finite number >= 0");
+  check_option(std::isfinite(o.grad_scale), "options.gradScale must be a finite number");
+  check_option(o.threads >= 0 && o.threads <= 1024,
+               "options.threads must be an integer in [0, 1024], got " + std::to_string(o.threads));
+}
+
+// Checks one head's rank, dims and channels against the options; returns its geometry.
+ScaleGeom head_geom(const at::Tensor& x, size_t s, const char* name, const Options& o) {
+  if (!x.defined()) throw_type(code::kInvalidArgType, where(s, name) + ": tensor is undefined");
+  const auto dtype = x.scalar_type();
+  if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
+    throw_type(code::kUnsupportedDtype, where(s, name) +
+                                            ": expected dtype float32, float16 or bfloat16, got " +
+                                            dtype_name(dtype));
+  }
+  const int64_t per_anchor = 5 + o.num_classes;
+  const int64_t want_rank = o.layout == Layout::NCHW ? 4 : 5;
+  if (x.dim() != want_rank) {
+    throw_range(code::kInvalidShape,
+                where(s, name) + ": expected a " + std::to_string(want_rank) + "-D " +
+                    layout_name(o.layout) + " tensor " +
+                    (o.layout == Layout::NCHW ? "[B, A*(5+C), H, W]" : "[B, A, H, W, 5+C]") +
+                    ", got shape " + shape_str(x.sizes()) + " (" + std::to_string(x.dim()) +
+                    "-D)");
+  }
+  for (int64_t d = 0; d < x.dim(); ++d) {
+    if (x.size(d) < 1) {
+      throw_range(code::kInvalidShape, where(s, name) + ": every dimension must be >= 1, got shape " +
+                                           shape_str(x.sizes()));
+    }
+  }
+  ScaleGeom g;
+  g.layout = o.layout;
+  g.classes = o.num_classes;
+  g.batch = x.size(0);
+  if (o.layout == Layout::NCHW) {
+    const int64_t want = o.num_anchors * per_anchor;
+    if (x.size(1) != want) {
+      throw_range(code::kChannelMismatch,
+                  where(s, name) + ": expected " + std::to_string(want) +
+                      " channels (A*(5+C) = " + std::to_string(o.num_anchors) + "*(5+" +
+                      std::to_string(o.num_classes) + ")), got " + std::to_string(x.size(1)) +
+                      " in shape " + shape_str(x.sizes()));
+    }
+    g.anchors = o.num_anchors;
+    g.height = x.size(2);
+    g.width = x.size(3);
+  } else {
+    if (x.size(1) != o.num_anchors) {
+      throw_range(code::kChannelMismatch,
+                  where(s, name) + ": expected A = " + std::to_string(o.num_anchors) +
+                      " anchors in dim 1, got " + std::to_string(x.size(1)) + " in shape " +
+                      shape_str(x.sizes()));
+    }
+    if (x.size(4) != per_anchor) {
+      throw_range(code::kChannelMismatch,
+                  where(s, name) + ": expected 5+C = " + std::to_string(per_anchor) +
+                      " values per anchor in dim 4, got " + std::to_string(x.size(4)) +
+                      " in shape " + shape_str(x.sizes()));
+    }
+    g.anchors = o.num_anchors;
+    g.height = x.size(2);
+    g.width = x.size(3);
+  }
+  return g;
+}
+
+bool overlaps(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined() || !b.defined() || a.device() != b.device()) return false;
+  const auto* a0 = static_cast<const char*>(a.data_ptr());
+  const auto* b0 = static_cast<const char*>(b.data_ptr());
+  const auto* a1 = a0 + a.numel() * a.element_size();
+  const auto* b1 = b0 + b.numel() * b.element_size();
+  return a0 < b1 && b0 < a1;
+}
+
+// Throws ERR_NON_FINITE naming the first non-finite element of x, if any.
+void check_finite(const at::Tensor& x, size_t s, const char* name, const ScaleGeom& g) {
+  int64_t bad = -1;
+  double value = 0.0;
+  if (x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous()) {
+    const float* d = x.data_ptr<float>();
+    const int64_t n = x.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(d[i])) {
+        bad = i;
+        value = d[i];
+        break;
+      }
+    }
+  } else {
+    const at::Tensor flat = x.reshape({-1});
+    const at::Tensor idx = at::logical_not(at::isfinite(flat)).nonzero();
+    if (idx.numel() > 0) {
+      bad = idx[0][0].item<int64_t>();
+      value = flat[bad].item<double>();
+    }
+  }
+  if (bad < 0) return;
+  // Decompose the flat index into (b, a, y, x, k).
+  const int64_t K = g.per_anchor(), H = g.height, W = g.width, A = g.anchors;
+  int64_t b, a, y, xx, k;
+  if (g.layout == Layout::NCHW) {
+    int64_t r = bad;
+    xx = r % W; r /= W;
+    y = r % H; r /= H;
+    const int64_t ch = r % (A * K);
+    b = r / (A * K);
+    a = ch / K;
+    k = ch % K;
+  } else {
+    int64_t r = bad;
+    k = r % K; r /= K;
+    xx = r % W; r /= W;
+    y = r % H; r /= H;
+    a = r % A;
+    b = r / A;
+  }
+  std::ostringstream os;
+  os << where(s, name) << ": non-finite value " << value << " at flat index " << bad
+     << " (b=" << b << ", a=" << a << ", y=" << y << ", x=" << xx << ", k=" << k
+     << ") and checkFinite is set";
+  throw_range(code::kNonFinite, os.str());
+}
+
+Terms to_terms(const RawSums& raw, const ScaleGeom& g) {
+  const int64_t n = g.cells();
+  return Terms{box_term(raw.box, n), obj_term(raw.obj, n), cls_term(raw.cls, g.classes, n)};
+}
+
+}  // namespace
+
+const char* layout_name(Layout layout) { return layout == Layout::NCHW ? "nchw" : "nahwc"; }
+
+std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
+                                const std::vector<at::Tensor>& teacher, const Options& opts,
+                                const std::vector<at::Tensor>& grad_out) {
+  validate_options(opts);
+  if (student.empty()) {
+    throw_range(code::kScaleCount, "expected at least one scale, got 0 student heads");
+  }
+  if (student.size() != teacher.size()) {
+    throw_range(code::kScaleCount, "expected as many teacher heads as student heads (" +
+                                       std::to_string(student.size()) + "), got " +
+                                       std::to_string(teacher.size()));
+  }
+  if (!grad_out.empty() && grad_out.size() != student.size()) {
+    throw_range(code::kGradOut, "options.gradOut must have one entry per scale (" +
+                                    std::to_string(student.size()) + "), got " +
+                                    std::to_string(grad_out.size()));
+  }
+  std::vector<ScaleGeom> geoms;
+  geoms.reserve(student.size());
+  for (size_t s = 0; s < student.size(); ++s) {
+    const ScaleGeom g = head_geom(student[s], s, "student", opts);
+    head_geom(teacher[s], s, "teacher", opts);
+    if (teacher[s].sizes() != student[s].sizes()) {
+      throw_range(code::kShapeMismatch, where(s, "teacher") + ": expected the student's shape " +
+                                            shape_str(student[s].sizes()) + ", got " +
+                                            shape_str(teacher[s].sizes()));
+    }
+    if (teacher[s].scalar_type() != student[s].scalar_type()) {
+      throw_type(code::kDtypeMismatch, where(s, "teacher") + ": expected the student's dtype " +
+                                           dtype_name(student[s].scalar_type()) + ", got " +
+                                           dtype_name(teacher[s].scalar_type()));
+    }
+    if (teacher[s].device() != student[s].device()) {
+      throw_type(code::kDeviceMismatch, where(s, "teacher") + ": expected the student's device " +
+                                            student[s].device().str() + ", got " +
+                                            teacher[s].device().str());
+    }
+    if (!student[s].device().is_cpu()) {
+      throw Error(ErrorKind::Generic, code::kNoCuda,
+                  where(s, "student") + ": device " + student[s].device().str() +
+                      " is not supported by this build (CPU-only kernels)");
+    }
+    if (!grad_out.empty() && grad_out[s].defined()) {
+      const at::Tensor& go = grad_out[s];
+      if (go.sizes() != student[s].sizes()) {
+        throw_range(code::kGradOut, where(s, "gradOut") + ": expected the student's shape " +
+                                        shape_str(student[s].sizes()) + ", got " +
+                                        shape_str(go.sizes()));
+      }
+      if (go.scalar_type() != student[s].scalar_type() || go.device() != student[s].device()) {
+        throw_type(code::kGradOut, where(s, "gradOut") + ": expected dtype " +
+                                       dtype_name(student[s].scalar_type()) + " on " +
+                                       student[s].device().str() + ", got " +
+                                       dtype_name(go.scalar_type()) + " on " + go.device().str());
+      }
+      for (size_t r = 0; r < student.size(); ++r) {
+        if (overlaps(go, student[r]) || overlaps(go, teacher[r])) {
+          throw_range(code::kBufferOverlap,
+                      where(s, "gradOut") + ": its memory overlaps the " +
+                          (overlaps(go, student[r]) ? "student" : "teacher") + " head of scale " +
+                          std::to_string(r) + "; gradients need their own buffers");
+        }
+      }
+      for (size_t r = 0; r < s; ++r) {
+        if (grad_out[r].defined() && overlaps(go, grad_out[r])) {
+          throw_range(code::kBufferOverlap, where(s, "gradOut") +
+                                                ": its memory overlaps gradOut of scale " +
+                                                std::to_string(r));
+        }
+      }
+    }
+    geoms.push_back(g);
+  }
+  return geoms;
+}
+
+Result distillation_loss(const std::vector<at::Tensor>& student,
+                         const std::vector<at::Tensor>& teacher, const Options& opts,
+                         const std::vector<at::Tensor>& grad_out) {
+  const std::vector<ScaleGeom> geoms = validate(student, teacher, opts, grad_out);
+  if (opts.check_finite) {
+    for (size_t s = 0; s < student.size(); ++s) {
+      check_finite(student[s], s, "student", geoms[s]);
+      check_finite(teacher[s], s, "teacher", geoms[s]);
+    }
+  }
+  if (opts.impl == Impl::Reference) return reference_loss(student, teacher, geoms, opts, grad_out);
+
+  const int threads = opts.threads > 0 ? opts.threads : default_threads();
+  Result r;
+  r.scales.reserve(student.size());
+  for (size_t s = 0; s < student.size(); ++s) {
+    const ScaleGeom& g = geoms[s];
+    const at::Tensor p = student[s].to(at::kFloat).contiguous();
+    const at::Tensor t = teacher[s].to(at::kFloat).contiguous();
+    const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
+    at::Tensor gw;  // fp32 contiguous buffer the kernel writes
+    if (opts.grad) {
+      if (out.defined() && out.scalar_type() == at::kFloat && out.is_contiguous()) {
+        gw = out;
+      } else {
+        gw = at::empty(p.sizes(), p.options());
+      }
+    }
+    const TermCoefs coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
+                                       opts.grad_scale, g.classes, g.cells());
+    const RawSums raw = fused_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(),
+                                        opts.grad ? gw.data_ptr<float>() : nullptr, g, coefs,
+                                        threads);
+    const Terms terms = to_terms(raw, g);
+    r.scales.push_back(terms);
+    r.total.box += terms.box;
+    r.total.obj += terms.obj;
+    r.total.cls += terms.cls;
+    if (opts.grad) {
+      if (out.defined()) {
+        if (!gw.is_same(out)) out.copy_(gw);
+        r.grads.push_back(out);
+      } else {
+        r.grads.push_back(student[s].scalar_type() == at::kFloat
+                              ? gw
+                              : gw.to(student[s].scalar_type()));
+      }
+    }
+  }
+  r.loss = total_loss(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, r.total.box, r.total.obj,
+                      r.total.cls);
+  return r;
+}
+
+int default_threads() {
+  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? static_cast<int>(hc) : 1;
+}
+
+std::string libtorch_version() {
+#ifdef TORCH_VERSION
+  return TORCH_VERSION;
+#else
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+#endif
+}
+
+bool cuda_compiled() {
+#ifdef YD_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() { return 0; }
+
+}  // namespace yd

@@ -1,0 +1,82 @@
+// yolo-distill core: the objectness-scaled distillation loss as a function of
+// LibTorch tensors. Plain C++17 on LibTorch; knows nothing of N-API.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+
+namespace yd {
+
+enum class Layout { NCHW, NAHWC };
+enum class Impl { Fused, Reference };
+
+const char* layout_name(Layout layout);
+
+struct Options {
+  int64_t num_classes = 0;  // C, required (>= 1)
+  int64_t num_anchors = 3;  // A
+  Layout layout = Layout::NCHW;
+  double lambda = 10.0;
+  double w_box = 1.0, w_obj = 1.0, w_cls = 1.0;
+  bool grad = true;
+  double grad_scale = 1.0;
+  bool check_finite = false;
+  Impl impl = Impl::Fused;
+  int threads = 0;  // 0: default_threads()
+};
+
+struct Terms {
+  double box = 0.0, obj = 0.0, cls = 0.0;
+};
+
+struct Result {
+  double loss = 0.0;
+  Terms total;
+  std::vector<Terms> scales;
+  // One gradient per scale when Options::grad, same shape, dtype, device and
+  // layout as the student; empty otherwise. Where the caller passed a grad_out
+  // tensor for a scale, that very tensor is returned, filled.
+  std::vector<at::Tensor> grads;
+};
+
+// The geometry of one scale, read off a validated student tensor.
+struct ScaleGeom {
+  int64_t batch = 0, anchors = 0, height = 0, width = 0, classes = 0;
+  Layout layout = Layout::NCHW;
+  int64_t cells() const { return batch * anchors * height * width; }
+  int64_t per_anchor() const { return 5 + classes; }
+  int64_t numel() const { return cells() * per_anchor(); }
+};
+
+// Checks options, scale counts, ranks, shapes, channels, dtypes, devices and the
+// optional grad_out tensors; throws yd::Error (with a stable code) naming the
+// scale and tensor on the first problem. Returns the geometry of every scale.
+std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
+                                const std::vector<at::Tensor>& teacher, const Options& opts,
+                                const std::vector<at::Tensor>& grad_out);
+
+// Computes loss, terms and (when opts.grad) gradients. grad_out is either empty
+// or has one entry per scale; an undefined entry means "allocate". Validates first.
+Result distillation_loss(const std::vector<at::Tensor>& student,
+                         const std::vector<at::Tensor>& teacher, const Options& opts,
+                         const std::vector<at::Tensor>& grad_out = {});
+
+// The thread count used when Options::threads is 0: OMP_NUM_THREADS if set,
+// otherwise the hardware concurrency.
+int default_threads();
+
+// LibTorch's version string and whether it was built with CUDA.
+std::string libtorch_version();
+bool cuda_compiled();
+int cuda_device_count();
+
+// Benchmark floor: a streaming pass reading a and b and writing out
+// (out = a - b, 12 bytes per value), parallel like the fused kernel.
+void streaming_floor(const float* a, const float* b, float* out, int64_t n, int threads);
+
+}  // namespace yd

@@ -1,0 +1,16 @@
+// The reference loss: DESIGN.md §1 built step by step from LibTorch ops and
+// differentiated by autograd. Slow, simple, and independent of the fused kernels.
+#pragma once
+
+#include <vector>
+
+#include "loss.h"
+
+namespace yd {
+
+// Inputs must already be validated (geoms from validate()).
+Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
+                      const std::vector<ScaleGeom>& geoms, const Options& opts,
+                      const std::vector<at::Tensor>& grad_out);
+
+}  // namespace yd
