@@ -1,0 +1,93 @@
+// Loads the native addon: a prebuilt binary (prebuilds/<platform>-<arch>/) or a
+// local build (build/Release), and explains a failed load in one error.
+import * as path from 'path';
+
+/** @internal The native Tensor handle class (see native/addon/tensor_wrap.cpp). */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly device: string;
+  readonly dtype: string;
+  readonly disposed: boolean;
+  toFloat32Array(): Float32Array;
+  toFloat32ArrayAsync(): Promise<Float32Array>;
+  dispose(): void;
+}
+
+/** @internal */
+export interface NativeTensorClass {
+  new (...args: never[]): NativeTensor;
+  fromFloat32Array(data: Float32Array, shape: readonly number[], opts?: object): NativeTensor;
+}
+
+/** @internal What the facade passes to the addon for one scale. */
+export type NativeHead = { data: Float32Array; shape: readonly number[] } | NativeTensor;
+
+/** @internal The raw result object the addon returns. */
+export interface NativeResult {
+  loss: number;
+  box: number;
+  obj: number;
+  cls: number;
+  scales: { box: number; obj: number; cls: number }[];
+  grads: (Float32Array | NativeTensor)[] | null;
+}
+
+/** @internal */
+export interface NativeBinding {
+  Tensor: NativeTensorClass;
+  distillationLoss(student: unknown, teacher: unknown, options: unknown): NativeResult;
+  distillationLossAsync(student: unknown, teacher: unknown, options: unknown): Promise<NativeResult>;
+  backendInfo(): { libtorch: string; cuda: boolean; cudaDeviceCount: number; threads: number };
+  streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
+}
+
+const root = path.join(__dirname, '..');
+
+/** Why a load failed and what to do about it, from the loader's error messages. */
+function explain(messages: string[]): string {
+  const all = messages.join('\n');
+  let why: string;
+  let fix: string;
+  if (/lib(torch|c10)[\w.]*\.so[^:]*: cannot open shared object file/.test(all)) {
+    why = 'the LibTorch shared libraries the addon was built against cannot be found';
+    fix = 'install LibTorch (Debian/Ubuntu: apt-get install -y libtorch-dev), or rebuild against the one you have: npm run build:native';
+  } else if (/GLIBC(XX)?_[\d.]+' not found/.test(all)) {
+    why = 'the binary needs a newer glibc/libstdc++ than this system has';
+    fix = 'build from source on this machine: npm run build:native';
+  } else if (/undefined symbol/.test(all)) {
+    why = 'the LibTorch found at run time is not the version the addon was built against';
+    fix = 'rebuild against the installed LibTorch: npm run build:native';
+  } else if (/No native build was found|Could not locate the bindings file/.test(all)) {
+    why = 'no build of the native addon was found (no prebuild for this platform and no local build)';
+    fix = 'build it: npm run build:native (needs cmake, g++ and LibTorch: apt-get install -y cmake g++ libtorch-dev)';
+  } else {
+    why = 'the native addon failed to load';
+    fix = 'rebuild it: npm run build:native';
+  }
+  return `yolo-distill: ${why}.\nTo fix: ${fix}\nLoader messages:\n  ${messages.join('\n  ')}`;
+}
+
+function load(): NativeBinding {
+  const messages: string[] = [];
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('node-gyp-build')(root) as NativeBinding;
+  } catch (e) {
+    messages.push(`node-gyp-build: ${(e as Error).message.split('\n')[0]}`);
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('bindings')({ bindings: 'yolo_distill', module_root: root }) as NativeBinding;
+  } catch (e) {
+    messages.push(`bindings: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const err = new Error(explain(messages)) as Error & { code: string };
+  err.code = 'ERR_ADDON_LOAD';
+  throw err;
+}
+
+/** @internal */
+export const native: NativeBinding = load();
+
+/** @internal Exported for the loader's unit test. */
+export const explainLoadFailure = explain;

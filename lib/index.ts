@@ -1,0 +1,160 @@
+// yolo-distill: the objectness-scaled distillation loss for YOLO detectors and
+// its gradient, fused in one native pass (LibTorch, CPU; CUDA builds too).
+import { native, NativeResult, NativeTensor } from './binding';
+import { Tensor } from './tensor';
+
+export { Tensor } from './tensor';
+export type { Device, DType } from './tensor';
+
+/** One scale given as a flat Float32Array and its shape (nothing is copied). */
+export interface HeadArray {
+  data: Float32Array;
+  shape: readonly number[];
+}
+/** One scale's head outputs: a Float32Array with its shape, or a Tensor handle. */
+export type Head = HeadArray | Tensor;
+
+export interface DistillationOptions {
+  /** C, the number of classes (>= 1). */
+  numClasses: number;
+  /** A, anchors per grid cell. Default 3. */
+  numAnchors?: number;
+  /** 'nchw': [B, A*(5+C), H, W] (default); 'nahwc': [B, A, H, W, 5+C]. */
+  layout?: 'nchw' | 'nahwc';
+  /** Overall multiplier of the loss. Default 10. */
+  lambda?: number;
+  /** Per-term multipliers g_box, g_obj, g_cls. Default 1 each. */
+  weights?: { box?: number; obj?: number; cls?: number };
+  /** Compute the gradient with respect to the student. Default true. */
+  grad?: boolean;
+  /** Multiplies the gradient (upstream gradient or AMP loss scale). Default 1. */
+  gradScale?: number;
+  /** Throw ERR_NON_FINITE on NaN/Inf in any input instead of propagating it. Default false. */
+  checkFinite?: boolean;
+  /** 'fused' (default): the fused kernel; 'reference': LibTorch ops + autograd. */
+  impl?: 'fused' | 'reference';
+  /** Threads for the fused CPU kernel; 0 or absent: backendInfo().threads. */
+  threads?: number;
+  /**
+   * Caller-owned gradient buffers, one per scale (Float32Array of the student's
+   * length, or a Tensor of its shape/dtype/device; null to allocate). Filled in
+   * place and returned in `grads`, so a training loop allocates nothing per step.
+   */
+  gradOut?: (Float32Array | Tensor | null | undefined)[];
+}
+
+export interface TermValues {
+  box: number;
+  obj: number;
+  cls: number;
+}
+
+export interface DistillationResult {
+  /** lambda * (g_box*box + g_obj*obj + g_cls*cls) */
+  loss: number;
+  /** Unweighted terms summed over scales. */
+  box: number;
+  obj: number;
+  cls: number;
+  /** Per-scale terms. */
+  scales: TermValues[];
+  /** Per scale, same kind, shape and layout as the student; null when grad is false. */
+  grads: (Float32Array | Tensor)[] | null;
+}
+
+export interface BackendInfo {
+  /** LibTorch version the addon was built against. */
+  libtorch: string;
+  /** CUDA kernels built and a device present. */
+  cuda: boolean;
+  cudaDeviceCount: number;
+  /** Default thread count of the fused CPU kernel. */
+  threads: number;
+}
+
+/** Stable `code` values of the errors this package throws. */
+export const ErrorCodes = {
+  INVALID_ARG_TYPE: 'ERR_INVALID_ARG_TYPE',
+  INVALID_OPTION: 'ERR_INVALID_OPTION',
+  INVALID_SHAPE: 'ERR_INVALID_SHAPE',
+  DATA_LENGTH: 'ERR_DATA_LENGTH',
+  SCALE_COUNT: 'ERR_SCALE_COUNT',
+  SHAPE_MISMATCH: 'ERR_SHAPE_MISMATCH',
+  CHANNEL_MISMATCH: 'ERR_CHANNEL_MISMATCH',
+  DTYPE_MISMATCH: 'ERR_DTYPE_MISMATCH',
+  DEVICE_MISMATCH: 'ERR_DEVICE_MISMATCH',
+  UNSUPPORTED_DTYPE: 'ERR_UNSUPPORTED_DTYPE',
+  DETACHED_BUFFER: 'ERR_DETACHED_BUFFER',
+  TENSOR_DISPOSED: 'ERR_TENSOR_DISPOSED',
+  GRAD_OUT: 'ERR_GRAD_OUT',
+  BUFFER_OVERLAP: 'ERR_BUFFER_OVERLAP',
+  NON_FINITE: 'ERR_NON_FINITE',
+  NO_CUDA: 'ERR_NO_CUDA',
+  LIBTORCH: 'ERR_LIBTORCH',
+  OUT_OF_MEMORY: 'ERR_OUT_OF_MEMORY',
+  INTERNAL: 'ERR_INTERNAL',
+  ADDON_LOAD: 'ERR_ADDON_LOAD',
+} as const;
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+function toNative(h: unknown): unknown {
+  return h instanceof Tensor ? Tensor._native(h) : h;
+}
+
+function heads(list: unknown): unknown {
+  return Array.isArray(list) ? list.map(toNative) : list;
+}
+
+function nativeOptions(options: unknown): unknown {
+  if (options !== null && typeof options === 'object') {
+    const go = (options as { gradOut?: unknown }).gradOut;
+    if (Array.isArray(go)) return { ...options, gradOut: go.map(toNative) };
+  }
+  return options;
+}
+
+function fromNative(r: NativeResult): DistillationResult {
+  const grads = r.grads
+    ? r.grads.map((g) => (g instanceof Float32Array ? g : Tensor._wrap(g as NativeTensor)))
+    : null;
+  return { loss: r.loss, box: r.box, obj: r.obj, cls: r.cls, scales: r.scales, grads };
+}
+
+/**
+ * The objectness-scaled distillation loss of `student` against `teacher` (one
+ * head per scale) and, unless `grad: false`, its gradient with respect to the
+ * student. Runs on the calling thread.
+ */
+export function distillationLoss(
+  student: readonly Head[],
+  teacher: readonly Head[],
+  options: DistillationOptions,
+): DistillationResult {
+  return fromNative(native.distillationLoss(heads(student), heads(teacher), nativeOptions(options)));
+}
+
+/**
+ * Like {@link distillationLoss}, computed on a worker thread: the event loop
+ * stays free. Inputs are kept alive until the promise settles; do not mutate
+ * them before it does.
+ */
+export async function distillationLossAsync(
+  student: readonly Head[],
+  teacher: readonly Head[],
+  options: DistillationOptions,
+): Promise<DistillationResult> {
+  return fromNative(
+    await native.distillationLossAsync(heads(student), heads(teacher), nativeOptions(options)),
+  );
+}
+
+/** What this build can do: LibTorch version, CUDA, default thread count. */
+export function backendInfo(): BackendInfo {
+  return native.backendInfo();
+}
+
+/** @internal Benchmarks only: out = a - b, a streaming pass of 12 bytes per value. */
+export function streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void {
+  native.streamingFloor(a, b, out, threads);
+}
+
