@@ -115,7 +115,7 @@ function nativeOptions(options: unknown): unknown {
 
 function fromNative(r: NativeResult): DistillationResult {
   const grads = r.grads
-    ? r.grads.map((g) => (g instanceof Float32Array ? g : Tensor._wrap(g as NativeTensor)))
+    ? r.grads.map((g) => (ArrayBuffer.isView(g) ? (g as Float32Array) : Tensor._wrap(g as NativeTensor)))
     : null;
   return { loss: r.loss, box: r.box, obj: r.obj, cls: r.cls, scales: r.scales, grads };
 }
