@@ -8,21 +8,26 @@ const path = require('path');
 
 const pkg = require('..');
 
-/** mulberry32: a small seeded PRNG returning uniforms in [0, 1). */
+/**
+ * A small seeded PRNG (xorshift32) returning uniforms in [0, 1). Only shifts and
+ * xors: Math.* calls are slow inside jest's sandbox. randn is an Irwin-Hall
+ * approximation of N(0, 1) (sum of 4 uniforms), bounded by +-3.46.
+ */
 function rng(seed) {
-  let a = seed >>> 0;
+  let x = (seed >>> 0) || 0x9e3779b9;
   const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 4294967296;
   };
+  const SQRT3 = 1.7320508075688772;
   return {
     uniform,
-    int: (lo, hi) => lo + Math.floor(uniform() * (hi - lo + 1)),
-    pick: (list) => list[Math.floor(uniform() * list.length)],
-    randn: () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform()),
+    int: (lo, hi) => lo + ((uniform() * (hi - lo + 1)) | 0),
+    pick: (list) => list[(uniform() * list.length) | 0],
+    randn: () => (uniform() + uniform() + uniform() + uniform() - 2) * SQRT3,
   };
 }
 
@@ -36,10 +41,15 @@ function numel(shape) {
 
 /** Random student/teacher heads for a case: logits ~ spread * N(0, 1), clipped to +-30. */
 function makeHeads(r, shapes, spread) {
-  const gen = () => Math.max(-30, Math.min(30, spread * r.randn()));
-  const student = shapes.map((shape) => ({ data: Float32Array.from({ length: numel(shape) }, gen), shape }));
-  const teacher = shapes.map((shape) => ({ data: Float32Array.from({ length: numel(shape) }, gen), shape }));
-  return { student, teacher };
+  const fill = (shape) => {
+    const data = new Float32Array(numel(shape));
+    for (let i = 0; i < data.length; i++) {
+      const v = spread * r.randn();
+      data[i] = v > 30 ? 30 : v < -30 ? -30 : v;
+    }
+    return { data, shape };
+  };
+  return { student: shapes.map(fill), teacher: shapes.map(fill) };
 }
 
 /** Distillation options of a case (as the public API takes them). */
