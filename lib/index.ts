@@ -113,9 +113,18 @@ function nativeOptions(options: unknown): unknown {
   return options;
 }
 
-function fromNative(r: NativeResult): DistillationResult {
+function fromNative(r: NativeResult, options: DistillationOptions): DistillationResult {
+  // A gradOut handle comes back as the caller's own Tensor object.
+  const given = (s: number) => {
+    const g = options.gradOut?.[s];
+    return g instanceof Tensor ? g : undefined;
+  };
   const grads = r.grads
-    ? r.grads.map((g) => (ArrayBuffer.isView(g) ? (g as Float32Array) : Tensor._wrap(g as NativeTensor)))
+    ? r.grads.map((g, s) => {
+        if (ArrayBuffer.isView(g)) return g as Float32Array;
+        const mine = given(s);
+        return mine && Tensor._native(mine) === g ? mine : Tensor._wrap(g as NativeTensor);
+      })
     : null;
   return { loss: r.loss, box: r.box, obj: r.obj, cls: r.cls, scales: r.scales, grads };
 }
@@ -130,7 +139,7 @@ export function distillationLoss(
   teacher: readonly Head[],
   options: DistillationOptions,
 ): DistillationResult {
-  return fromNative(native.distillationLoss(heads(student), heads(teacher), nativeOptions(options)));
+  return fromNative(native.distillationLoss(heads(student), heads(teacher), nativeOptions(options)), options);
 }
 
 /**
@@ -145,6 +154,7 @@ export async function distillationLossAsync(
 ): Promise<DistillationResult> {
   return fromNative(
     await native.distillationLossAsync(heads(student), heads(teacher), nativeOptions(options)),
+    options,
   );
 }
 
