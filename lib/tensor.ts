@@ -12,10 +12,19 @@ export type DType = 'float32' | 'float16' | 'bfloat16';
  * (idempotent) or, failing that, when the handle is garbage-collected. Supports
  * `using t = Tensor.fromFloat32Array(...)` where `Symbol.dispose` exists.
  */
+const INTERNAL = Symbol('yolo-distill.Tensor');
+
 export class Tensor {
   readonly #h: NativeTensor;
 
-  private constructor(h: NativeTensor) {
+  private constructor(token: symbol, h: NativeTensor) {
+    if (token !== INTERNAL) {
+      const err = new TypeError('Tensor cannot be constructed directly; use Tensor.fromFloat32Array()') as TypeError & {
+        code: string;
+      };
+      err.code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
     this.#h = h;
   }
 
@@ -25,12 +34,12 @@ export class Tensor {
     shape: readonly number[],
     opts?: { device?: Device; dtype?: DType },
   ): Tensor {
-    return new Tensor(native.Tensor.fromFloat32Array(data, shape, opts));
+    return new Tensor(INTERNAL, native.Tensor.fromFloat32Array(data, shape, opts));
   }
 
   /** @internal Wraps a native handle returned by the addon. */
   static _wrap(h: NativeTensor): Tensor {
-    return new Tensor(h);
+    return new Tensor(INTERNAL, h);
   }
 
   /** @internal The native handle, for the addon. */
