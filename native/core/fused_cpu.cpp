@@ -13,7 +13,7 @@ namespace {
 // Cells per block in the nchw layout (one block never crosses a (b, a) plane).
 // 1024 cells keep a block's working set (the teacher weights plus one chunk of
 // each channel plane) in L1/L2 while the planes stream through.
-constexpr int64_t kPlaneChunk = 1024;
+constexpr int64_t kPlaneChunk = 8192;
 // Cells per block in the nahwc layout (each cell's 5 + C values are contiguous).
 constexpr int64_t kCellChunk = 256;
 
@@ -27,34 +27,39 @@ void ensure_team_size(int threads) {
   }
 }
 
+// Independent double accumulators per run: enough to hide the add latency and
+// let the compiler use full-width vectors. Folded in a fixed order.
+constexpr int kLanes = 16;
+
+inline double fold(const double* acc) {
+  double s8[8];
+  for (int l = 0; l < 8; ++l) s8[l] = acc[l] + acc[l + 8];
+  const double a = (s8[0] + s8[4]) + (s8[2] + s8[6]);
+  const double b = (s8[1] + s8[5]) + (s8[3] + s8[7]);
+  return a + b;
+}
+
 // sum_j w_j * d_j^2 over n contiguous elements, with d = p - t, writing
-// g_j = coef * w_j * d_j when kGrad. Four fixed lanes, folded in a fixed order.
+// g_j = coef * w_j * d_j when kGrad.
 template <bool kGrad>
 inline double plane_chunk(const float* __restrict p, const float* __restrict t,
                           float* __restrict g, const float* __restrict w, int64_t n,
                           float coef) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  double acc[kLanes] = {};
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float d0 = diff(p[j], t[j]), d1 = diff(p[j + 1], t[j + 1]);
-    const float d2 = diff(p[j + 2], t[j + 2]), d3 = diff(p[j + 3], t[j + 3]);
-    s0 += weighted_sq(w[j], d0);
-    s1 += weighted_sq(w[j + 1], d1);
-    s2 += weighted_sq(w[j + 2], d2);
-    s3 += weighted_sq(w[j + 3], d3);
-    if (kGrad) {
-      g[j] = grad_value(coef, w[j], d0);
-      g[j + 1] = grad_value(coef, w[j + 1], d1);
-      g[j + 2] = grad_value(coef, w[j + 2], d2);
-      g[j + 3] = grad_value(coef, w[j + 3], d3);
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float d = diff(p[j + l], t[j + l]);
+      acc[l] += weighted_sq(w[j + l], d);
+      if (kGrad) g[j + l] = grad_value(coef, w[j + l], d);
     }
   }
-  for (; j < n; ++j) {
+  for (int l = 0; j < n; ++j, ++l) {
     const float d = diff(p[j], t[j]);
-    s0 += weighted_sq(w[j], d);
+    acc[l] += weighted_sq(w[j], d);
     if (kGrad) g[j] = grad_value(coef, w[j], d);
   }
-  return (s0 + s1) + (s2 + s3);
+  return fold(acc);
 }
 
 // sum_k d_k^2 over n contiguous values of one cell, g_k = coef * w * d_k when kGrad.
