@@ -56,11 +56,11 @@ YD_HD double cls_term(double sum, int64_t num_classes, int64_t cells) {
 // One element's contribution: returns w * d^2 (accumulated by the caller in
 // double) and the difference d = P - T in fp32, the same rounding PyTorch uses.
 YD_HD float diff(float p, float t) { return p - t; }
-YD_HD double weighted_sq(float w, float d) {
-  const double dd = static_cast<double>(d);
-  return static_cast<double>(w) * dd * dd;
-}
-YD_HD float grad_value(float coef, float w, float d) { return coef * w * d; }
+// w * d in fp32 (one rounding), shared by the sum and the gradient.
+YD_HD float weighted_diff(float w, float d) { return w * d; }
+// (w d) * d, widened to double before the product.
+YD_HD double weighted_sq(float wd, float d) { return static_cast<double>(wd) * static_cast<double>(d); }
+YD_HD float grad_value(float coef, float wd) { return coef * wd; }
 
 // The loss from the three (unweighted, summed over scales) terms.
 YD_HD double total_loss(double lambda, double g_box, double g_obj, double g_cls, double box,
