@@ -22,15 +22,11 @@ export interface NativeTensorClass {
 /** @internal What the facade passes to the addon for one scale. */
 export type NativeHead = { data: Float32Array; shape: readonly number[] } | NativeTensor;
 
-/** @internal The raw result object the addon returns. */
-export interface NativeResult {
-  loss: number;
-  box: number;
-  obj: number;
-  cls: number;
-  scales: { box: number; obj: number; cls: number }[];
-  grads: (Float32Array | NativeTensor)[] | null;
-}
+/**
+ * @internal The raw result the addon returns: terms = [loss, box, obj, cls, then
+ * box, obj, cls of every scale], and the gradients (null when grad is false).
+ */
+export type NativeResult = [terms: Float64Array, grads: (Float32Array | NativeTensor)[] | null];
 
 /** @internal */
 export interface NativeBinding {

@@ -113,20 +113,22 @@ function nativeOptions(options: unknown): unknown {
   return options;
 }
 
-function fromNative(r: NativeResult, options: DistillationOptions): DistillationResult {
+function fromNative([terms, nativeGrads]: NativeResult, options: DistillationOptions): DistillationResult {
   // A gradOut handle comes back as the caller's own Tensor object.
   const given = (s: number) => {
     const g = options.gradOut?.[s];
     return g instanceof Tensor ? g : undefined;
   };
-  const grads = r.grads
-    ? r.grads.map((g, s) => {
+  const grads = nativeGrads
+    ? nativeGrads.map((g, s) => {
         if (ArrayBuffer.isView(g)) return g as Float32Array;
         const mine = given(s);
         return mine && Tensor._native(mine) === g ? mine : Tensor._wrap(g as NativeTensor);
       })
     : null;
-  return { loss: r.loss, box: r.box, obj: r.obj, cls: r.cls, scales: r.scales, grads };
+  const scales: TermValues[] = [];
+  for (let i = 4; i < terms.length; i += 3) scales.push({ box: terms[i], obj: terms[i + 1], cls: terms[i + 2] });
+  return { loss: terms[0], box: terms[1], obj: terms[2], cls: terms[3], scales, grads };
 }
 
 /**

@@ -331,30 +331,33 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info) {
   return call;
 }
 
-Napi::Object build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call) {
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("loss", r.loss);
-  out.Set("box", r.total.box);
-  out.Set("obj", r.total.obj);
-  out.Set("cls", r.total.cls);
-  Napi::Array scales = Napi::Array::New(env, r.scales.size());
-  for (size_t s = 0; s < r.scales.size(); ++s) {
-    Napi::Object t = Napi::Object::New(env);
-    t.Set("box", r.scales[s].box);
-    t.Set("obj", r.scales[s].obj);
-    t.Set("cls", r.scales[s].cls);
-    scales.Set(static_cast<uint32_t>(s), t);
+Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call) {
+  // [terms, grads]: terms = Float64Array [loss, box, obj, cls, then box, obj, cls
+  // of every scale]; the facade turns it into the result object (cheaper than
+  // setting a dozen named properties from C++).
+  const size_t S = r.scales.size();
+  Napi::Float64Array terms = Napi::Float64Array::New(env, 4 + 3 * S);
+  double* t = terms.Data();
+  t[0] = r.loss;
+  t[1] = r.total.box;
+  t[2] = r.total.obj;
+  t[3] = r.total.cls;
+  for (size_t s = 0; s < S; ++s) {
+    t[4 + 3 * s] = r.scales[s].box;
+    t[5 + 3 * s] = r.scales[s].obj;
+    t[6 + 3 * s] = r.scales[s].cls;
   }
-  out.Set("scales", scales);
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, terms);
   if (call.opts.grad) {
     Napi::Array grads = Napi::Array::New(env, r.grads.size());
     for (size_t s = 0; s < r.grads.size(); ++s) {
       const Napi::Value g = call.grad_js[s];
       grads.Set(static_cast<uint32_t>(s), g.IsUndefined() ? TensorWrap::NewInstance(env, r.grads[s]) : g);
     }
-    out.Set("grads", grads);
+    out.Set(1u, grads);
   } else {
-    out.Set("grads", env.Null());
+    out.Set(1u, env.Null());
   }
   return out;
 }

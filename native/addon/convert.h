@@ -26,7 +26,8 @@ struct PreparedCall {
 // coded errors (yd::Error) on any problem.
 PreparedCall prepare_call(const Napi::CallbackInfo& info);
 
-Napi::Object build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call);
+// The loss result as [Float64Array terms, grads | null]; see lib/index.ts.
+Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call);
 
 // Parses a Float32Array argument (for Tensor.fromFloat32Array and the floor).
 Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what);

@@ -42,13 +42,23 @@ inline double fold(const double* acc) {
   return a + b;
 }
 
-// sum_j w_j * d_j^2 over n contiguous elements, with d = p - t, writing
-// g_j = coef * w_j * d_j when kGrad.
+// Adds w_j * d_j^2 (d = p - t) over n contiguous elements into the kLanes
+// accumulators acc[j % kLanes], writing g_j = coef * w_j * d_j when kGrad.
 template <bool kGrad>
-inline double plane_chunk(const float* __restrict p, const float* __restrict t,
-                          float* __restrict g, const float* __restrict w, int64_t n,
-                          float coef) {
-  double acc[kLanes] = {};
+inline void plane_chunk(const float* __restrict p, const float* __restrict t,
+                        float* __restrict g, const float* __restrict w, int64_t n, float coef,
+                        double* __restrict lanes) {
+  if (n < kLanes) {  // tiny planes (e.g. 2x2 grids): no lane copies
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = diff(p[j], t[j]);
+      const float wd = weighted_diff(w[j], d);
+      lanes[j] += weighted_sq(wd, d);
+      if (kGrad) g[j] = grad_value(coef, wd);
+    }
+    return;
+  }
+  double acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = lanes[l];
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
@@ -64,7 +74,7 @@ inline double plane_chunk(const float* __restrict p, const float* __restrict t,
     acc[l] += weighted_sq(wd, d);
     if (kGrad) g[j] = grad_value(coef, wd);
   }
-  return fold(acc);
+  for (int l = 0; l < kLanes; ++l) lanes[l] = acc[l];
 }
 
 // sum_k d_k^2 over n contiguous values of one cell, g_k = coef * w * d_k when kGrad.
@@ -103,23 +113,26 @@ inline double cell_run(const float* __restrict p, const float* __restrict t, flo
 constexpr int64_t kMaxBlocks = 1024;
 
 template <typename UnitFn>
-RawSums reduce_units(int64_t units, int threads, const UnitFn& unit) {
+RawSums reduce_units(int64_t units, int64_t values, int threads, const UnitFn& unit) {
   const int64_t per_block = (units + kMaxBlocks - 1) / kMaxBlocks;
   const int64_t blocks = (units + per_block - 1) / per_block;
-  RawSums partial[kMaxBlocks];
-  run_blocks(blocks, threads, [&](int64_t first, int64_t last) {
+  double partial[kMaxBlocks * 3];  // box, obj, cls per block; no zeroing needed
+  const int64_t values_per_block = (values + blocks - 1) / blocks;
+  run_blocks(blocks, threads, values_per_block, [&](int64_t first, int64_t last) {
     for (int64_t blk = first; blk < last; ++blk) {
       RawSums acc;
       const int64_t u1 = std::min(units, (blk + 1) * per_block);
       for (int64_t u = blk * per_block; u < u1; ++u) unit(u, acc);
-      partial[blk] = acc;
+      partial[blk * 3 + 0] = acc.box;
+      partial[blk * 3 + 1] = acc.obj;
+      partial[blk * 3 + 2] = acc.cls;
     }
   });
   RawSums sums;
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    sums.box += partial[blk].box;
-    sums.obj += partial[blk].obj;
-    sums.cls += partial[blk].cls;
+    sums.box += partial[blk * 3 + 0];
+    sums.obj += partial[blk * 3 + 1];
+    sums.cls += partial[blk * 3 + 2];
   }
   return sums;
 }
@@ -132,7 +145,7 @@ RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom
   const int64_t chunks_per_plane = (hw + kPlaneChunk - 1) / kPlaneChunk;
   const int64_t units = geom.batch * geom.anchors * chunks_per_plane;  // (b, a, chunk)
 
-  return reduce_units(units, threads, [&](int64_t unit, RawSums& acc) {
+  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     float w[kPlaneChunk];
     const int64_t plane = unit / chunks_per_plane;  // (b, a)
     const int64_t c0 = (unit % chunks_per_plane) * kPlaneChunk;
@@ -142,18 +155,16 @@ RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom
     for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(tobj[j]);
     // For a fixed (b, a) the 5 + C channel planes are consecutive: three
     // contiguous streams (student, teacher, gradient) per unit.
+    double box[kLanes] = {}, obj[kLanes] = {}, cls[kLanes] = {};
     for (int64_t k = 0; k < per_anchor; ++k) {
       const int64_t off = base + k * hw;
       const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
-      const double sum = plane_chunk<kGrad>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef);
-      if (k < kBoxChannels) {
-        acc.box += sum;
-      } else if (k == kObjChannel) {
-        acc.obj += sum;
-      } else {
-        acc.cls += sum;
-      }
+      double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
+      plane_chunk<kGrad>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
     }
+    acc.box += fold(box);
+    acc.obj += fold(obj);
+    acc.cls += fold(cls);
   });
 }
 
@@ -165,7 +176,7 @@ RawSums run_nahwc(const float* p, const float* t, float* g, const ScaleGeom& geo
   const int64_t classes = geom.classes;
   const int64_t units = (cells + kCellChunk - 1) / kCellChunk;
 
-  return reduce_units(units, threads, [&](int64_t unit, RawSums& acc) {
+  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const int64_t i0 = unit * kCellChunk;
     const int64_t i1 = std::min(cells, i0 + kCellChunk);
     for (int64_t i = i0; i < i1; ++i) {
@@ -188,9 +199,14 @@ RawSums run_nahwc(const float* p, const float* t, float* g, const ScaleGeom& geo
 
 }  // namespace
 
-void run_blocks(int64_t blocks, int threads, const std::function<void(int64_t, int64_t)>& fn) {
+void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
+                const std::function<void(int64_t, int64_t)>& fn) {
   if (blocks <= 0) return;
-  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
+  // Waking a thread team costs microseconds: give each task at least
+  // kMinValuesPerTask values, so small calls stay on the calling thread.
+  constexpr int64_t kMinValuesPerTask = int64_t{1} << 16;
+  const int64_t by_work = std::max<int64_t>(1, blocks * values_per_block / kMinValuesPerTask);
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>({int64_t{threads}, blocks, by_work}));
   if (tasks == 1) {
     fn(0, blocks);
     return;
@@ -216,7 +232,7 @@ RawSums fused_scale_cpu(const float* p, const float* t, float* g, const ScaleGeo
 void streaming_floor(const float* a, const float* b, float* out, int64_t n, int threads) {
   constexpr int64_t kChunk = 1 << 16;
   const int64_t blocks = (n + kChunk - 1) / kChunk;
-  run_blocks(blocks, threads, [&](int64_t first, int64_t last) {
+  run_blocks(blocks, threads, kChunk, [&](int64_t first, int64_t last) {
     const int64_t i0 = first * kChunk;
     const int64_t i1 = std::min(n, last * kChunk);
     for (int64_t i = i0; i < i1; ++i) out[i] = a[i] - b[i];

@@ -24,7 +24,10 @@ RawSums fused_scale_cpu(const float* p, const float* t, float* g, const ScaleGeo
                         const TermCoefs& coefs, int threads);
 
 // Runs fn(first_block, end_block) over [0, blocks) on up to `threads` threads of
-// LibTorch's intra-op pool (at::parallel_for), contiguous ranges per thread.
-void run_blocks(int64_t blocks, int threads, const std::function<void(int64_t, int64_t)>& fn);
+// LibTorch's intra-op pool (at::parallel_for), contiguous ranges per thread;
+// fewer threads when there is too little work (values_per_block * blocks) to pay
+// for waking them.
+void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
+                const std::function<void(int64_t, int64_t)>& fn);
 
 }  // namespace yd

@@ -43,23 +43,33 @@ const char* dtype_name(at::ScalarType t) {
   }
 }
 
-void check_option(bool ok, const std::string& msg) {
-  if (!ok) throw_range(code::kInvalidOption, msg);
+// Messages are built only on failure: validation runs on every call.
+template <typename Msg>
+void check_option(bool ok, const Msg& msg) {
+  if (!ok) throw_range(code::kInvalidOption, msg());
 }
 
 void validate_options(const Options& o) {
-  check_option(o.num_classes >= 1,
-               "options.numClasses must be an integer >= 1, got " + std::to_string(o.num_classes));
-  check_option(o.num_anchors >= 1,
-               "options.numAnchors must be an integer >= 1, got " + std::to_string(o.num_anchors));
+  check_option(o.num_classes >= 1, [&] {
+    return "options.numClasses must be an integer >= 1, got " + std::to_string(o.num_classes);
+  });
+  check_option(o.num_anchors >= 1, [&] {
+    return "options.numAnchors must be an integer >= 1, got " + std::to_string(o.num_anchors);
+  });
   auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0.0; };
-  check_option(finite_nonneg(o.lambda), "options.lambda must be a finite number >= 0");
-  check_option(finite_nonneg(o.w_box), "options.weights.box must be a finite number >= 0");
-  check_option(finite_nonneg(o.w_obj), "options.weights.obj must be a finite number >= 0");
-  check_option(finite_nonneg(o.w_cls), "options.weights.cls must be a finite number >= 0");
-  check_option(std::isfinite(o.grad_scale), "options.gradScale must be a finite number");
-  check_option(o.threads >= 0 && o.threads <= 1024,
-               "options.threads must be an integer in [0, 1024], got " + std::to_string(o.threads));
+  auto bad = [](const char* name, double v, const char* want) {
+    std::ostringstream os;
+    os << "options." << name << " must be " << want << ", got " << v;
+    return os.str();
+  };
+  check_option(finite_nonneg(o.lambda), [&] { return bad("lambda", o.lambda, "a finite number >= 0"); });
+  check_option(finite_nonneg(o.w_box), [&] { return bad("weights.box", o.w_box, "a finite number >= 0"); });
+  check_option(finite_nonneg(o.w_obj), [&] { return bad("weights.obj", o.w_obj, "a finite number >= 0"); });
+  check_option(finite_nonneg(o.w_cls), [&] { return bad("weights.cls", o.w_cls, "a finite number >= 0"); });
+  check_option(std::isfinite(o.grad_scale), [&] { return bad("gradScale", o.grad_scale, "a finite number"); });
+  check_option(o.threads >= 0 && o.threads <= 1024, [&] {
+    return "options.threads must be an integer in [0, 1024], got " + std::to_string(o.threads);
+  });
 }
 
 // Checks one head's rank, dims and channels against the options; returns its geometry.
@@ -321,12 +331,17 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
 }
 
 int default_threads() {
-  if (const char* env = std::getenv("OMP_NUM_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc > 0 ? static_cast<int>(hc) : 1;
+  // Read once: hardware_concurrency() costs system calls (microseconds), and
+  // this runs on every call that does not name a thread count.
+  static const int threads = [] {
+    if (const char* env = std::getenv("OMP_NUM_THREADS")) {
+      const int n = std::atoi(env);
+      if (n > 0) return n;
+    }
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc > 0 ? static_cast<int>(hc) : 1;
+  }();
+  return threads;
 }
 
 std::string libtorch_version() {

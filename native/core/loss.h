@@ -66,8 +66,8 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
                          const std::vector<at::Tensor>& teacher, const Options& opts,
                          const std::vector<at::Tensor>& grad_out = {});
 
-// The thread count used when Options::threads is 0: OMP_NUM_THREADS if set,
-// otherwise the hardware concurrency.
+// The thread count used when Options::threads is 0: OMP_NUM_THREADS if set
+// (read once, at the first call), otherwise the hardware concurrency.
 int default_threads();
 
 // LibTorch's version string and whether it was built with CUDA.

@@ -1,0 +1,248 @@
+#!/usr/bin/env node
+'use strict';
+// npm run bench: the fused kernel side by side with the LibTorch reference (ops +
+// autograd), PyTorch eager in Python, a plain TypeScript loop, and the memory-
+// bandwidth floor (a native pass reading two arrays and writing one, 12 bytes per
+// value), forward + gradient each time, at 1 and 2 threads.
+//
+//   node bench/run.js [--quick] [--only a,b,...] [--runs N] [--threads 1,2]
+//
+// Prints a table and writes bench/results.json and bench/results.svg.
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const yd = require('../dist');
+const { distillationLossJS } = require('../dist/js-loss');
+
+const args = process.argv.slice(2);
+const flag = (name) => args.includes(name);
+const value = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const QUICK = flag('--quick');
+const RUNS = Number(value('--runs', QUICK ? 3 : 7));
+const THREADS = value('--threads', '1,2').split(',').map(Number);
+const ONLY = value('--only', 'a,b,c,d,e').split(',');
+const PYTHON = '/usr/bin/python3';
+const tty = process.stdout.isTTY;
+
+const A = 3;
+const yolo = (B, C, size, layout) =>
+  [8, 16, 32].map((stride) => {
+    const g = size / stride;
+    return layout === 'nchw' ? [B, A * (5 + C), g, g] : [B, A, g, g, 5 + C];
+  });
+const WORKLOADS = [
+  { id: 'a', name: 'YOLOv5s 640x640, B=16, C=80, nchw', C: 80, layout: 'nchw', shapes: yolo(QUICK ? 4 : 16, 80, 640, 'nchw') },
+  { id: 'b', name: 'YOLOv5s 640x640, B=16, C=8, nchw', C: 8, layout: 'nchw', shapes: yolo(QUICK ? 4 : 16, 8, 640, 'nchw') },
+  { id: 'c', name: 'one image 320x320, C=80, nchw (latency)', C: 80, layout: 'nchw', shapes: yolo(1, 80, 320, 'nchw') },
+  { id: 'd', name: 'YOLOv5s 640x640, B=16, C=80, nahwc', C: 80, layout: 'nahwc', shapes: yolo(QUICK ? 4 : 16, 80, 640, 'nahwc') },
+  { id: 'e', name: 'tiny call: 1 scale, 2x2 grid, C=80 (N-API fixed cost)', C: 80, layout: 'nchw', shapes: [[1, A * 85, 2, 2]], tiny: true },
+].filter((w) => ONLY.includes(w.id));
+
+const numel = (s) => s.reduce((a, b) => a * b, 1);
+
+/** Deterministic pseudo-random fill (xorshift32), values in about [-3, 3]. */
+function fill(n, seed) {
+  const out = new Float32Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = (x / 4294967296) * 6 - 3;
+  }
+  return out;
+}
+
+function stats(ms) {
+  const s = [...ms].sort((a, b) => a - b);
+  return { median: s[s.length >> 1], min: s[0], max: s[s.length - 1], runs: s.length };
+}
+
+/** Times fn: `warmup` untimed calls, then `runs` timed calls of `inner` calls each (ms per call). */
+function time(fn, { warmup = 1, runs = RUNS, inner = 1 } = {}) {
+  for (let i = 0; i < warmup; i++) fn();
+  const ms = [];
+  for (let r = 0; r < runs; r++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < inner; i++) fn();
+    ms.push(Number(process.hrtime.bigint() - t0) / 1e6 / inner);
+  }
+  return stats(ms);
+}
+
+/** Times a and b alternately, so both see the same machine load. */
+function timePair(a, b, opts = {}) {
+  const { warmup = 2, runs = RUNS, inner = 1 } = opts;
+  for (let i = 0; i < warmup; i++) {
+    a();
+    b();
+  }
+  const ta = [];
+  const tb = [];
+  for (let r = 0; r < runs; r++) {
+    for (const [fn, out] of [[a, ta], [b, tb]]) {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < inner; i++) fn();
+      out.push(Number(process.hrtime.bigint() - t0) / 1e6 / inner);
+    }
+  }
+  return [stats(ta), stats(tb)];
+}
+
+function torchAvailable() {
+  return spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+}
+
+function eager(w, threads, inner) {
+  const spec = {
+    shapes: w.shapes, layout: w.layout, numClasses: w.C, numAnchors: A, threads,
+    warmup: w.tiny ? 50 : 1, runs: w.tiny ? RUNS : Math.min(RUNS, 5), inner,
+  };
+  const r = spawnSync(PYTHON, [path.join(__dirname, 'torch_eager.py'), JSON.stringify(spec)], {
+    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) }, maxBuffer: 1 << 20,
+  });
+  if (r.status !== 0) throw new Error(`PyTorch eager failed: ${r.stderr}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop());
+  return { ...stats(out.ms), peakRssMb: out.peakRssMb, torch: out.torch };
+}
+
+function progress(msg) {
+  if (tty) process.stdout.write(`\r\x1b[K${msg}`);
+  else console.log(msg);
+}
+
+function runWorkload(w) {
+  const values = w.shapes.reduce((a, s) => a + numel(s), 0);
+  const student = w.shapes.map((shape, s) => ({ data: fill(numel(shape), 11 + s), shape }));
+  const teacher = w.shapes.map((shape, s) => ({ data: fill(numel(shape), 101 + s), shape }));
+  const gradOut = w.shapes.map((s) => new Float32Array(numel(s)));
+  const opts = { numClasses: w.C, numAnchors: A, layout: w.layout };
+  const inner = w.tiny ? 2000 : 1;
+  const rows = [];
+  const add = (impl, threads, st, extra = {}) => rows.push({ workload: w.id, impl, threads, ...st, ...extra });
+
+  for (const threads of THREADS) {
+    progress(`[${w.id}] ${threads} thread(s): fused + floor`);
+    const fusedFn = () => yd.distillationLoss(student, teacher, { ...opts, threads, gradOut });
+    const floorFn = () => {
+      for (let s = 0; s < w.shapes.length; s++) yd.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
+    };
+    const rss0 = process.memoryUsage().rss;
+    const [fused, floor] = timePair(fusedFn, floorFn, { inner, warmup: w.tiny ? 200 : 2 });
+    const rssGrowthMb = (process.memoryUsage().rss - rss0) / 2 ** 20;
+    add('fused', threads, fused, { rssGrowthMb });
+    add('floor', threads, floor);
+    progress(`[${w.id}] ${threads} thread(s): LibTorch reference`);
+    add('reference', threads, time(() => yd.distillationLoss(student, teacher, { ...opts, threads, impl: 'reference' }),
+      { runs: w.tiny ? RUNS : Math.min(RUNS, 5), inner: w.tiny ? 200 : 1, warmup: 1 }));
+    if (torchAvailable()) {
+      progress(`[${w.id}] ${threads} thread(s): PyTorch eager`);
+      add('eager', threads, eager(w, threads, w.tiny ? 200 : 1));
+    }
+  }
+  progress(`[${w.id}] TypeScript loop`);
+  add('ts-loop', 1, time(() => distillationLossJS(student, teacher, opts), { runs: Math.min(RUNS, 5), inner: w.tiny ? 200 : 1 }));
+  if (tty) process.stdout.write('\r\x1b[K');
+
+  for (const r of rows) {
+    const same = (impl) => rows.find((x) => x.impl === impl && x.threads === r.threads);
+    const eagerRow = same('eager') || rows.find((x) => x.impl === 'eager');
+    const floorRow = same('floor') || rows.find((x) => x.impl === 'floor');
+    r.gbPerS = (12 * values) / (r.median / 1e3) / 1e9;
+    r.vsFloor = r.median / floorRow.median;
+    r.speedupVsEager = eagerRow ? eagerRow.median / r.median : null;
+  }
+  return { id: w.id, name: w.name, values, shapes: w.shapes, peakRssMb: process.resourceUsage().maxRSS / 1024, rows };
+}
+
+function fmtMs(ms) {
+  if (ms < 0.1) return `${(ms * 1000).toFixed(2)} µs`;
+  if (ms < 10) return `${ms.toFixed(3)} ms`;
+  return `${ms.toFixed(1)} ms`;
+}
+
+function table(results) {
+  const lines = [];
+  lines.push('| workload | impl | threads | median | spread (min–max) | GB/s (12 B/value) | × floor | speedup vs eager |');
+  lines.push('|---|---|---|---|---|---|---|---|');
+  for (const w of results.workloads) {
+    for (const r of w.rows) {
+      lines.push(
+        `| ${w.id} | ${r.impl} | ${r.threads} | ${fmtMs(r.median)} | ${fmtMs(r.min)} – ${fmtMs(r.max)} | ` +
+          `${r.gbPerS.toFixed(2)} | ${r.vsFloor.toFixed(2)} | ${r.speedupVsEager ? r.speedupVsEager.toFixed(1) + '×' : '–'} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+/** A horizontal log-scale bar chart of median time per call, one group per workload. */
+function svg(results) {
+  const colors = { fused: '#1b9e77', floor: '#7f7f7f', reference: '#7570b3', eager: '#d95f02', 'ts-loop': '#e7298a' };
+  const groups = results.workloads.map((w) => ({
+    title: `(${w.id}) ${w.name}`,
+    rows: w.rows.filter((r) => r.threads === Math.max(...THREADS) || r.impl === 'ts-loop'),
+  }));
+  const all = groups.flatMap((g) => g.rows.map((r) => r.median));
+  const lo = Math.log10(Math.min(...all)) - 0.2;
+  const hi = Math.log10(Math.max(...all)) + 0.2;
+  const W = 900;
+  const left = 170;
+  const barW = W - left - 150;
+  const rowH = 18;
+  let y = 50;
+  const parts = [];
+  parts.push(`<text x="10" y="24" font-size="16" font-weight="bold">yolo-distill: forward + gradient, median time per call (log scale, shorter is faster; ${Math.max(...THREADS)} threads)</text>`);
+  for (const g of groups) {
+    parts.push(`<text x="10" y="${y + 12}" font-size="13" font-weight="bold">${g.title}</text>`);
+    y += 20;
+    for (const r of g.rows) {
+      const len = Math.max(2, ((Math.log10(r.median) - lo) / (hi - lo)) * barW);
+      const label = `${r.impl}${r.impl === 'ts-loop' ? ' (1 thread)' : ''}`;
+      parts.push(`<text x="${left - 8}" y="${y + 13}" font-size="12" text-anchor="end">${label}</text>`);
+      parts.push(`<rect x="${left}" y="${y + 2}" width="${len.toFixed(1)}" height="${rowH - 4}" fill="${colors[r.impl]}"/>`);
+      const note = r.impl === 'fused' ? ` (${r.vsFloor.toFixed(2)}× floor${r.speedupVsEager ? `, ${r.speedupVsEager.toFixed(0)}× eager` : ''})` : '';
+      parts.push(`<text x="${left + len + 6}" y="${y + 13}" font-size="12">${fmtMs(r.median)}${note}</text>`);
+      y += rowH;
+    }
+    y += 12;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y + 10}" font-family="sans-serif">` +
+    `<rect width="100%" height="100%" fill="white"/>${parts.join('')}</svg>\n`;
+}
+
+function main() {
+  const info = yd.backendInfo();
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  console.log(`yolo-distill bench: LibTorch ${info.libtorch}, ${os.cpus().length} cores (${cpu}), runs ${RUNS}, threads ${THREADS.join('/')}${QUICK ? ', QUICK (smaller batches)' : ''}`);
+  if (!torchAvailable()) console.log(`PyTorch eager rows skipped: ${PYTHON} cannot import torch (apt-get install python3-torch)`);
+  const results = {
+    date: new Date().toISOString(),
+    machine: { cpu, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30) },
+    libtorch: info.libtorch,
+    node: process.version,
+    command: `node bench/run.js ${args.join(' ')}`.trim(),
+    quick: QUICK,
+    workloads: [],
+  };
+  for (const w of WORKLOADS) {
+    const r = runWorkload(w);
+    results.workloads.push(r);
+    const f = r.rows.filter((x) => x.impl === 'fused').map((x) => `${x.threads}t ${fmtMs(x.median)} (${x.vsFloor.toFixed(2)}× floor${x.speedupVsEager ? `, ${x.speedupVsEager.toFixed(1)}× eager` : ''})`);
+    console.log(`[${w.id}] ${w.name}: ${(r.values / 1e6).toFixed(2)} M values per tensor; fused ${f.join(', ')}`);
+  }
+  console.log();
+  console.log(table(results));
+  const outDir = __dirname;
+  fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  fs.writeFileSync(path.join(outDir, 'results.svg'), svg(results));
+  console.log(`\nwrote bench/results.json and bench/results.svg`);
+}
+
+main();
