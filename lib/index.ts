@@ -1,7 +1,7 @@
 // yolo-distill: the objectness-scaled distillation loss for YOLO detectors and
 // its gradient, fused in one native pass (LibTorch, CPU; CUDA builds too).
 import { native, NativeResult, NativeTensor } from './binding';
-import { Tensor } from './tensor';
+import { Device, Tensor } from './tensor';
 
 export { Tensor } from './tensor';
 export type { Device, DType } from './tensor';
@@ -35,6 +35,11 @@ export interface DistillationOptions {
   impl?: 'fused' | 'reference';
   /** Threads for the fused CPU kernel; 0 or absent: backendInfo().threads. */
   threads?: number;
+  /**
+   * Where to compute. Absent: where the heads are. 'cuda' / 'cuda:N' with
+   * Float32Array heads copies them to the GPU and the gradients back.
+   */
+  device?: Device;
   /**
    * Caller-owned gradient buffers, one per scale (Float32Array of the student's
    * length, or a Tensor of its shape/dtype/device; null to allocate). Filled in

@@ -61,7 +61,8 @@ function optionsOf(c) {
   return o;
 }
 
-const PYTHON = '/usr/bin/python3';
+// Debian's python3-torch; YD_PYTHON overrides (the GPU machine's python3 has a CUDA torch).
+const PYTHON = process.env.YD_PYTHON || '/usr/bin/python3';
 
 /** Whether Debian's python3-torch is usable; the reason when it is not. */
 function torchAvailable() {
@@ -84,7 +85,7 @@ function runTorchReference(cases) {
       manifest.cases.push({
         id: c.id, layout: c.layout, numAnchors: c.numAnchors, numClasses: c.numClasses,
         lambda: c.lambda ?? 10, weights: c.weights ?? {}, gradScale: c.gradScale ?? 1,
-        shapes: c.shapes, grad: true,
+        shapes: c.shapes, grad: true, device: c.device ?? 'cpu', dtype: c.dtype ?? 'float32',
       });
       c.shapes.forEach((_, k) => {
         fs.writeFileSync(path.join(dir, `${c.id}.s${k}.student.f32`), Buffer.from(c.student[k].data.buffer));

@@ -161,6 +161,14 @@ yd::Options parse_options(const Napi::Value& v) {
   opts.impl = opt_enum(o, "impl", "fused", {"fused", "reference"}) == "fused" ? yd::Impl::Fused
                                                                               : yd::Impl::Reference;
   opts.threads = static_cast<int>(opt_integer(o, "threads", 0, 0, 1024, false));
+  Napi::Value dv;
+  if (has(o, "device", &dv)) {
+    if (!dv.IsString()) {
+      fail_type(kInvalidArgType, "options.device: expected 'cpu', 'cuda' or 'cuda:N', got " + describe(dv));
+    }
+    opts.device = dv.As<Napi::String>().Utf8Value();
+    yd::resolve_device(opts.device, "options.device");  // coded error now, not mid-call
+  }
   return opts;
 }
 

@@ -27,24 +27,12 @@ at::ScalarType parse_dtype(const Napi::Value& v) {
                                        "'float16' | 'bfloat16', got \"" + s + "\"");
 }
 
-void check_device(const Napi::Value& v) {
-  if (v.IsUndefined() || v.IsNull()) return;
+at::Device parse_device(const Napi::Value& v) {
+  if (v.IsUndefined() || v.IsNull()) return at::Device(at::kCPU);
   if (!v.IsString()) {
     fail_type(yd::code::kInvalidArgType, "Tensor.fromFloat32Array: opts.device must be 'cpu', 'cuda' or 'cuda:N'");
   }
-  const std::string s = v.As<Napi::String>().Utf8Value();
-  if (s == "cpu") return;
-  const bool cuda_like = s == "cuda" || (s.rfind("cuda:", 0) == 0 && s.size() > 5 &&
-                                         s.find_first_not_of("0123456789", 5) == std::string::npos);
-  if (!cuda_like) {
-    fail_range(yd::code::kInvalidOption, "Tensor.fromFloat32Array: opts.device must be 'cpu', "
-                                         "'cuda' or 'cuda:N', got \"" + s + "\"");
-  }
-  throw yd::Error(yd::ErrorKind::Generic, yd::code::kNoCuda,
-                  "device \"" + s + "\" requested, but " +
-                      (yd::cuda_compiled() ? std::string("no CUDA device is available")
-                                           : std::string("this build of yolo-distill uses a CPU-only LibTorch (") +
-                                                 yd::libtorch_version() + ")"));
+  return yd::resolve_device(v.As<Napi::String>().Utf8Value(), "Tensor.fromFloat32Array: opts.device");
 }
 
 int64_t tensor_bytes(const at::Tensor& t) {
@@ -176,16 +164,18 @@ Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
                                             " elements but the shape needs " + std::to_string(numel));
     }
     at::ScalarType dtype = at::kFloat;
+    at::Device device(at::kCPU);
     if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
       if (!info[2].IsObject()) {
         fail_type(yd::code::kInvalidArgType, "Tensor.fromFloat32Array: opts must be an object");
       }
       const Napi::Object o = info[2].As<Napi::Object>();
       dtype = parse_dtype(o.Get("dtype"));
-      check_device(o.Get("device"));
+      device = parse_device(o.Get("device"));
     }
     const at::Tensor view = at::from_blob(const_cast<float*>(data.Data()), shape, at::TensorOptions().dtype(at::kFloat));
-    const at::Tensor owned = dtype == at::kFloat ? view.clone() : view.to(dtype);
+    const at::Tensor owned =
+        device.is_cpu() && dtype == at::kFloat ? view.clone() : view.to(device, dtype);
     return NewInstance(info.Env(), owned);
   });
 }

@@ -4,6 +4,7 @@
 
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/ScalarType.h>
 #include <torch/csrc/api/include/torch/version.h>
 
@@ -15,6 +16,9 @@
 #include "cell_math.h"
 #include "fused_cpu.h"
 #include "reference.h"
+#ifdef YD_WITH_CUDA
+#include "fused_cuda_dispatch.h"
+#endif
 
 namespace yd {
 
@@ -237,10 +241,14 @@ std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
                                             student[s].device().str() + ", got " +
                                             teacher[s].device().str());
     }
-    if (!student[s].device().is_cpu()) {
-      throw Error(ErrorKind::Generic, code::kNoCuda,
-                  where(s, "student") + ": device " + student[s].device().str() +
-                      " is not supported by this build (CPU-only kernels)");
+    if (!student[s].device().is_cpu() && !student[s].device().is_cuda()) {
+      throw_type(code::kDeviceMismatch, where(s, "student") + ": device " + student[s].device().str() +
+                                            " is not supported (cpu or cuda)");
+    }
+    if (s > 0 && student[s].device() != student[0].device()) {
+      throw_type(code::kDeviceMismatch, where(s, "student") + ": expected scale 0's device " +
+                                            student[0].device().str() + ", got " +
+                                            student[s].device().str());
     }
     if (!grad_out.empty() && grad_out[s].defined()) {
       const at::Tensor& go = grad_out[s];
@@ -286,7 +294,41 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
       check_finite(teacher[s], s, "teacher", geoms[s]);
     }
   }
+  // A device asked for in the options: copy the inputs there, compute, and copy
+  // the gradients back into CPU buffers.
+  if (!opts.device.empty()) {
+    const at::Device dev = resolve_device(opts.device, "options.device");
+    if (dev != student[0].device()) {
+      std::vector<at::Tensor> st, te;
+      for (size_t s = 0; s < student.size(); ++s) {
+        st.push_back(student[s].to(dev));
+        te.push_back(teacher[s].to(dev));
+      }
+      Options moved = opts;
+      moved.device.clear();
+      moved.check_finite = false;  // already checked
+      Result r = distillation_loss(st, te, moved, {});
+      for (size_t s = 0; s < r.grads.size(); ++s) {
+        const at::Tensor home = r.grads[s].to(student[s].device());
+        if (!grad_out.empty() && grad_out[s].defined()) {
+          grad_out[s].copy_(home);
+          r.grads[s] = grad_out[s];
+        } else {
+          r.grads[s] = home;
+        }
+      }
+      return r;
+    }
+  }
   if (opts.impl == Impl::Reference) return reference_loss(student, teacher, geoms, opts, grad_out);
+  if (student[0].device().is_cuda()) {
+#ifdef YD_WITH_CUDA
+    return fused_cuda_loss(student, teacher, geoms, opts, grad_out);
+#else
+    throw Error(ErrorKind::Generic, code::kNoCuda,
+                "CUDA tensors given, but this build of yolo-distill has no CUDA kernels");
+#endif
+  }
 
   const int threads = opts.threads > 0 ? opts.threads : default_threads();
   Result r;
@@ -361,6 +403,45 @@ bool cuda_compiled() {
 #endif
 }
 
-int cuda_device_count() { return 0; }
+int cuda_device_count() {
+  static const int count = [] {
+    try {
+      return static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+    } catch (...) {
+      return 0;
+    }
+  }();
+  return count;
+}
+
+at::Device resolve_device(const std::string& device, const std::string& what) {
+  if (device == "cpu") return at::Device(at::kCPU);
+  int index = -1;
+  if (device == "cuda") {
+    index = 0;
+  } else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() < 9 &&
+             device.find_first_not_of("0123456789", 5) == std::string::npos) {
+    index = std::stoi(device.substr(5));
+  } else {
+    throw_range(code::kInvalidOption,
+                what + ": expected 'cpu', 'cuda' or 'cuda:N', got \"" + device + "\"");
+  }
+  if (!cuda_compiled()) {
+    throw Error(ErrorKind::Generic, code::kNoCuda,
+                what + ": \"" + device + "\" requested, but this build of yolo-distill uses a CPU-only LibTorch (" +
+                    libtorch_version() + "); build it against a CUDA LibTorch to use the GPU");
+  }
+  const int count = cuda_device_count();
+  if (count == 0) {
+    throw Error(ErrorKind::Generic, code::kNoCuda,
+                what + ": \"" + device + "\" requested, but no CUDA device is available");
+  }
+  if (index >= count) {
+    throw Error(ErrorKind::Generic, code::kNoCuda,
+                what + ": \"" + device + "\" requested, but only " + std::to_string(count) +
+                    " CUDA device(s) are available");
+  }
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
 
 }  // namespace yd

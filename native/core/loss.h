@@ -28,6 +28,9 @@ struct Options {
   bool check_finite = false;
   Impl impl = Impl::Fused;
   int threads = 0;  // 0: default_threads()
+  // Where to compute: "" (where the inputs are), "cpu", "cuda" or "cuda:N".
+  // CPU inputs with a CUDA device are copied there, and gradients copied back.
+  std::string device;
 };
 
 struct Terms {
@@ -70,10 +73,17 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
 // (read once, at the first call), otherwise the hardware concurrency.
 int default_threads();
 
-// LibTorch's version string and whether it was built with CUDA.
+// LibTorch's version string; whether this build has the CUDA kernels; how many
+// CUDA devices LibTorch sees.
 std::string libtorch_version();
 bool cuda_compiled();
 int cuda_device_count();
+
+// Parses "cpu", "cuda" or "cuda:N" (what is the option's name, for messages).
+// Throws ERR_INVALID_OPTION for a malformed string and ERR_NO_CUDA, saying
+// why, when CUDA is asked of a CPU-only build, a machine without a device, or
+// an index past the device count.
+at::Device resolve_device(const std::string& device, const std::string& what);
 
 // Benchmark floor: a streaming pass reading a and b and writing out
 // (out = a - b, 12 bytes per value), parallel like the fused kernel.

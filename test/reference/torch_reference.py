@@ -4,7 +4,8 @@
 
     /usr/bin/python3 test/reference/torch_reference.py DIR
 
-DIR/manifest.json lists cases; each scale's student and teacher are raw
+DIR/manifest.json lists cases (optionally with "device": "cuda" and "dtype":
+"float16" | "bfloat16", whose inputs are rounded to that dtype and computed in fp32); each scale's student and teacher are raw
 little-endian float32 files. For every case this writes DIR/<id>.result.json
 (loss, terms, per-scale terms) and, when grad is requested, DIR/<id>.s<k>.grad.f32.
 Computed in float32 like a PyTorch training loop; the gradient by autograd.
@@ -37,10 +38,14 @@ def distillation_loss(student, teacher, num_anchors, num_classes, layout, lam, g
     return loss, box, obj, cls, per_scale
 
 
-def load(path, shape):
+def load(path, shape, device="cpu", dtype="float32"):
+    """A float32 file as a float32 tensor on `device`, its values first rounded to
+    `dtype` (so a float16/bfloat16 case is computed in fp32 from the same values
+    the addon sees)."""
     with open(path, "rb") as f:
         data = bytearray(f.read())
-    return torch.frombuffer(data, dtype=torch.float32).reshape(shape).clone()
+    t = torch.frombuffer(data, dtype=torch.float32).reshape(shape).clone()
+    return t.to(getattr(torch, dtype)).to(device=device, dtype=torch.float32)
 
 
 def main(folder):
@@ -49,9 +54,10 @@ def main(folder):
         manifest = json.load(f)
     for case in manifest["cases"]:
         cid = case["id"]
-        student = [load(os.path.join(folder, f"{cid}.s{k}.student.f32"), s).requires_grad_(True)
+        dev, dt = case.get("device", "cpu"), case.get("dtype", "float32")
+        student = [load(os.path.join(folder, f"{cid}.s{k}.student.f32"), s, dev, dt).requires_grad_(True)
                    for k, s in enumerate(case["shapes"])]
-        teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s)
+        teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, dt)
                    for k, s in enumerate(case["shapes"])]
         wts = case.get("weights", {})
         loss, box, obj, cls, per_scale = distillation_loss(
@@ -64,7 +70,7 @@ def main(folder):
         if case.get("grad", True):
             loss.backward()
             for k, p in enumerate(student):
-                g = (p.grad * case.get("gradScale", 1.0)).contiguous()
+                g = (p.grad * case.get("gradScale", 1.0)).contiguous().cpu()
                 with open(os.path.join(folder, f"{cid}.s{k}.grad.f32"), "wb") as f:
                     f.write(g.numpy().astype("<f4").tobytes())
         with open(os.path.join(folder, f"{cid}.result.json"), "w") as f:

@@ -1,0 +1,213 @@
+// Fused CUDA kernels for the objectness-scaled distillation loss: forward and
+// gradient in one pass, fp32/fp16/bf16 inputs, fp32 math, double partial sums,
+// deterministic (fixed grid for a given input, fixed-order reductions).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "cell_math.h"
+#include "fused_cuda.h"
+
+namespace yd {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxGrid = 2048;
+constexpr int kTileCells = 32;  // nahwc: cells whose weights one block stages in shared memory
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// N consecutive values moved with one aligned load/store.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+// Sums the three per-thread values over the block in a fixed tree order;
+// thread 0 writes them to out[0..2].
+__device__ void block_reduce3(double a, double b, double c, double* out) {
+  __shared__ double sh[3][kThreads];
+  sh[0][threadIdx.x] = a;
+  sh[1][threadIdx.x] = b;
+  sh[2][threadIdx.x] = c;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) {
+      sh[0][threadIdx.x] += sh[0][threadIdx.x + stride];
+      sh[1][threadIdx.x] += sh[1][threadIdx.x + stride];
+      sh[2][threadIdx.x] += sh[2][threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    out[0] = sh[0][0];
+    out[1] = sh[1][0];
+    out[2] = sh[2][0];
+  }
+}
+
+// nchw: one work item = VEC consecutive cells of one (b, a) plane; the thread
+// computes their teacher weights once and walks the 5 + C channel planes
+// (coalesced across the warp: neighbouring threads read neighbouring cells).
+template <typename T, int VEC, bool GRAD>
+__global__ void __launch_bounds__(kThreads)
+nchw_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g, int64_t planes,
+            int64_t hw, int per_anchor, TermCoefs coefs, double* __restrict__ partials) {
+  const int64_t groups = hw / VEC;
+  const int64_t items = planes * groups;
+  double box = 0.0, obj = 0.0, cls = 0.0;
+  for (int64_t it = blockIdx.x * int64_t{kThreads} + threadIdx.x; it < items;
+       it += int64_t{gridDim.x} * kThreads) {
+    const int64_t plane = it / groups;
+    const int64_t base = plane * per_anchor * hw + (it - plane * groups) * VEC;
+    float w[VEC];
+    const Pack<T, VEC> tw = *reinterpret_cast<const Pack<T, VEC>*>(t + base + kObjChannel * hw);
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) w[v] = teacher_weight(to_f(tw.v[v]));
+    float sb = 0.f, so = 0.f, sc = 0.f;
+    for (int k = 0; k < per_anchor; ++k) {
+      const int64_t off = base + k * hw;
+      const Pack<T, VEC> pv = *reinterpret_cast<const Pack<T, VEC>*>(p + off);
+      const Pack<T, VEC> tv = *reinterpret_cast<const Pack<T, VEC>*>(t + off);
+      const float coef = k < kBoxChannels ? coefs.box : (k == kObjChannel ? coefs.obj : coefs.cls);
+      float s = 0.f;
+      Pack<T, VEC> gv;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        const float d = diff(to_f(pv.v[v]), to_f(tv.v[v]));
+        const float wd = weighted_diff(w[v], d);
+        s = fmaf(wd, d, s);
+        if (GRAD) gv.v[v] = from_f<T>(grad_value(coef, wd));
+      }
+      if (GRAD) *reinterpret_cast<Pack<T, VEC>*>(g + off) = gv;
+      if (k < kBoxChannels) sb += s; else if (k == kObjChannel) so += s; else sc += s;
+    }
+    box += sb;
+    obj += so;
+    cls += sc;
+  }
+  block_reduce3(box, obj, cls, partials + 3 * int64_t{blockIdx.x});
+}
+
+// nahwc: a block takes kTileCells consecutive cells (kTileCells * (5 + C)
+// contiguous values), stages their teacher weights in shared memory once, then
+// its threads stride over the tile's values: coalesced loads and stores.
+template <typename T, bool GRAD>
+__global__ void __launch_bounds__(kThreads)
+nahwc_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g, int64_t cells,
+             int per_anchor, TermCoefs coefs, double* __restrict__ partials) {
+  __shared__ float w[kTileCells];
+  const int64_t tiles = (cells + kTileCells - 1) / kTileCells;
+  double box = 0.0, obj = 0.0, cls = 0.0;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t c0 = tile * kTileCells;
+    const int n_cells = static_cast<int>(min(int64_t{kTileCells}, cells - c0));
+    __syncthreads();  // the previous tile's weights are no longer read
+    if (threadIdx.x < n_cells) {
+      w[threadIdx.x] = teacher_weight(to_f(t[(c0 + threadIdx.x) * per_anchor + kObjChannel]));
+    }
+    __syncthreads();
+    const int n_values = n_cells * per_anchor;
+    const int64_t off0 = c0 * per_anchor;
+    float sb = 0.f, so = 0.f, sc = 0.f;
+    for (int e = threadIdx.x; e < n_values; e += kThreads) {
+      const int cell = e / per_anchor;
+      const int k = e - cell * per_anchor;
+      const float d = diff(to_f(p[off0 + e]), to_f(t[off0 + e]));
+      const float wd = weighted_diff(w[cell], d);
+      const float s = wd * d;
+      const float coef = k < kBoxChannels ? coefs.box : (k == kObjChannel ? coefs.obj : coefs.cls);
+      if (GRAD) g[off0 + e] = from_f<T>(grad_value(coef, wd));
+      if (k < kBoxChannels) sb += s; else if (k == kObjChannel) so += s; else sc += s;
+    }
+    box += sb;
+    obj += so;
+    cls += sc;
+  }
+  block_reduce3(box, obj, cls, partials + 3 * int64_t{blockIdx.x});
+}
+
+// One block: thread i sums partials i, i + kThreads, ... in order, then a tree.
+__global__ void __launch_bounds__(kThreads)
+finish_kernel(const double* __restrict__ partials, int blocks, double* __restrict__ out) {
+  double a = 0.0, b = 0.0, c = 0.0;
+  for (int i = threadIdx.x; i < blocks; i += kThreads) {
+    a += partials[3 * i];
+    b += partials[3 * i + 1];
+    c += partials[3 * i + 2];
+  }
+  block_reduce3(a, b, c, out);
+}
+
+int64_t grid_for(const ScaleLaunch& l) {
+  const int64_t cells = l.batch * l.anchors * l.height * l.width;
+  const int64_t items = l.nahwc ? (cells + kTileCells - 1) / kTileCells : (cells + kThreads - 1) / kThreads;
+  return std::max<int64_t>(1, std::min<int64_t>(items, kMaxGrid));
+}
+
+bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+template <typename T, bool GRAD>
+void launch_typed(const ScaleLaunch& l, double* ws, cudaStream_t stream) {
+  const int64_t grid = grid_for(l);
+  const T* p = static_cast<const T*>(l.p);
+  const T* t = static_cast<const T*>(l.t);
+  T* g = static_cast<T*>(l.g);
+  const int per_anchor = static_cast<int>(5 + l.classes);
+  if (l.nahwc) {
+    const int64_t cells = l.batch * l.anchors * l.height * l.width;
+    nahwc_kernel<T, GRAD><<<grid, kThreads, 0, stream>>>(p, t, g, cells, per_anchor, l.coefs, ws);
+    return;
+  }
+  const int64_t hw = l.height * l.width;
+  const int64_t planes = l.batch * l.anchors;
+  constexpr int kVec = 4;
+  const bool vec = hw % kVec == 0 && aligned(p, sizeof(T) * kVec) && aligned(t, sizeof(T) * kVec) &&
+                   (!GRAD || aligned(g, sizeof(T) * kVec));
+  if (vec) {
+    nchw_kernel<T, kVec, GRAD><<<grid, kThreads, 0, stream>>>(p, t, g, planes, hw, per_anchor, l.coefs, ws);
+  } else {
+    nchw_kernel<T, 1, GRAD><<<grid, kThreads, 0, stream>>>(p, t, g, planes, hw, per_anchor, l.coefs, ws);
+  }
+}
+
+template <typename T>
+void launch_dtype(const ScaleLaunch& l, double* ws, cudaStream_t stream) {
+  if (l.g) {
+    launch_typed<T, true>(l, ws, stream);
+  } else {
+    launch_typed<T, false>(l, ws, stream);
+  }
+}
+
+}  // namespace
+
+int64_t workspace_doubles(const ScaleLaunch& l) { return 3 * grid_for(l); }
+
+int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums, void* stream_ptr) {
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  switch (l.dtype) {
+    case DType::F32: launch_dtype<float>(l, d_workspace, stream); break;
+    case DType::F16: launch_dtype<__half>(l, d_workspace, stream); break;
+    case DType::BF16: launch_dtype<__nv_bfloat16>(l, d_workspace, stream); break;
+  }
+  finish_kernel<<<1, kThreads, 0, stream>>>(d_workspace, static_cast<int>(grid_for(l)), d_sums);
+  return static_cast<int>(cudaGetLastError());
+}
+
+const char* error_string(int err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
+
+}  // namespace cuda
+}  // namespace yd

@@ -1,0 +1,38 @@
+// The fused CUDA kernels' host interface. Plain C++ with no LibTorch and no CUDA
+// headers, so the .cu file compiles with nvcc alone (CI does that on machines
+// without a GPU) and the dispatch code needs no CUDA types.
+#pragma once
+
+#include <cstdint>
+
+#include "cell_math.h"
+
+namespace yd {
+namespace cuda {
+
+enum class DType { F32, F16, BF16 };
+
+struct ScaleLaunch {
+  const void* p = nullptr;  // student, contiguous, in the layout below
+  const void* t = nullptr;  // teacher, same shape and dtype
+  void* g = nullptr;        // gradient output of the same dtype, or nullptr for none
+  int64_t batch = 0, anchors = 0, height = 0, width = 0, classes = 0;
+  bool nahwc = false;
+  TermCoefs coefs{};
+  DType dtype = DType::F32;
+};
+
+// Doubles of device workspace one launch needs (per-block partial sums).
+int64_t workspace_doubles(const ScaleLaunch& l);
+
+// Enqueues the fused forward + gradient kernel and a one-block, fixed-order
+// reduction of its per-block partials on `stream` (a cudaStream_t). Writes the
+// raw weighted sums of squares (box, obj, cls) as doubles to d_sums[0..2]. No
+// atomics: repeated launches give bit-identical results. Returns a cudaError_t.
+int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums, void* stream);
+
+// The CUDA runtime's message for an error code.
+const char* error_string(int err);
+
+}  // namespace cuda
+}  // namespace yd

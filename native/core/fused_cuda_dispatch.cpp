@@ -1,0 +1,94 @@
+// See fused_cuda_dispatch.h.
+#include "fused_cuda_dispatch.h"
+
+#include <ATen/Functions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+
+#include "fused_cuda.h"
+
+namespace yd {
+
+namespace {
+
+cuda::DType dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kHalf: return cuda::DType::F16;
+    case at::kBFloat16: return cuda::DType::BF16;
+    default: return cuda::DType::F32;
+  }
+}
+
+}  // namespace
+
+Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
+                       const std::vector<ScaleGeom>& geoms, const Options& opts,
+                       const std::vector<at::Tensor>& grad_out) {
+  const c10::cuda::CUDAGuard guard(student[0].device());
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(student[0].device().index());
+  const size_t S = student.size();
+  const auto dev_double = at::TensorOptions().dtype(at::kDouble).device(student[0].device());
+
+  std::vector<at::Tensor> ps(S), ts(S), gs(S);
+  std::vector<cuda::ScaleLaunch> launches(S);
+  int64_t ws_size = 1;
+  for (size_t s = 0; s < S; ++s) {
+    const ScaleGeom& g = geoms[s];
+    ps[s] = student[s].contiguous();
+    ts[s] = teacher[s].contiguous();
+    if (opts.grad) {
+      const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
+      gs[s] = out.defined() && out.is_contiguous() ? out : at::empty(ps[s].sizes(), ps[s].options());
+    }
+    cuda::ScaleLaunch& l = launches[s];
+    l.p = ps[s].data_ptr();
+    l.t = ts[s].data_ptr();
+    l.g = opts.grad ? gs[s].data_ptr() : nullptr;
+    l.batch = g.batch;
+    l.anchors = g.anchors;
+    l.height = g.height;
+    l.width = g.width;
+    l.classes = g.classes;
+    l.nahwc = g.layout == Layout::NAHWC;
+    l.coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
+                         g.cells());
+    l.dtype = dtype_of(ps[s]);
+    ws_size = std::max(ws_size, cuda::workspace_doubles(l));
+  }
+  // Scales run one after another on one stream, so they can share a workspace.
+  at::Tensor workspace = at::empty({ws_size}, dev_double);
+  at::Tensor sums = at::empty({static_cast<int64_t>(3 * S)}, dev_double);
+  for (size_t s = 0; s < S; ++s) {
+    const int err = cuda::launch_fused_scale(launches[s], workspace.data_ptr<double>(),
+                                             sums.data_ptr<double>() + 3 * s, stream.stream());
+    if (err != 0) {
+      throw Error(ErrorKind::Generic, code::kLibTorch,
+                  std::string("CUDA kernel launch failed: ") + cuda::error_string(err));
+    }
+  }
+  const at::Tensor host = sums.cpu();  // the one synchronisation: 3 doubles per scale
+  const double* h = host.data_ptr<double>();
+
+  Result r;
+  for (size_t s = 0; s < S; ++s) {
+    const int64_t n = geoms[s].cells();
+    const Terms terms{box_term(h[3 * s], n), obj_term(h[3 * s + 1], n),
+                      cls_term(h[3 * s + 2], geoms[s].classes, n)};
+    r.scales.push_back(terms);
+    r.total.box += terms.box;
+    r.total.obj += terms.obj;
+    r.total.cls += terms.cls;
+    if (opts.grad) {
+      const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
+      if (out.defined() && !gs[s].is_same(out)) out.copy_(gs[s]);
+      r.grads.push_back(out.defined() ? out : gs[s]);
+    }
+  }
+  r.loss = total_loss(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, r.total.box, r.total.obj,
+                      r.total.cls);
+  return r;
+}
+
+}  // namespace yd

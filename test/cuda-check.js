@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+'use strict';
+// CUDA checks, runnable without jest (the GPU machine has no npm): agreement of
+// the fused CUDA kernels with PyTorch on the GPU for float32, float16 and
+// bfloat16 in both layouts; bit-identical repeats; CUDA handles; Float32Array
+// heads with options.device; coded errors; the async API leaves the event loop
+// free. Prints one line per check and "N passed, M failed"; exits 1 on failure.
+// On a machine without CUDA it prints why and exits 0 (nothing to check).
+const h = require('./helpers');
+
+const { distillationLoss, distillationLossAsync, Tensor, backendInfo } = h.pkg;
+const info = backendInfo();
+
+// fp32: DESIGN §1 tolerances. fp16/bf16: inputs are rounded identically on both
+// sides, math is fp32; gradients are rounded to the dtype on output (2^-11 and
+// 2^-8 relative), the loss is summed in fp32 per thread then in double.
+const TOL = {
+  float32: { loss: 1e-5, gradAtol: 1e-6, gradRtol: 1e-5 },
+  float16: { loss: 1e-4, gradAtol: 1e-7, gradRtol: 1e-3 },
+  bfloat16: { loss: 1e-4, gradAtol: 1e-30, gradRtol: 8e-3 },
+};
+
+const results = [];
+async function check(name, fn) {
+  try {
+    await fn();
+    results.push([name, null]);
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    results.push([name, e]);
+    console.log(`FAIL ${name}: ${e.message}`);
+  }
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+function makeCases() {
+  const r = h.rng(0xc0da);
+  const cases = [];
+  let i = 0;
+  for (const dtype of ['float32', 'float16', 'bfloat16']) {
+    for (const layout of ['nchw', 'nahwc']) {
+      for (const [B, C, grids] of [[2, 80, [[20, 20], [10, 10], [5, 5]]], [3, 7, [[9, 13], [1, 1]]], [1, 1, [[6, 5]]]]) {
+        const shapes = grids.map(([H, W]) => h.headShape(layout, B, 3, C, H, W));
+        const c = { id: `cuda${i++}`, layout, numAnchors: 3, numClasses: C, shapes, dtype, device: 'cuda', lambda: 10 };
+        if (i % 3 === 0) c.gradScale = 1024;
+        Object.assign(c, h.makeHeads(r, shapes, i % 2 ? 8 : 2));
+        cases.push(c);
+      }
+    }
+  }
+  return cases;
+}
+
+async function main() {
+  if (!info.cuda) {
+    console.log(`CUDA tests skipped: no CUDA device (LibTorch ${info.libtorch}, cudaDeviceCount ${info.cudaDeviceCount})`);
+    return 0;
+  }
+  const cases = makeCases();
+  const want = h.runTorchReference(cases);
+  const toCuda = (heads, dtype) => heads.map((x) => Tensor.fromFloat32Array(x.data, x.shape, { device: 'cuda', dtype }));
+
+  for (const c of cases) {
+    await check(`${c.id} ${c.dtype} ${c.layout} C=${c.numClasses} agrees with PyTorch on the GPU`, () => {
+      const tol = TOL[c.dtype];
+      const st = toCuda(c.student, c.dtype);
+      const te = toCuda(c.teacher, c.dtype);
+      const r = distillationLoss(st, te, h.optionsOf(c));
+      const w = want[c.id];
+      h.expectRelClose(r.loss, w.loss, tol.loss, 'loss', 1e-12);
+      for (const t of ['box', 'obj', 'cls']) h.expectRelClose(r[t], w[t], tol.loss, t, 1e-12);
+      r.grads.forEach((g, k) => {
+        assert(g instanceof Tensor && g.device.startsWith('cuda') && g.dtype === c.dtype, `grad ${k} is a ${c.dtype} CUDA handle`);
+        h.expectArraysClose(g.toFloat32Array(), w.grads[k], tol.gradAtol, tol.gradRtol, `grad ${k}`);
+      });
+      // Deterministic: a repeat is bit-identical.
+      const again = distillationLoss(st, te, h.optionsOf(c));
+      assert(Object.is(again.loss, r.loss), 'repeat loss bit-identical');
+      again.grads.forEach((g, k) => assert(h.sameBits(g.toFloat32Array(), r.grads[k].toFloat32Array()), `repeat grad ${k} bit-identical`));
+      [...st, ...te, ...r.grads, ...again.grads].forEach((t) => t.dispose());
+    });
+  }
+
+  const c0 = cases[0];
+  await check('Float32Array heads with options.device cuda: gradients come back as Float32Arrays', () => {
+    const cpu = distillationLoss(c0.student, c0.teacher, h.optionsOf(c0));
+    const gpu = distillationLoss(c0.student, c0.teacher, { ...h.optionsOf(c0), device: 'cuda' });
+    h.expectRelClose(gpu.loss, cpu.loss, 1e-5, 'loss');
+    gpu.grads.forEach((g, k) => {
+      assert(Object.prototype.toString.call(g) === '[object Float32Array]', 'Float32Array grads');
+      h.expectArraysClose(g, cpu.grads[k], 1e-6, 1e-5, `grad ${k}`);
+    });
+  });
+
+  await check('gradOut CUDA handles are filled in place', () => {
+    const st = toCuda(c0.student, 'float32');
+    const te = toCuda(c0.teacher, 'float32');
+    const outs = c0.shapes.map((s) => Tensor.fromFloat32Array(new Float32Array(h.numel(s)), s, { device: 'cuda' }));
+    const r = distillationLoss(st, te, { ...h.optionsOf(c0), gradOut: outs });
+    r.grads.forEach((g, k) => assert(g === outs[k], 'same handle'));
+    const fresh = distillationLoss(st, te, h.optionsOf(c0));
+    fresh.grads.forEach((g, k) => assert(h.sameBits(g.toFloat32Array(), outs[k].toFloat32Array()), 'same values'));
+  });
+
+  await check('mixed devices and dtypes give coded errors', () => {
+    const s = Tensor.fromFloat32Array(c0.student[0].data, c0.shapes[0], { device: 'cuda' });
+    const tCpu = Tensor.fromFloat32Array(c0.teacher[0].data, c0.shapes[0]);
+    const tHalf = Tensor.fromFloat32Array(c0.teacher[0].data, c0.shapes[0], { device: 'cuda', dtype: 'float16' });
+    const codeOf = (fn) => { try { fn(); } catch (e) { return e.code; } return 'no error'; };
+    const opts = { numClasses: c0.numClasses };
+    assert(codeOf(() => distillationLoss([s], [tCpu], opts)) === 'ERR_DEVICE_MISMATCH', 'device mismatch');
+    assert(codeOf(() => distillationLoss([s], [tHalf], opts)) === 'ERR_DTYPE_MISMATCH', 'dtype mismatch');
+    assert(codeOf(() => Tensor.fromFloat32Array(new Float32Array(1), [1], { device: `cuda:${info.cudaDeviceCount}` })) === 'ERR_NO_CUDA', 'device index past the count');
+  });
+
+  await check('the async API leaves the event loop free while the GPU works', async () => {
+    const big = c0.shapes.map((s) => [16, ...s.slice(1)]).map((s) => s.map((d, i) => (i >= 2 && c0.layout === 'nchw' ? d * 4 : d)));
+    const st = big.map((s) => Tensor.fromFloat32Array(new Float32Array(h.numel(s)).fill(0.5), s, { device: 'cuda' }));
+    const te = big.map((s) => Tensor.fromFloat32Array(new Float32Array(h.numel(s)).fill(-0.5), s, { device: 'cuda' }));
+    let immediate = false;
+    const p = distillationLossAsync(st, te, { numClasses: c0.numClasses });
+    setImmediate(() => { immediate = true; });
+    const r = await p;
+    assert(immediate, 'setImmediate fired before the promise resolved');
+    assert(Number.isFinite(r.loss), 'finite loss');
+  });
+
+  const failed = results.filter(([, e]) => e).length;
+  console.log(`${results.length - failed} passed, ${failed} failed`);
+  return failed ? 1 : 0;
+}
+
+main().then((code) => { process.exitCode = code; }, (e) => { console.error(e); process.exitCode = 1; });
