@@ -41,25 +41,35 @@ class LossWorker : public Napi::AsyncWorker {
     }
   }
 
+  // Both completions run on the main thread of the env that queued the call. If
+  // that env is shutting down (a worker terminated mid-call), N-API calls fail
+  // and throw: there is nobody left to tell, so such errors are dropped rather
+  // than allowed to escape into Node.
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
     try {
-      for (const Napi::ObjectReference& r : grad_refs_) {
-        call_.grad_js.push_back(r.IsEmpty() ? env.Undefined() : r.Value());
+      Napi::Env env = Env();
+      Napi::HandleScope scope(env);
+      try {
+        for (const Napi::ObjectReference& r : grad_refs_) {
+          call_.grad_js.push_back(r.IsEmpty() ? env.Undefined() : r.Value());
+        }
+        deferred_.Resolve(build_result(env, result_, call_));
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      } catch (...) {
+        const ErrorInfo info = current_exception_info();
+        deferred_.Reject(make_error(env, info.kind, info.code, info.message).Value());
       }
-      deferred_.Resolve(build_result(env, result_, call_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
     } catch (...) {
-      const ErrorInfo info = current_exception_info();
-      deferred_.Reject(make_error(env, info.kind, info.code, info.message).Value());
     }
   }
 
   void OnError(const Napi::Error&) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(make_error(Env(), error_.kind, error_.code, error_.message).Value());
+    try {
+      Napi::HandleScope scope(Env());
+      deferred_.Reject(make_error(Env(), error_.kind, error_.code, error_.message).Value());
+    } catch (...) {
+    }
   }
 
  private:

@@ -63,9 +63,18 @@ class ToArrayWorker : public Napi::AsyncWorker {
       SetError(error_.message);
     }
   }
-  void OnOK() override { deferred_.Resolve(out_ref_.Value()); }
+  // As in LossWorker: in an env that is shutting down, drop what cannot be delivered.
+  void OnOK() override {
+    try {
+      deferred_.Resolve(out_ref_.Value());
+    } catch (...) {
+    }
+  }
   void OnError(const Napi::Error&) override {
-    deferred_.Reject(make_error(Env(), error_.kind, error_.code, error_.message).Value());
+    try {
+      deferred_.Reject(make_error(Env(), error_.kind, error_.code, error_.message).Value());
+    } catch (...) {
+    }
   }
 
  private:
@@ -111,10 +120,23 @@ bool TensorWrap::IsInstance(Napi::Env env, const Napi::Value& v) {
 }
 
 Napi::Object TensorWrap::NewInstance(Napi::Env env, const at::Tensor& t) {
-  auto* holder = new at::Tensor(t);
-  Napi::External<at::Tensor> ext = Napi::External<at::Tensor>::New(
-      env, holder, [](Napi::Env, at::Tensor* p) { delete p; });
-  return AddonData::Of(env)->tensor_ctor.New({ext});
+  // Hand the tensor over through the env's instance data rather than an
+  // External: an External lives (and holds what it points to) until the GC
+  // finalizes it, long after dispose().
+  AddonData* data = AddonData::Of(env);
+  data->pending = t;
+  data->constructing = true;
+  Napi::Object obj;
+  try {
+    obj = data->tensor_ctor.New({});
+  } catch (...) {
+    data->constructing = false;
+    data->pending = at::Tensor();
+    throw;
+  }
+  data->constructing = false;
+  data->pending = at::Tensor();
+  return obj;
 }
 
 at::Tensor TensorWrap::Get(const Napi::Value& v, const std::string& what) {
@@ -126,11 +148,13 @@ at::Tensor TensorWrap::Get(const Napi::Value& v, const std::string& what) {
 }
 
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
+  AddonData* data = AddonData::Of(info.Env());
+  if (!data->constructing) {
     throw make_error(info.Env(), yd::ErrorKind::Type, yd::code::kInvalidArgType,
                      "Tensor cannot be constructed directly; use Tensor.fromFloat32Array()");
   }
-  tensor_ = *info[0].As<Napi::External<at::Tensor>>().Data();
+  data->constructing = false;  // one handle per NewInstance
+  tensor_ = std::move(data->pending);
   external_bytes_ = tensor_.device().is_cpu() ? tensor_bytes(tensor_) : 0;
   if (external_bytes_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), external_bytes_);
 }
