@@ -114,3 +114,26 @@ test('terminating a worker mid-call does not crash the process; the addon keeps 
   await new Promise((res) => setTimeout(res, 1500));
   expect(distillationLoss(c.student, c.teacher, c.opts).loss).toBe(expected.loss);
 });
+
+describe('fuzzing (fast-check, cases run in a restartable child process)', () => {
+  const fuzz = (...args) => spawnSync(process.execPath, [path.join(__dirname, 'reliability', 'fuzz.js'), ...args], {
+    encoding: 'utf8',
+    timeout: 300000,
+  });
+
+  test('10k valid and invalid cases: valid ones agree with the reference, invalid ones give their coded errors', () => {
+    const seed = process.env.FUZZ_SEED || '20261128';
+    const r = fuzz('--seed', seed, '--runs', '10000');
+    console.log(r.stdout.split('\n').slice(-25).join('\n'));
+    expect(r.stdout).toMatch(/10000 passed, 0 failed/);
+    expect(r.status).toBe(0);
+  });
+
+  test('a native crash in the child is caught, reported as a failure with its case, and the run goes on', () => {
+    const r = fuzz('--seed', '7', '--runs', '40', '--inject-crash-at', '10');
+    expect(r.stdout).toMatch(/CRASH at case 10/);
+    expect(r.stdout).toMatch(/native crashes 1/);
+    expect(r.stdout).toMatch(/39 passed, 1 failed/);
+    expect(r.status).toBe(1);
+  });
+});
