@@ -79,6 +79,12 @@ function parseArgs(argv: string[]): DemoArgs {
   return a;
 }
 
+/** A live line on a terminal; plain lines otherwise (logs, pipes, CI). */
+function progress(msg: string, done = false): void {
+  if (process.stdout.isTTY) process.stdout.write(`\r\x1b[K${msg}${done ? '\n' : ''}`);
+  else console.log(msg);
+}
+
 function fmt(x: number): string {
   return x.toExponential(4);
 }
@@ -115,6 +121,7 @@ function demo(args: DemoArgs): void {
     return Math.floor(i / hw) % K;
   };
   for (let s = 0; s < shapes.length; s++) {
+    progress(`generating the synthetic teacher and student: scale ${s + 1}/${shapes.length} (${shapes[s].join('x')})`, s === shapes.length - 1);
     const t = new Float32Array(sizes[s]);
     const p = new Float32Array(sizes[s]);
     for (let i = 0; i < sizes[s]; i++) {
@@ -163,6 +170,7 @@ function demo(args: DemoArgs): void {
   );
 
   // Cross-check the fused kernel against the LibTorch reference (ops + autograd).
+  progress('cross-checking against the LibTorch reference (ops + autograd)...');
   const fused = distillationLoss(student, teacher, { ...opts, gradOut: undefined });
   const t0 = process.hrtime.bigint();
   const ref = distillationLoss(student, teacher, { ...opts, gradOut: undefined, impl: 'reference' });
@@ -179,6 +187,7 @@ function demo(args: DemoArgs): void {
   }
   const rel = Math.abs(fused.loss - ref.loss) / Math.abs(ref.loss);
   const ok = rel <= 1e-5 && maxDiff <= 1e-6 + 1e-5 * maxGrad;
+  if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
   console.log(
     `check: fused vs reference (LibTorch ops + autograd, ${refMs.toFixed(0)} ms): loss rel diff ${rel.toExponential(2)}, ` +
       `max |grad diff| ${maxDiff.toExponential(2)} (max |grad| ${maxGrad.toExponential(2)}): ${ok ? 'OK' : 'MISMATCH'}`,
