@@ -113,7 +113,8 @@ function heads(list: unknown): unknown {
 function nativeOptions(options: unknown): unknown {
   if (options !== null && typeof options === 'object') {
     const go = (options as { gradOut?: unknown }).gradOut;
-    if (Array.isArray(go)) return { ...options, gradOut: go.map(toNative) };
+    // Only a gradOut holding Tensor handles needs a copy of the options.
+    if (Array.isArray(go) && go.some((g) => g instanceof Tensor)) return { ...options, gradOut: go.map(toNative) };
   }
   return options;
 }

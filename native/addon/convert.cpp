@@ -193,15 +193,20 @@ at::Tensor borrow(Napi::Float32Array a, const std::vector<int64_t>& shape) {
 // One head: { data: Float32Array, shape: number[] } or a native Tensor handle.
 at::Tensor parse_head(const Napi::Env& env, const Napi::Value& v, size_t s, const char* tensor,
                       PreparedCall& call, bool* is_array) {
-  const std::string what = scale_name(s, tensor);
   *is_array = false;
-  if (TensorWrap::IsInstance(env, v)) return TensorWrap::Get(v, what);
   if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) {
-    fail_type(kInvalidArgType, what + ": expected a head { data: Float32Array, shape: number[] } "
-                                      "or a Tensor, got " + describe(v));
+    fail_type(kInvalidArgType, scale_name(s, tensor) +
+                                   ": expected a head { data: Float32Array, shape: number[] } "
+                                   "or a Tensor, got " + describe(v));
   }
   const Napi::Object o = v.As<Napi::Object>();
-  const Napi::Float32Array data = expect_float32_array(o.Get("data"), what + ".data");
+  // The common case first: a { data, shape } head (napi_instanceof is slow).
+  const Napi::Value data_v = o.Get("data");
+  if (data_v.IsUndefined() && TensorWrap::IsInstance(env, v)) {
+    return TensorWrap::Get(v, scale_name(s, tensor));
+  }
+  const std::string what = scale_name(s, tensor);
+  const Napi::Float32Array data = expect_float32_array(data_v, what + ".data");
   const std::vector<int64_t> shape = parse_shape(o.Get("shape"), what + ".shape");
   const int64_t numel = shape_numel(shape, what + ".shape");
   if (static_cast<int64_t>(data.ElementLength()) != numel) {
