@@ -25,7 +25,7 @@ const value = (name, fallback) => {
 const QUICK = flag('--quick');
 const RUNS = Number(value('--runs', QUICK ? 3 : 7));
 const THREADS = value('--threads', '1,2').split(',').map(Number);
-const ONLY = value('--only', 'a,b,c,d,e').split(',');
+const ONLY = value('--only', 'a,b,c,d,e,v').split(',');
 const PYTHON = '/usr/bin/python3';
 const tty = process.stdout.isTTY;
 
@@ -41,6 +41,17 @@ const WORKLOADS = [
   { id: 'c', name: 'one image 320x320, C=80, nchw (latency)', C: 80, layout: 'nchw', shapes: yolo(1, 80, 320, 'nchw') },
   { id: 'd', name: 'YOLOv5s 640x640, B=16, C=80, nahwc', C: 80, layout: 'nahwc', shapes: yolo(QUICK ? 4 : 16, 80, 640, 'nahwc') },
   { id: 'e', name: 'tiny call: 1 scale, 2x2 grid, C=80 (N-API fixed cost)', C: 80, layout: 'nchw', shapes: [[1, A * 85, 2, 2]], tiny: true },
+  {
+    id: 'v', name: 'loss variants on workload (a), 2 threads (fused only)', C: 80, layout: 'nchw', shapes: yolo(QUICK ? 4 : 16, 80, 640, 'nchw'),
+    variants: [
+      ['default (DESIGN §1)', {}],
+      ["preset 'paper'", { preset: 'paper' }],
+      ["objTarget 'bce'", { objTarget: 'bce' }],
+      ["clsTarget 'kl'", { clsTarget: 'kl' }],
+      ['fmNms', { fmNms: true }],
+      ["preset 'paper' + fmNms", { preset: 'paper', fmNms: true }],
+    ],
+  },
 ].filter((w) => ONLY.includes(w.id));
 
 const numel = (s) => s.reduce((a, b) => a * b, 1);
@@ -127,6 +138,26 @@ function runWorkload(w) {
   const rows = [];
   const add = (impl, threads, st, extra = {}) => rows.push({ workload: w.id, impl, threads, ...st, ...extra });
 
+  if (w.variants) {
+    // Each variant's cost next to the default path, all against the same floor.
+    const threads = Math.max(...THREADS);
+    const floorFn = () => {
+      for (let s = 0; s < w.shapes.length; s++) yd.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
+    };
+    for (const [label, extra] of w.variants) {
+      progress(`[${w.id}] ${label}`);
+      const [fused, floor] = timePair(() => yd.distillationLoss(student, teacher, { ...opts, ...extra, threads, gradOut }), floorFn, { runs: Math.min(RUNS, 5) });
+      add(`fused, ${label}`, threads, fused, { floorMedian: floor.median });
+    }
+    if (tty) process.stdout.write('\r\x1b[K');
+    for (const r of rows) {
+      r.gbPerS = (12 * values) / (r.median / 1e3) / 1e9;
+      r.vsFloor = r.median / r.floorMedian;
+      r.speedupVsEager = null;
+    }
+    return { id: w.id, name: w.name, values, shapes: w.shapes, peakRssMb: process.resourceUsage().maxRSS / 1024, rows };
+  }
+
   for (const threads of THREADS) {
     progress(`[${w.id}] ${threads} thread(s): fused + floor`);
     const fusedFn = () => yd.distillationLoss(student, teacher, { ...opts, threads, gradOut });
@@ -190,6 +221,7 @@ function table(results) {
 /** A horizontal log-scale bar chart of median time per call, one group per workload. */
 function svg(results) {
   const colors = { fused: '#1b9e77', floor: '#7f7f7f', reference: '#7570b3', eager: '#d95f02', 'ts-loop': '#e7298a' };
+  const colorOf = (impl) => colors[impl] || (impl.startsWith('fused') ? colors.fused : '#999999');
   const groups = results.workloads.map((w) => ({
     title: `(${w.id}) ${w.name}`,
     rows: w.rows.filter((r) => r.threads === Math.max(...THREADS) || r.impl === 'ts-loop'),
@@ -211,8 +243,8 @@ function svg(results) {
       const len = Math.max(2, ((Math.log10(r.median) - lo) / (hi - lo)) * barW);
       const label = `${r.impl}${r.impl === 'ts-loop' ? ' (1 thread)' : ''}`;
       parts.push(`<text x="${left - 8}" y="${y + 13}" font-size="12" text-anchor="end">${label}</text>`);
-      parts.push(`<rect x="${left}" y="${y + 2}" width="${len.toFixed(1)}" height="${rowH - 4}" fill="${colors[r.impl]}"/>`);
-      const note = r.impl === 'fused' ? ` (${r.vsFloor.toFixed(2)}× floor${r.speedupVsEager ? `, ${r.speedupVsEager.toFixed(0)}× eager` : ''})` : '';
+      parts.push(`<rect x="${left}" y="${y + 2}" width="${len.toFixed(1)}" height="${rowH - 4}" fill="${colorOf(r.impl)}"/>`);
+      const note = r.impl.startsWith('fused') ? ` (${r.vsFloor.toFixed(2)}× floor${r.speedupVsEager ? `, ${r.speedupVsEager.toFixed(0)}× eager` : ''})` : '';
       parts.push(`<text x="${left + len + 6}" y="${y + 13}" font-size="12">${fmtMs(r.median)}${note}</text>`);
       y += rowH;
     }

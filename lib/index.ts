@@ -31,6 +31,24 @@ export interface DistillationOptions {
   gradScale?: number;
   /** Throw ERR_NON_FINITE on NaN/Inf in any input instead of propagating it. Default false. */
   checkFinite?: boolean;
+  /**
+   * Loss variants (README "Loss variants"). 'yolov5' (default): DESIGN §1.
+   * 'paper': Mehta & Ozturk 2018 as published (boxTarget 'paper', objTarget 'prob'
+   * not weighted, clsTarget 'prob' weighted, lambda 1). Explicit options override it.
+   */
+  preset?: 'yolov5' | 'paper';
+  /** 'logit': (P - T)^2 on tx, ty, tw, th; 'paper': sigmoid(tx), sigmoid(ty), raw tw, th. */
+  boxTarget?: 'logit' | 'paper';
+  /** 'logit': (P4 - T4)^2; 'prob': (sigma(P4) - sigma(T4))^2; 'bce': BCE of sigma(P4) against sigma(T4). */
+  objTarget?: 'logit' | 'prob' | 'bce';
+  /** As objTarget, per class; 'kl': tau^2 KL(softmax(T/tau) || softmax(P/tau)) per cell, over N_s. */
+  clsTarget?: 'logit' | 'prob' | 'bce' | 'kl';
+  /** Which terms are multiplied by the teacher weight w_i. Default: all three. */
+  weighted?: { box?: boolean; obj?: boolean; cls?: boolean };
+  /** tau of clsTarget 'kl' (> 0). Default 1. */
+  temperature?: number;
+  /** Feature-map NMS of the teacher (Mehta & Ozturk 2018): suppressed cells teach nothing. Default false. */
+  fmNms?: boolean;
   /** 'fused' (default): the fused kernel; 'reference': LibTorch ops + autograd. */
   impl?: 'fused' | 'reference';
   /** Threads for the fused CPU kernel; 0 or absent: backendInfo().threads. */

@@ -86,6 +86,7 @@ function runTorchReference(cases) {
         id: c.id, layout: c.layout, numAnchors: c.numAnchors, numClasses: c.numClasses,
         lambda: c.lambda ?? 10, weights: c.weights ?? {}, gradScale: c.gradScale ?? 1,
         shapes: c.shapes, grad: true, device: c.device ?? 'cpu', dtype: c.dtype ?? 'float32',
+        variant: c.variant ?? null,
       });
       c.shapes.forEach((_, k) => {
         fs.writeFileSync(path.join(dir, `${c.id}.s${k}.student.f32`), Buffer.from(c.student[k].data.buffer));

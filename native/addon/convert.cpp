@@ -143,7 +143,37 @@ yd::Options parse_options(const Napi::Value& v) {
   opts.num_anchors = opt_integer(o, "numAnchors", 3, 1, kMaxDim, false);
   opts.layout = opt_enum(o, "layout", "nchw", {"nchw", "nahwc"}) == "nchw" ? yd::Layout::NCHW
                                                                            : yd::Layout::NAHWC;
-  opts.lambda = opt_number(o, "lambda", "lambda", 10.0);
+  // preset: 'yolov5' (DESIGN.md §1, the default) or 'paper' (Mehta & Ozturk 2018
+  // as published); explicit options override the preset's.
+  const bool paper = opt_enum(o, "preset", "yolov5", {"yolov5", "paper"}) == "paper";
+  yd::Variant& var = opts.variant;
+  if (paper) {
+    var.box = yd::BoxTarget::Paper;
+    var.obj = yd::Target::Prob;
+    var.weighted_obj = false;
+    var.cls = yd::Target::Prob;
+  }
+  var.box = opt_enum(o, "boxTarget", paper ? "paper" : "logit", {"logit", "paper"}) == "paper"
+              ? yd::BoxTarget::Paper
+              : yd::BoxTarget::Logit;
+  auto target = [](const std::string& s) {
+    return s == "prob" ? yd::Target::Prob : s == "bce" ? yd::Target::Bce : s == "kl" ? yd::Target::Kl : yd::Target::Logit;
+  };
+  var.obj = target(opt_enum(o, "objTarget", paper ? "prob" : "logit", {"logit", "prob", "bce"}));
+  var.cls = target(opt_enum(o, "clsTarget", paper ? "prob" : "logit", {"logit", "prob", "bce", "kl"}));
+  Napi::Value wdv;
+  if (has(o, "weighted", &wdv)) {
+    if (!wdv.IsObject() || wdv.IsArray() || wdv.IsFunction()) {
+      fail_type(kInvalidArgType, "options.weighted: expected an object { box?, obj?, cls? } of booleans, got " + describe(wdv));
+    }
+    const Napi::Object wd = wdv.As<Napi::Object>();
+    var.weighted_box = opt_bool(wd, "box", var.weighted_box);
+    var.weighted_obj = opt_bool(wd, "obj", var.weighted_obj);
+    var.weighted_cls = opt_bool(wd, "cls", var.weighted_cls);
+  }
+  var.temperature = opt_number(o, "temperature", "temperature", 1.0);
+  var.fm_nms = opt_bool(o, "fmNms", false);
+  opts.lambda = opt_number(o, "lambda", "lambda", paper ? 1.0 : 10.0);
   Napi::Value wv;
   if (has(o, "weights", &wv)) {
     if (!wv.IsObject() || wv.IsArray() || wv.IsFunction()) {

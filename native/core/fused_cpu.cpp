@@ -105,38 +105,6 @@ inline double cell_run(const float* __restrict p, const float* __restrict t, flo
   return (s0 + s1) + (s2 + s3);
 }
 
-// At most this many partial sums per scale, whatever the input size: work
-// units (plane chunks or cell chunks) are grouped into at most kMaxBlocks
-// consecutive blocks. The grouping depends on the geometry only, never on the
-// thread count, and block partials are added in block order, so the result is
-// bit-identical for any number of threads.
-constexpr int64_t kMaxBlocks = 1024;
-
-template <typename UnitFn>
-RawSums reduce_units(int64_t units, int64_t values, int threads, const UnitFn& unit) {
-  const int64_t per_block = (units + kMaxBlocks - 1) / kMaxBlocks;
-  const int64_t blocks = (units + per_block - 1) / per_block;
-  double partial[kMaxBlocks * 3];  // box, obj, cls per block; no zeroing needed
-  const int64_t values_per_block = (values + blocks - 1) / blocks;
-  run_blocks(blocks, threads, values_per_block, [&](int64_t first, int64_t last) {
-    for (int64_t blk = first; blk < last; ++blk) {
-      RawSums acc;
-      const int64_t u1 = std::min(units, (blk + 1) * per_block);
-      for (int64_t u = blk * per_block; u < u1; ++u) unit(u, acc);
-      partial[blk * 3 + 0] = acc.box;
-      partial[blk * 3 + 1] = acc.obj;
-      partial[blk * 3 + 2] = acc.cls;
-    }
-  });
-  RawSums sums;
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    sums.box += partial[blk * 3 + 0];
-    sums.obj += partial[blk * 3 + 1];
-    sums.cls += partial[blk * 3 + 2];
-  }
-  return sums;
-}
-
 // One nchw work unit: (b, a) plane chunk [c0, c0 + n) of every channel.
 // For a fixed (b, a) the 5 + C channel planes are consecutive: three
 // contiguous streams (student, teacher, gradient) per unit.

@@ -16,6 +16,7 @@
 #include "cell_math.h"
 #include "fused_cpu.h"
 #include "reference.h"
+#include "variants_cpu.h"
 #ifdef YD_WITH_CUDA
 #include "fused_cuda_dispatch.h"
 #endif
@@ -71,6 +72,11 @@ void validate_options(const Options& o) {
   check_option(finite_nonneg(o.w_obj), [&] { return bad("weights.obj", o.w_obj, "a finite number >= 0"); });
   check_option(finite_nonneg(o.w_cls), [&] { return bad("weights.cls", o.w_cls, "a finite number >= 0"); });
   check_option(std::isfinite(o.grad_scale), [&] { return bad("gradScale", o.grad_scale, "a finite number"); });
+  check_option(std::isfinite(o.variant.temperature) && o.variant.temperature > 0.0,
+               [&] { return bad("temperature", o.variant.temperature, "a finite number > 0"); });
+  check_option(o.variant.obj != Target::Kl, [&] {
+    return std::string("options.objTarget: 'kl' is for classes only; use 'logit', 'prob' or 'bce'");
+  });
   check_option(o.threads >= 0 && o.threads <= 1024, [&] {
     return "options.threads must be an integer in [0, 1024], got " + std::to_string(o.threads);
   });
@@ -323,6 +329,9 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
   if (opts.impl == Impl::Reference) return reference_loss(student, teacher, geoms, opts, grad_out);
   if (student[0].device().is_cuda()) {
 #ifdef YD_WITH_CUDA
+    // The CUDA kernels implement the default formula; variants run as the
+    // LibTorch reference (ops + autograd) on the GPU.
+    if (!opts.variant.is_default()) return reference_loss(student, teacher, geoms, opts, grad_out);
     return fused_cuda_loss(student, teacher, geoms, opts, grad_out);
 #else
     throw Error(ErrorKind::Generic, code::kNoCuda,
@@ -346,12 +355,16 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
         gw = at::empty(p.sizes(), p.options());
       }
     }
-    const TermCoefs coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
-                                       opts.grad_scale, g.classes, g.cells());
-    const RawSums raw = fused_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(),
-                                        opts.grad ? gw.data_ptr<float>() : nullptr, g, coefs,
-                                        threads);
-    const Terms terms = to_terms(raw, g);
+    float* gp = opts.grad ? gw.data_ptr<float>() : nullptr;
+    Terms terms;
+    if (opts.variant.is_default()) {
+      const TermCoefs coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
+                                         opts.grad_scale, g.classes, g.cells());
+      terms = to_terms(fused_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, coefs, threads), g);
+    } else {
+      terms = variant_terms(variant_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, opts, threads),
+                            g, opts.variant);
+    }
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;

@@ -15,6 +15,22 @@ namespace yd {
 enum class Layout { NCHW, NAHWC };
 enum class Impl { Fused, Reference };
 
+// Loss variants (README "Loss variants"). The defaults are DESIGN.md §1.
+enum class BoxTarget { Logit, Paper };           // paper: sigmoid(tx), sigmoid(ty); raw tw, th
+enum class Target { Logit, Prob, Bce, Kl };      // obj: Logit | Prob | Bce; cls: all four
+struct Variant {
+  BoxTarget box = BoxTarget::Logit;
+  Target obj = Target::Logit;
+  Target cls = Target::Logit;
+  bool weighted_box = true, weighted_obj = true, weighted_cls = true;  // times w_i
+  double temperature = 1.0;                                           // cls 'kl'
+  bool fm_nms = false;                                                // feature-map NMS
+  bool is_default() const {
+    return box == BoxTarget::Logit && obj == Target::Logit && cls == Target::Logit &&
+           weighted_box && weighted_obj && weighted_cls && !fm_nms;
+  }
+};
+
 const char* layout_name(Layout layout);
 
 struct Options {
@@ -28,6 +44,7 @@ struct Options {
   bool check_finite = false;
   Impl impl = Impl::Fused;
   int threads = 0;  // 0: default_threads()
+  Variant variant;
   // Where to compute: "" (where the inputs are), "cpu", "cuda" or "cuda:N".
   // CPU inputs with a CUDA device are copied there, and gradients copied back.
   std::string device;

@@ -1,12 +1,57 @@
 // Reference implementation, see reference.h.
 #include "reference.h"
 
+#include "cell_math.h"
+
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 namespace yd {
+
+namespace {
+
+// One obj/cls element's loss for a target kind (not Kl), elementwise.
+at::Tensor element_loss(Target kind, const at::Tensor& p, const at::Tensor& t) {
+  switch (kind) {
+    case Target::Prob: {
+      const at::Tensor d = at::sigmoid(p) - at::sigmoid(t);
+      return d * d;
+    }
+    case Target::Bce:
+      return at::binary_cross_entropy_with_logits(p, at::sigmoid(t), {}, {}, at::Reduction::None);
+    default: {
+      const at::Tensor d = p - t;
+      return d * d;
+    }
+  }
+}
+
+// FM-NMS keep mask [B, A, H, W, 1] (1 keep, 0 suppressed) from the teacher in
+// [B, A, H, W, 5+C] view, built from shifted copies of the argmax and objectness maps.
+at::Tensor fm_nms_keep(const at::Tensor& tv) {
+  const at::Tensor arg = tv.narrow(-1, kClsOffset, tv.size(-1) - kClsOffset).argmax(-1);
+  const at::Tensor obj = tv.select(-1, kObjChannel);
+  const int64_t H = obj.size(2), W = obj.size(3);
+  const at::Tensor obj_pad = at::constant_pad_nd(obj, {1, 1, 1, 1}, -INFINITY);
+  const at::Tensor arg_pad = at::constant_pad_nd(arg, {1, 1, 1, 1}, -1);
+  at::Tensor suppressed = at::zeros_like(obj, obj.options().dtype(at::kBool));
+  for (int64_t dy = -1; dy <= 1; ++dy) {
+    for (int64_t dx = -1; dx <= 1; ++dx) {
+      if (dy == 0 && dx == 0) continue;
+      const at::Tensor o2 = obj_pad.narrow(2, 1 + dy, H).narrow(3, 1 + dx, W);
+      const at::Tensor a2 = arg_pad.narrow(2, 1 + dy, H).narrow(3, 1 + dx, W);
+      const bool earlier = dy < 0 || (dy == 0 && dx < 0);  // row-major before this cell
+      at::Tensor wins = o2 > obj;
+      if (earlier) wins = at::logical_or(wins, o2 == obj);
+      suppressed = at::logical_or(suppressed, at::logical_and(a2 == arg, wins));
+    }
+  }
+  return at::logical_not(suppressed).to(obj.scalar_type()).unsqueeze(-1);
+}
+
+}  // namespace
 
 Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
                       const std::vector<ScaleGeom>& geoms, const Options& opts,
@@ -29,11 +74,37 @@ Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<
       tv = t.view(v).permute({0, 1, 3, 4, 2});
     }
     const at::Tensor w = at::sigmoid(tv.narrow(-1, 4, 1));  // teacher objectness, [..., 1]
-    auto term = [&](int64_t k0, int64_t n) {
-      const at::Tensor d = pv.narrow(-1, k0, n) - tv.narrow(-1, k0, n);
-      return at::mean(w * d * d);  // MSELoss(reduction='none') * weight, mean
-    };
-    const at::Tensor box = term(0, 4), obj = term(4, 1), cls = term(5, g.classes);
+    const Variant& v = opts.variant;
+    at::Tensor box, obj, cls;
+    if (v.is_default()) {
+      auto term = [&](int64_t k0, int64_t n) {
+        const at::Tensor d = pv.narrow(-1, k0, n) - tv.narrow(-1, k0, n);
+        return at::mean(w * d * d);  // MSELoss(reduction='none') * weight, mean
+      };
+      box = term(0, 4);
+      obj = term(4, 1);
+      cls = term(5, g.classes);
+    } else {
+      const at::Tensor keep = v.fm_nms ? fm_nms_keep(tv) : at::ones_like(w);
+      auto weight = [&](bool weighted) { return weighted ? w * keep : keep; };
+      auto P = [&](int64_t k0, int64_t n) { return pv.narrow(-1, k0, n); };
+      auto T = [&](int64_t k0, int64_t n) { return tv.narrow(-1, k0, n); };
+      const at::Tensor box_e =
+          v.box == BoxTarget::Paper
+              ? at::cat({element_loss(Target::Prob, P(0, 2), T(0, 2)), element_loss(Target::Logit, P(2, 2), T(2, 2))}, -1)
+              : element_loss(Target::Logit, P(0, 4), T(0, 4));
+      box = at::mean(weight(v.weighted_box) * box_e);
+      obj = at::mean(weight(v.weighted_obj) * element_loss(v.obj, P(4, 1), T(4, 1)));
+      if (v.cls == Target::Kl) {
+        const double tau = v.temperature;
+        const at::Tensor lp = at::log_softmax(P(5, g.classes) / tau, -1);
+        const at::Tensor lq = at::log_softmax(T(5, g.classes) / tau, -1);
+        const at::Tensor kl = (at::exp(lq) * (lq - lp)).sum(-1, /*keepdim=*/true) * (tau * tau);
+        cls = at::mean(weight(v.weighted_cls) * kl);  // over the N cells
+      } else {
+        cls = at::mean(weight(v.weighted_cls) * element_loss(v.cls, P(5, g.classes), T(5, g.classes)));
+      }
+    }
     r.scales.push_back(Terms{box.item<double>(), obj.item<double>(), cls.item<double>()});
     box_sum = s == 0 ? box : box_sum + box;
     obj_sum = s == 0 ? obj : obj_sum + obj;

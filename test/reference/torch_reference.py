@@ -15,6 +15,74 @@ import os
 import sys
 
 import torch
+import torch.nn.functional as F
+
+
+def fm_nms_keep(t):
+    """FM-NMS (Mehta & Ozturk 2018) on a teacher in [B, A, H, W, 5+C]: 1 where a
+    cell is kept, 0 where another cell of its 3x3 neighbourhood has the same class
+    argmax and a higher objectness logit (ties: the earlier cell in row-major order
+    wins). Returns [B, A, H, W, 1]."""
+    arg = t[..., 5:].argmax(-1)
+    obj = t[..., 4]
+    _, _, h, w = obj.shape
+    keep = torch.ones_like(obj, dtype=torch.bool)
+    for y in range(h):
+        for x in range(w):
+            for yy in range(max(0, y - 1), min(h, y + 2)):
+                for xx in range(max(0, x - 1), min(w, x + 2)):
+                    if (yy, xx) == (y, x):
+                        continue
+                    earlier = yy * w + xx < y * w + x
+                    higher = obj[..., yy, xx] > obj[..., y, x]
+                    if earlier:
+                        higher = higher | (obj[..., yy, xx] == obj[..., y, x])
+                    keep[..., y, x] &= ~((arg[..., yy, xx] == arg[..., y, x]) & higher)
+    return keep.to(t.dtype).unsqueeze(-1)
+
+
+def element_loss(kind, p, t):
+    """Per-element loss of an obj/cls term: 'logit' (p - t)^2, 'prob'
+    (sigmoid p - sigmoid t)^2, 'bce' BCE of sigmoid p against sigmoid t."""
+    if kind == "prob":
+        return (torch.sigmoid(p) - torch.sigmoid(t)) ** 2
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(p, torch.sigmoid(t), reduction="none")
+    return torch.nn.MSELoss(reduction="none")(p, t)
+
+
+def variant_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box, g_obj, g_cls, v):
+    """The loss variants: v has boxTarget, objTarget, clsTarget, weighted {box,
+    obj, cls}, temperature, fmNms."""
+    box = obj = cls = 0.0
+    per_scale = []
+    weighted = {"box": True, "obj": True, "cls": True, **v.get("weighted", {})}
+    tau = v.get("temperature", 1.0)
+    for p, t in zip(student, teacher):
+        if layout == "nchw":
+            _, _, h, w = p.shape
+            p = p.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+            t = t.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+        wt = torch.sigmoid(t[..., 4]).unsqueeze(-1)
+        keep = fm_nms_keep(t) if v.get("fmNms") else torch.ones_like(wt)
+        m = {k: (wt if weighted[k] else 1.0) * keep for k in weighted}
+        if v.get("boxTarget", "logit") == "paper":
+            box_e = torch.cat([element_loss("prob", p[..., 0:2], t[..., 0:2]),
+                               element_loss("logit", p[..., 2:4], t[..., 2:4])], -1)
+        else:
+            box_e = element_loss("logit", p[..., 0:4], t[..., 0:4])
+        box_s = torch.mean(box_e * m["box"])
+        obj_s = torch.mean(element_loss(v.get("objTarget", "logit"), p[..., 4:5], t[..., 4:5]) * m["obj"])
+        if v.get("clsTarget", "logit") == "kl":
+            kl = F.kl_div(F.log_softmax(p[..., 5:] / tau, -1), F.softmax(t[..., 5:] / tau, -1),
+                          reduction="none").sum(-1, keepdim=True) * tau * tau
+            cls_s = torch.mean(kl * m["cls"])
+        else:
+            cls_s = torch.mean(element_loss(v.get("clsTarget", "logit"), p[..., 5:], t[..., 5:]) * m["cls"])
+        per_scale.append((box_s, obj_s, cls_s))
+        box, obj, cls = box + box_s, obj + obj_s, cls + cls_s
+    loss = lam * (g_box * box + g_obj * obj + g_cls * cls)
+    return loss, box, obj, cls, per_scale
 
 
 def distillation_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box, g_obj, g_cls):
@@ -60,9 +128,12 @@ def main(folder):
         teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, dt)
                    for k, s in enumerate(case["shapes"])]
         wts = case.get("weights", {})
-        loss, box, obj, cls, per_scale = distillation_loss(
-            student, teacher, case["numAnchors"], case["numClasses"], case["layout"],
-            case["lambda"], wts.get("box", 1.0), wts.get("obj", 1.0), wts.get("cls", 1.0))
+        args = (student, teacher, case["numAnchors"], case["numClasses"], case["layout"],
+                case["lambda"], wts.get("box", 1.0), wts.get("obj", 1.0), wts.get("cls", 1.0))
+        if case.get("variant"):
+            loss, box, obj, cls, per_scale = variant_loss(*args, case["variant"])
+        else:
+            loss, box, obj, cls, per_scale = distillation_loss(*args)
         out = {
             "loss": loss.item(), "box": box.item(), "obj": obj.item(), "cls": cls.item(),
             "scales": [{"box": b.item(), "obj": o.item(), "cls": c.item()} for b, o, c in per_scale],

@@ -64,6 +64,15 @@ const caseArb = fc.record({
   kind: fc.constantFrom('array', 'tensor', 'mixed'),
   gradOut: fc.boolean(),
   spread: fc.constantFrom(0.5, 3, 30),
+  variant: fc.option(fc.record({
+    preset: fc.constantFrom('yolov5', 'paper'),
+    boxTarget: fc.constantFrom('logit', 'paper'),
+    objTarget: fc.constantFrom('logit', 'prob', 'bce'),
+    clsTarget: fc.constantFrom('logit', 'prob', 'bce', 'kl'),
+    temperature: fc.double({ min: 0.25, max: 4, noNaN: true }),
+    weighted: fc.record({ box: fc.boolean(), obj: fc.boolean(), cls: fc.boolean() }),
+    fmNms: fc.boolean(),
+  }, { requiredKeys: [] }), { freq: 3 }),
   mutation: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: fc.constantFrom(...Object.keys(MUTATIONS)) }),
   valueSeed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
 });
@@ -112,6 +121,7 @@ function runCase(yd, h, c) {
   if (c.weights !== null) opts.weights = c.weights;
   if (c.grad !== null) opts.grad = c.grad;
   if (c.threads !== null) opts.threads = c.threads;
+  if (c.variant !== null) Object.assign(opts, c.variant);
   if (c.gradOut) opts.gradOut = heads.student.map((x) => (x === heads.student[0] && student[0] === x ? new Float32Array(x.data.length) : null));
 
   const m = c.mutation;

@@ -1,0 +1,215 @@
+// See variants_cpu.h. Per-cell math in double; gradients rounded to fp32 once.
+#include "variants_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace yd {
+
+namespace {
+
+constexpr int64_t kCellChunk = 256;
+
+inline double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+// log(1 + exp(x)) without overflow.
+inline double softplus(double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
+
+// One element of an obj/cls term with target kind k (not Kl): adds the value to
+// *sum and returns d value / d p (the derivative with respect to the logit).
+inline double element(Target k, double p, double t, double* sum) {
+  switch (k) {
+    case Target::Prob: {
+      const double a = sig(p), b = sig(t), d = a - b;
+      *sum += d * d;
+      return 2.0 * d * a * (1.0 - a);
+    }
+    case Target::Bce: {
+      const double b = sig(t);
+      *sum += b * softplus(-p) + (1.0 - b) * softplus(p);
+      return sig(p) - b;
+    }
+    default: {
+      const double d = p - t;
+      *sum += d * d;
+      return 2.0 * d;
+    }
+  }
+}
+
+// sum_j m_j * loss_j over one channel of a unit's cells (stride `step` between
+// cells), writing g_j = coef * m_j * d loss_j / d p_j when g is not null.
+template <Target kKind>
+double channel_run(const float* __restrict p, const float* __restrict t, float* __restrict g,
+                   int64_t step, int64_t len, const double* __restrict m, double coef) {
+  double acc = 0.0;
+  for (int64_t j = 0; j < len; ++j) {
+    double s = 0.0;
+    const double d = element(kKind, p[j * step], t[j * step], &s);
+    acc += m[j] * s;
+    if (g) g[j * step] = static_cast<float>(coef * m[j] * d);
+  }
+  return acc;
+}
+
+}  // namespace
+
+void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int threads) {
+  const int64_t H = g.height, W = g.width, K = g.per_anchor(), hw = H * W;
+  const bool nchw = g.layout == Layout::NCHW;
+  const int64_t planes = g.batch * g.anchors;
+  // value k of cell (plane, j): nchw planes are [K][H*W], nahwc cells are [H*W][K].
+  auto at = [&](int64_t plane, int64_t j, int64_t k) {
+    return nchw ? t[(plane * K + k) * hw + j] : t[(plane * hw + j) * K + k];
+  };
+  run_blocks(planes, threads, hw * K, [&](int64_t p0, int64_t p1) {
+    std::vector<int64_t> arg(static_cast<size_t>(hw));
+    std::vector<float> best(static_cast<size_t>(hw));
+    for (int64_t plane = p0; plane < p1; ++plane) {
+      // Classes outer, cells inner: contiguous runs in the nchw layout. Strict >
+      // keeps the first maximal class, as argmax does.
+      for (int64_t j = 0; j < hw; ++j) {
+        arg[j] = 0;
+        best[j] = at(plane, j, kClsOffset);
+      }
+      for (int64_t c = 1; c < g.classes; ++c) {
+        for (int64_t j = 0; j < hw; ++j) {
+          const float v = at(plane, j, kClsOffset + c);
+          if (v > best[j]) {
+            best[j] = v;
+            arg[j] = c;
+          }
+        }
+      }
+      for (int64_t y = 0; y < H; ++y) {
+        for (int64_t x = 0; x < W; ++x) {
+          const int64_t j = y * W + x;
+          const float o = at(plane, j, kObjChannel);
+          bool suppressed = false;
+          for (int64_t dy = -1; dy <= 1 && !suppressed; ++dy) {
+            for (int64_t dx = -1; dx <= 1; ++dx) {
+              const int64_t yy = y + dy, xx = x + dx;
+              if ((dy == 0 && dx == 0) || yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+              const int64_t jj = yy * W + xx;
+              if (arg[jj] != arg[j]) continue;
+              const float oo = at(plane, jj, kObjChannel);
+              if (oo > o || (oo == o && jj < j)) {
+                suppressed = true;
+                break;
+              }
+            }
+          }
+          keep[plane * hw + j] = suppressed ? 0 : 1;
+        }
+      }
+    }
+  });
+}
+
+RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleGeom& geom,
+                          const Options& o, int threads) {
+  const Variant& v = o.variant;
+  const int64_t cells = geom.cells(), hw = geom.height * geom.width, K = geom.per_anchor();
+  const int64_t C = geom.classes;
+  const bool nchw = geom.layout == Layout::NCHW;
+  const double n = static_cast<double>(cells);
+  // d loss / d (per-element derivative): lambda * g_term * gradScale / (n_term * N).
+  const double cb = o.lambda * o.w_box * o.grad_scale / (4.0 * n);
+  const double co = o.lambda * o.w_obj * o.grad_scale / n;
+  const double cc = o.lambda * o.w_cls * o.grad_scale / (v.cls == Target::Kl ? n : C * n);
+  const double tau = v.temperature;
+
+  std::vector<unsigned char> keep;
+  if (v.fm_nms) {
+    keep.resize(static_cast<size_t>(cells));
+    fm_nms_mask(t, geom, keep.data(), threads);
+  }
+  // A unit is a run of up to kCellChunk cells (within one (b, a) plane in nchw).
+  // Value k of the unit's cell j is at base + k * step_k + j * step_c: channels
+  // outer, cells inner, so nchw reads contiguous runs.
+  const int64_t chunks_per_plane = nchw ? (hw + kCellChunk - 1) / kCellChunk : 0;
+  const int64_t units = nchw ? geom.batch * geom.anchors * chunks_per_plane : (cells + kCellChunk - 1) / kCellChunk;
+  const int64_t step_k = nchw ? hw : 1, step_c = nchw ? 1 : K;
+
+  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    int64_t i0, len, base;  // first cell index, cell count, offset of (cell i0, k = 0)
+    if (nchw) {
+      const int64_t plane = unit / chunks_per_plane, c0 = (unit % chunks_per_plane) * kCellChunk;
+      i0 = plane * hw + c0;
+      len = std::min(kCellChunk, hw - c0);
+      base = plane * K * hw + c0;
+    } else {
+      i0 = unit * kCellChunk;
+      len = std::min(kCellChunk, cells - i0);
+      base = i0 * K;
+    }
+    double mb[kCellChunk], mo[kCellChunk], mc[kCellChunk];
+    for (int64_t j = 0; j < len; ++j) {
+      const double keep_j = v.fm_nms ? keep[i0 + j] : 1.0;
+      const double w = static_cast<double>(teacher_weight(t[base + kObjChannel * step_k + j * step_c]));
+      mb[j] = (v.weighted_box ? w : 1.0) * keep_j;
+      mo[j] = (v.weighted_obj ? w : 1.0) * keep_j;
+      mc[j] = (v.weighted_cls ? w : 1.0) * keep_j;
+    }
+    // One channel k over the unit's cells: adds m_j * loss to *sum, writes gradients.
+    auto channel = [&](int64_t k, Target kind, const double* m, double coef, double* sum) {
+      const int64_t off = base + k * step_k;
+      switch (kind) {  // the target kind is fixed per channel: keep it out of the loop
+        case Target::Prob: *sum += channel_run<Target::Prob>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
+        case Target::Bce: *sum += channel_run<Target::Bce>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
+        default: *sum += channel_run<Target::Logit>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
+      }
+    };
+    for (int64_t k = 0; k < kBoxChannels; ++k) {
+      channel(k, v.box == BoxTarget::Paper && k < 2 ? Target::Prob : Target::Logit, mb, cb, &acc.box);
+    }
+    channel(kObjChannel, v.obj, mo, co, &acc.obj);
+    if (v.cls != Target::Kl) {
+      for (int64_t c = 0; c < C; ++c) channel(kClsOffset + c, v.cls, mc, cc, &acc.cls);
+      return;
+    }
+    // 'kl': tau^2 * KL(softmax(T/tau) || softmax(P/tau)) per cell, d/dP_k = tau * (p_k - q_k).
+    // Pass 1: maxima; pass 2: log-sum-exps; pass 3: value and gradients.
+    double mp[kCellChunk], mq[kCellChunk], lzp[kCellChunk], lzq[kCellChunk], kl[kCellChunk];
+    for (int64_t j = 0; j < len; ++j) {
+      mp[j] = mq[j] = -INFINITY;
+      lzp[j] = lzq[j] = kl[j] = 0.0;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = base + (kClsOffset + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        mp[j] = std::max(mp[j], p[off + j * step_c] / tau);
+        mq[j] = std::max(mq[j], t[off + j * step_c] / tau);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = base + (kClsOffset + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        lzp[j] += std::exp(p[off + j * step_c] / tau - mp[j]);
+        lzq[j] += std::exp(t[off + j * step_c] / tau - mq[j]);
+      }
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      lzp[j] = mp[j] + std::log(lzp[j]);
+      lzq[j] = mq[j] + std::log(lzq[j]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = base + (kClsOffset + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        const int64_t e = off + j * step_c;
+        const double logp = p[e] / tau - lzp[j], logq = t[e] / tau - lzq[j], q = std::exp(logq);
+        kl[j] += q * (logq - logp);
+        if (g) g[e] = static_cast<float>(cc * mc[j] * tau * (std::exp(logp) - q));
+      }
+    }
+    for (int64_t j = 0; j < len; ++j) acc.cls += mc[j] * kl[j] * tau * tau;
+  });
+}
+
+Terms variant_terms(const RawSums& raw, const ScaleGeom& g, const Variant& v) {
+  const int64_t n = g.cells();
+  return Terms{box_term(raw.box, n), obj_term(raw.obj, n),
+               v.cls == Target::Kl ? obj_term(raw.cls, n) : cls_term(raw.cls, g.classes, n)};
+}
+
+}  // namespace yd

@@ -1,0 +1,171 @@
+'use strict';
+// Loss variants (boxTarget, objTarget, clsTarget, weighted, temperature, presets,
+// FM-NMS): the fused CPU kernel and the LibTorch reference against an independent
+// PyTorch implementation, finite differences, determinism and option errors.
+const h = require('./helpers');
+
+const { distillationLoss } = h.pkg;
+const torch = h.torchAvailable();
+if (!torch.ok) {
+  if (process.env.CI) throw new Error(`CI needs the PyTorch reference: ${torch.reason}`);
+  console.warn(`PyTorch variant tests skipped: ${torch.reason}`);
+}
+const maybe = torch.ok ? describe : describe.skip;
+
+// [API options, resolved variant for the PyTorch reference, lambda]
+const VARIANTS = [
+  [{ boxTarget: 'paper' }, { boxTarget: 'paper' }],
+  [{ objTarget: 'prob' }, { objTarget: 'prob' }],
+  [{ objTarget: 'bce' }, { objTarget: 'bce' }],
+  [{ clsTarget: 'prob' }, { clsTarget: 'prob' }],
+  [{ clsTarget: 'bce' }, { clsTarget: 'bce' }],
+  [{ clsTarget: 'kl' }, { clsTarget: 'kl' }],
+  [{ clsTarget: 'kl', temperature: 2.5 }, { clsTarget: 'kl', temperature: 2.5 }],
+  [{ weighted: { box: false } }, { weighted: { box: false } }],
+  [{ weighted: { obj: false, cls: false } }, { weighted: { obj: false, cls: false } }],
+  [{ fmNms: true }, { fmNms: true }],
+  [{ preset: 'paper' }, { boxTarget: 'paper', objTarget: 'prob', clsTarget: 'prob', weighted: { obj: false } }, 1],
+  [{ preset: 'paper', lambda: 4, objTarget: 'bce' }, { boxTarget: 'paper', objTarget: 'bce', clsTarget: 'prob', weighted: { obj: false } }, 4],
+  [{ preset: 'yolov5', fmNms: true, clsTarget: 'kl', temperature: 0.5, weighted: { box: false } },
+    { fmNms: true, clsTarget: 'kl', temperature: 0.5, weighted: { box: false } }],
+  [{ boxTarget: 'paper', objTarget: 'bce', clsTarget: 'bce', fmNms: true, weighted: { cls: false } },
+    { boxTarget: 'paper', objTarget: 'bce', clsTarget: 'bce', fmNms: true, weighted: { cls: false } }],
+];
+
+function makeCases() {
+  const r = h.rng(0x7a41);
+  const cases = [];
+  VARIANTS.forEach(([api, variant, lambda], i) => {
+    for (const layout of ['nchw', 'nahwc']) {
+      const C = r.pick([1, 3, 7, 20]);
+      const A = r.int(1, 3);
+      const B = r.int(1, 2);
+      const shapes = [h.headShape(layout, B, A, C, r.int(1, 7), r.int(1, 9)), h.headShape(layout, B, A, C, r.int(2, 6), r.int(2, 6))];
+      const c = { id: `v${i}${layout}`, layout, numAnchors: A, numClasses: C, shapes, api, variant, lambda: lambda ?? 10 };
+      if (i % 3 === 1) c.gradScale = 64;
+      Object.assign(c, h.makeHeads(r, shapes, i % 4 === 3 ? 12 : 2.5));
+      cases.push(c);
+    }
+  });
+  return cases;
+}
+
+maybe('agreement with the PyTorch reference', () => {
+  const cases = makeCases();
+  let want;
+  beforeAll(() => {
+    want = h.runTorchReference(cases);
+  });
+  for (const impl of ['fused', 'reference']) {
+    test.each(makeCases().map((c) => [`${c.id} ${JSON.stringify(c.api)}`, c.id]))(`${impl}: %s`, (_name, id) => {
+      const c = cases.find((x) => x.id === id);
+      const opts = { numClasses: c.numClasses, numAnchors: c.numAnchors, layout: c.layout, ...c.api, impl };
+      if (c.gradScale) opts.gradScale = c.gradScale;
+      const got = distillationLoss(c.student, c.teacher, opts);
+      const w = want[id];
+      h.expectRelClose(got.loss, w.loss, 1e-5, `${id} loss`, 1e-12);
+      for (const t of ['box', 'obj', 'cls']) h.expectRelClose(got[t], w[t], 1e-5, `${id} ${t}`, 1e-12);
+      got.scales.forEach((s, k) => {
+        for (const t of ['box', 'obj', 'cls']) h.expectRelClose(s[t], w.scales[k][t], 1e-5, `${id} scale ${k} ${t}`, 1e-12);
+      });
+      got.grads.forEach((g, k) => h.expectArraysClose(g, w.grads[k], 1e-6, 1e-5, `${id} grad ${k}`));
+    });
+  }
+});
+
+describe.each(['nchw', 'nahwc'])('%s', (layout) => {
+  // Student values on a 1/256 grid, so that p +- h (h = 1/128) is exact in fp32.
+  const small = (seed, C = 3) => {
+    const r = h.rng(seed);
+    const shapes = [h.headShape(layout, 2, 2, C, 3, 4)];
+    const c = h.makeHeads(r, shapes, 2);
+    c.student.forEach((x) => x.data.forEach((v, i) => { x.data[i] = Math.round(v * 256) / 256; }));
+    return { ...c, shapes, opts: { numClasses: C, numAnchors: 2, layout } };
+  };
+
+  test.each(VARIANTS.map(([api]) => [JSON.stringify(api), api]))('gradient matches central finite differences: %s', (_n, api) => {
+    const c = small(5);
+    const opts = { ...c.opts, ...api };
+    const base = distillationLoss(c.student, c.teacher, opts);
+    const p = c.student[0].data;
+    const step = 1 / 128;
+    let checked = 0;
+    for (let j = 0; j < p.length; j += 3) {
+      const orig = p[j];
+      p[j] = orig + step;
+      const up = distillationLoss(c.student, c.teacher, { ...opts, grad: false }).loss;
+      p[j] = orig - step;
+      const down = distillationLoss(c.student, c.teacher, { ...opts, grad: false }).loss;
+      p[j] = orig;
+      const fd = (up - down) / (2 * step);
+      const g = base.grads[0][j];
+      // Central differences err by O(step^2) on these smooth (non-quadratic) terms.
+      expect(Math.abs(fd - g)).toBeLessThanOrEqual(2e-5 + 2e-3 * Math.abs(g));
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(30);
+  });
+
+  test('variants are bit-identical across repeat calls and 1 vs 2 threads', () => {
+    const r = h.rng(6);
+    const shapes = [h.headShape(layout, 2, 3, 20, 30, 30)];
+    const c = h.makeHeads(r, shapes, 3);
+    const opts = { numClasses: 20, layout, preset: 'paper', fmNms: true, clsTarget: 'kl' };
+    const one = distillationLoss(c.student, c.teacher, { ...opts, threads: 1 });
+    const two = distillationLoss(c.student, c.teacher, { ...opts, threads: 2 });
+    expect(Object.is(one.loss, two.loss)).toBe(true);
+    expect(h.sameBits(one.grads[0], two.grads[0])).toBe(true);
+  });
+
+  test('FM-NMS suppresses cells: suppressed cells get zero gradient, kept cells the plain one (to rounding)', () => {
+    const c = small(7, 2);
+    const plain = distillationLoss(c.student, c.teacher, c.opts);
+    const nms = distillationLoss(c.student, c.teacher, { ...c.opts, fmNms: true });
+    expect(nms.loss).toBeLessThan(plain.loss);
+    let zeroed = 0;
+    let same = 0;
+    nms.grads[0].forEach((g, i) => {
+      const q = plain.grads[0][i];
+      if (g === 0 && q !== 0) zeroed++;
+      else if (Math.abs(g - q) <= 1e-9 + 1e-6 * Math.abs(q)) same++;
+    });
+    expect(zeroed).toBeGreaterThan(0);
+    expect(same).toBeGreaterThan(0);
+    expect(zeroed + same).toBe(nms.grads[0].length);
+  });
+});
+
+test('the default path is DESIGN §1 exactly: preset yolov5 and explicit defaults change nothing', () => {
+  const r = h.rng(8);
+  const shapes = [h.headShape('nchw', 1, 3, 5, 4, 4)];
+  const c = h.makeHeads(r, shapes, 2);
+  const base = distillationLoss(c.student, c.teacher, { numClasses: 5 });
+  const same = distillationLoss(c.student, c.teacher, {
+    numClasses: 5, preset: 'yolov5', boxTarget: 'logit', objTarget: 'logit', clsTarget: 'logit',
+    weighted: { box: true, obj: true, cls: true }, fmNms: false,
+  });
+  expect(same.loss).toBe(base.loss);
+  expect(h.sameBits(same.grads[0], base.grads[0])).toBe(true);
+});
+
+test('bad variant options give coded errors', () => {
+  const shape = [1, 3 * 7, 2, 2];
+  const head = { data: new Float32Array(84), shape };
+  const codeOf = (extra) => {
+    try {
+      distillationLoss([head], [head], { numClasses: 2, ...extra });
+    } catch (e) {
+      return `${e.constructor.name} ${e.code}`;
+    }
+    return 'no error';
+  };
+  expect(codeOf({ preset: 'v8' })).toBe('RangeError ERR_INVALID_OPTION');
+  expect(codeOf({ objTarget: 'kl' })).toBe('RangeError ERR_INVALID_OPTION');
+  expect(codeOf({ clsTarget: 'mse' })).toBe('RangeError ERR_INVALID_OPTION');
+  expect(codeOf({ boxTarget: 1 })).toBe('TypeError ERR_INVALID_ARG_TYPE');
+  expect(codeOf({ temperature: 0 })).toBe('RangeError ERR_INVALID_OPTION');
+  expect(codeOf({ temperature: 'hot' })).toBe('TypeError ERR_INVALID_ARG_TYPE');
+  expect(codeOf({ weighted: 5 })).toBe('TypeError ERR_INVALID_ARG_TYPE');
+  expect(codeOf({ weighted: { obj: 'no' } })).toBe('TypeError ERR_INVALID_ARG_TYPE');
+  expect(codeOf({ fmNms: 'yes' })).toBe('TypeError ERR_INVALID_ARG_TYPE');
+});
