@@ -63,8 +63,12 @@ Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<
   for (size_t s = 0; s < student.size(); ++s) {
     const ScaleGeom& g = geoms[s];
     // Leaf copy in fp32 (the student stays untouched), teacher as a constant.
-    at::Tensor p = student[s].detach().to(at::kFloat).clone().requires_grad_(opts.grad);
-    at::Tensor t = teacher[s].detach().to(at::kFloat);
+    // fp32 like a PyTorch training loop for the default formula; the variants'
+    // transcendental terms (KL of near-equal distributions above all) lose digits
+    // to cancellation in fp32, so they are computed in fp64.
+    const at::ScalarType work = opts.variant.is_default() ? at::kFloat : at::kDouble;
+    at::Tensor p = student[s].detach().to(work).clone().requires_grad_(opts.grad);
+    at::Tensor t = teacher[s].detach().to(work);
     leaves.push_back(p);
     at::Tensor pv = p, tv = t;
     if (g.layout == Layout::NCHW) {
