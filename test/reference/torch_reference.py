@@ -18,6 +18,15 @@ import torch
 import torch.nn.functional as F
 
 
+def as_cells(x, num_anchors, num_classes, layout):
+    """A head as [B, A, H, W, 5+C]: nchw is viewed as (-1, A, 5+C, H, W) and
+    permuted (0, 1, 3, 4, 2); nahwc already is."""
+    if layout != "nchw":
+        return x
+    _, _, h, w = x.shape
+    return x.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+
+
 def fm_nms_keep(t):
     """FM-NMS (Mehta & Ozturk 2018) on a teacher in [B, A, H, W, 5+C]: 1 where a
     cell is kept, 0 where another cell of its 3x3 neighbourhood has the same class
@@ -59,10 +68,7 @@ def variant_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box,
     weighted = {"box": True, "obj": True, "cls": True, **v.get("weighted", {})}
     tau = v.get("temperature", 1.0)
     for p, t in zip(student, teacher):
-        if layout == "nchw":
-            _, _, h, w = p.shape
-            p = p.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
-            t = t.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+        p, t = as_cells(p, num_anchors, num_classes, layout), as_cells(t, num_anchors, num_classes, layout)
         wt = torch.sigmoid(t[..., 4]).unsqueeze(-1)
         keep = fm_nms_keep(t) if v.get("fmNms") else torch.ones_like(wt)
         m = {k: (wt if weighted[k] else 1.0) * keep for k in weighted}
@@ -90,10 +96,7 @@ def distillation_loss(student, teacher, num_anchors, num_classes, layout, lam, g
     box = obj = cls = 0.0
     per_scale = []
     for p, t in zip(student, teacher):
-        if layout == "nchw":
-            _, _, h, w = p.shape
-            p = p.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
-            t = t.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+        p, t = as_cells(p, num_anchors, num_classes, layout), as_cells(t, num_anchors, num_classes, layout)
         weight = torch.sigmoid(t[..., 4]).unsqueeze(-1)
         box_s = torch.mean(mse(p[..., 0:4], t[..., 0:4]) * weight)
         obj_s = torch.mean(mse(p[..., 4:5], t[..., 4:5]) * weight)
