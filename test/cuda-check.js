@@ -83,6 +83,39 @@ async function main() {
     });
   }
 
+  // Loss variants on the CUDA variant kernel, against the same PyTorch reference
+  // (fp32 math with transcendental terms on both sides: 1e-4 relative).
+  const r = h.rng(0xc0db);
+  const vcases = [
+    { preset: 'paper' }, { objTarget: 'bce', clsTarget: 'bce' }, { clsTarget: 'kl', temperature: 2 },
+    { fmNms: true }, { fmNms: true, weighted: { box: false, cls: false }, boxTarget: 'paper' },
+  ].flatMap((api, i) => ['nchw', 'nahwc'].map((layout) => {
+    const shapes = [h.headShape(layout, 2, 3, 6, 7, 5), h.headShape(layout, 2, 3, 6, 4, 4)];
+    const variant = { ...api };
+    let lambda = 10;
+    if (api.preset === 'paper') {
+      delete variant.preset;
+      Object.assign(variant, { boxTarget: 'paper', objTarget: 'prob', clsTarget: 'prob', weighted: { obj: false } });
+      lambda = 1;
+    }
+    return { id: `cv${i}${layout}`, layout, numAnchors: 3, numClasses: 6, shapes, dtype: 'float32', device: 'cuda', lambda, variant, api, ...h.makeHeads(r, shapes, 3) };
+  }));
+  const vwant = h.runTorchReference(vcases);
+  for (const c of vcases) {
+    await check(`${c.id} ${c.layout} variant ${JSON.stringify(c.api)} agrees with PyTorch on the GPU`, () => {
+      const st = toCuda(c.student, 'float32');
+      const te = toCuda(c.teacher, 'float32');
+      const opts = { numClasses: c.numClasses, layout: c.layout, ...c.api };
+      const got = distillationLoss(st, te, opts);
+      const w = vwant[c.id];
+      h.expectRelClose(got.loss, w.loss, 1e-4, 'loss', 1e-12);
+      got.grads.forEach((g, k) => h.expectArraysClose(g.toFloat32Array(), w.grads[k], 1e-6, 1e-4, `grad ${k}`));
+      const again = distillationLoss(st, te, opts);
+      assert(Object.is(again.loss, got.loss), 'repeat bit-identical');
+      [...st, ...te, ...got.grads, ...again.grads].forEach((t) => t.dispose());
+    });
+  }
+
   const c0 = cases[0];
   await check('Float32Array heads with options.device cuda: gradients come back as Float32Arrays', () => {
     const cpu = distillationLoss(c0.student, c0.teacher, h.optionsOf(c0));

@@ -151,6 +151,173 @@ finish_kernel(const double* __restrict__ partials, int blocks, double* __restric
   block_reduce3(a, b, c, out);
 }
 
+// ---- loss variants --------------------------------------------------------
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float softplusf_(float x) { return x > 0.f ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
+
+// One obj/cls (or paper box) element: *s = its loss, returns d loss / d p.
+__device__ __forceinline__ float variant_element(int kind, float p, float t, float* s) {
+  if (kind == 1) {
+    const float a = sigmoidf_(p), b = sigmoidf_(t), d = a - b;
+    *s = d * d;
+    return 2.f * d * a * (1.f - a);
+  }
+  if (kind == 2) {
+    const float b = sigmoidf_(t);
+    *s = b * softplusf_(-p) + (1.f - b) * softplusf_(p);
+    return sigmoidf_(p) - b;
+  }
+  const float d = p - t;
+  *s = d * d;
+  return 2.f * d;
+}
+
+// FM-NMS, step 1: the teacher's class argmax per cell (first maximum).
+template <typename T>
+__global__ void argmax_kernel(const T* __restrict__ t, int64_t cells, int64_t hw, int per_anchor,
+                              int classes, bool nchw, int* __restrict__ arg) {
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t plane = i / hw, j = i - plane * hw;
+    const int64_t base = nchw ? plane * per_anchor * hw + j : i * per_anchor;
+    const int64_t step = nchw ? hw : 1;
+    int best = 0;
+    float bv = to_f(t[base + kClsOffset * step]);
+    for (int c = 1; c < classes; ++c) {
+      const float v = to_f(t[base + (kClsOffset + c) * step]);
+      if (v > bv) {
+        bv = v;
+        best = c;
+      }
+    }
+    arg[i] = best;
+  }
+}
+
+// FM-NMS, step 2: keep (1) unless a 3x3 neighbour of the same plane has the same
+// argmax and a higher objectness logit (ties: the earlier cell in row-major order).
+template <typename T>
+__global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg, int64_t cells,
+                            int64_t H, int64_t W, int per_anchor, bool nchw,
+                            unsigned char* __restrict__ keep) {
+  const int64_t hw = H * W;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t plane = i / hw, j = i - plane * hw, y = j / W, x = j - y * W;
+    auto obj = [&](int64_t jj) {
+      return to_f(t[nchw ? (plane * per_anchor + kObjChannel) * hw + jj : (plane * hw + jj) * per_anchor + kObjChannel]);
+    };
+    const float o = obj(j);
+    bool suppressed = false;
+    for (int64_t dy = -1; dy <= 1 && !suppressed; ++dy) {
+      for (int64_t dx = -1; dx <= 1; ++dx) {
+        const int64_t yy = y + dy, xx = x + dx;
+        if ((dy == 0 && dx == 0) || yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+        const int64_t jj = yy * W + xx;
+        if (arg[plane * hw + jj] != arg[i]) continue;
+        const float oo = obj(jj);
+        if (oo > o || (oo == o && jj < j)) {
+          suppressed = true;
+          break;
+        }
+      }
+    }
+    keep[i] = suppressed ? 0 : 1;
+  }
+}
+
+// The variants: a thread per cell (values at base + k * step), fp32 math,
+// double per-thread sums, block partials like the fused kernels.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g, int64_t cells,
+               int64_t hw, int per_anchor, bool nchw, VariantParams v,
+               const unsigned char* __restrict__ keep, double* __restrict__ partials) {
+  const int classes = per_anchor - kClsOffset;
+  const float tau = v.temperature;
+  double box = 0.0, obj = 0.0, cls = 0.0;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t plane = i / hw, j = i - plane * hw;
+    const int64_t base = nchw ? plane * per_anchor * hw + j : i * per_anchor;
+    const int64_t step = nchw ? hw : 1;
+    const float kp = keep ? static_cast<float>(keep[i]) : 1.f;
+    const float w = teacher_weight(to_f(t[base + kObjChannel * step]));
+    const float mb = (v.weighted_box ? w : 1.f) * kp;
+    const float mo = (v.weighted_obj ? w : 1.f) * kp;
+    const float mc = (v.weighted_cls ? w : 1.f) * kp;
+    float s = 0.f, sum = 0.f;
+    for (int k = 0; k < kBoxChannels; ++k) {
+      const int64_t e = base + k * step;
+      const float d = variant_element(v.box_paper && k < 2 ? 1 : 0, to_f(p[e]), to_f(t[e]), &s);
+      sum += s;
+      if (g) g[e] = from_f<T>(static_cast<float>(v.cb) * mb * d);
+    }
+    box += static_cast<double>(mb) * sum;
+    {
+      const int64_t e = base + kObjChannel * step;
+      const float d = variant_element(v.obj_kind, to_f(p[e]), to_f(t[e]), &s);
+      obj += static_cast<double>(mo) * s;
+      if (g) g[e] = from_f<T>(static_cast<float>(v.co) * mo * d);
+    }
+    sum = 0.f;
+    if (v.cls_kind == 3) {
+      // tau^2 KL(softmax(T/tau) || softmax(P/tau)); d/dP_k = tau * (p_k - q_k).
+      float mp = -INFINITY, mq = -INFINITY;
+      for (int c = 0; c < classes; ++c) {
+        const int64_t e = base + (kClsOffset + c) * step;
+        mp = fmaxf(mp, to_f(p[e]) / tau);
+        mq = fmaxf(mq, to_f(t[e]) / tau);
+      }
+      float zp = 0.f, zq = 0.f;
+      for (int c = 0; c < classes; ++c) {
+        const int64_t e = base + (kClsOffset + c) * step;
+        zp += expf(to_f(p[e]) / tau - mp);
+        zq += expf(to_f(t[e]) / tau - mq);
+      }
+      const float lzp = mp + logf(zp), lzq = mq + logf(zq);
+      for (int c = 0; c < classes; ++c) {
+        const int64_t e = base + (kClsOffset + c) * step;
+        const float logp = to_f(p[e]) / tau - lzp, logq = to_f(t[e]) / tau - lzq, q = expf(logq);
+        sum += q * (logq - logp);
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cc) * mc * tau * (expf(logp) - q));
+      }
+      sum *= tau * tau;
+    } else {
+      for (int c = 0; c < classes; ++c) {
+        const int64_t e = base + (kClsOffset + c) * step;
+        const float d = variant_element(v.cls_kind, to_f(p[e]), to_f(t[e]), &s);
+        sum += s;
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cc) * mc * d);
+      }
+    }
+    cls += static_cast<double>(mc) * sum;
+  }
+  block_reduce3(box, obj, cls, partials + 3 * int64_t{blockIdx.x});
+}
+
+int64_t variant_grid(const ScaleLaunch& l) {
+  const int64_t cells = l.batch * l.anchors * l.height * l.width;
+  return std::max<int64_t>(1, std::min<int64_t>((cells + kThreads - 1) / kThreads, kMaxGrid));
+}
+
+template <typename T>
+void launch_variant_typed(const ScaleLaunch& l, const VariantParams& v, char* ws, cudaStream_t stream) {
+  const int64_t cells = l.batch * l.anchors * l.height * l.width;
+  const int64_t hw = l.height * l.width;
+  const int per_anchor = static_cast<int>(5 + l.classes);
+  const int64_t grid = variant_grid(l);
+  double* partials = reinterpret_cast<double*>(ws);
+  unsigned char* keep = nullptr;
+  const T* t = static_cast<const T*>(l.t);
+  if (v.fm_nms) {
+    int* arg = reinterpret_cast<int*>(ws + 3 * grid * sizeof(double));
+    keep = reinterpret_cast<unsigned char*>(arg + cells);
+    argmax_kernel<T><<<grid, kThreads, 0, stream>>>(t, cells, hw, per_anchor, static_cast<int>(l.classes), !l.nahwc, arg);
+    keep_kernel<T><<<grid, kThreads, 0, stream>>>(t, arg, cells, l.height, l.width, per_anchor, !l.nahwc, keep);
+  }
+  variant_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(l.p), t, static_cast<T*>(l.g), cells, hw,
+                                                   per_anchor, !l.nahwc, v, keep, partials);
+}
+
 int64_t grid_for(const ScaleLaunch& l) {
   const int64_t cells = l.batch * l.anchors * l.height * l.width;
   const int64_t items = l.nahwc ? (cells + kTileCells - 1) / kTileCells : (cells + kThreads - 1) / kThreads;
@@ -204,6 +371,25 @@ int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums
     case DType::BF16: launch_dtype<__nv_bfloat16>(l, d_workspace, stream); break;
   }
   finish_kernel<<<1, kThreads, 0, stream>>>(d_workspace, static_cast<int>(grid_for(l)), d_sums);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int64_t variant_workspace_bytes(const ScaleLaunch& l, const VariantParams& v) {
+  const int64_t cells = l.batch * l.anchors * l.height * l.width;
+  return 3 * variant_grid(l) * static_cast<int64_t>(sizeof(double)) +
+         (v.fm_nms ? cells * static_cast<int64_t>(sizeof(int) + 1) : 0);
+}
+
+int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums,
+                         void* stream_ptr) {
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  char* ws = static_cast<char*>(d_workspace);
+  switch (l.dtype) {
+    case DType::F32: launch_variant_typed<float>(l, v, ws, stream); break;
+    case DType::F16: launch_variant_typed<__half>(l, v, ws, stream); break;
+    case DType::BF16: launch_variant_typed<__nv_bfloat16>(l, v, ws, stream); break;
+  }
+  finish_kernel<<<1, kThreads, 0, stream>>>(reinterpret_cast<double*>(ws), static_cast<int>(variant_grid(l)), d_sums);
   return static_cast<int>(cudaGetLastError());
 }
 

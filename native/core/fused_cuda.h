@@ -31,6 +31,27 @@ int64_t workspace_doubles(const ScaleLaunch& l);
 // atomics: repeated launches give bit-identical results. Returns a cudaError_t.
 int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums, void* stream);
 
+// Loss variants (README "Loss variants") for the CUDA variant kernel. Kinds:
+// 0 logit, 1 prob, 2 bce, 3 kl (cls only). Coefficients are
+// lambda * g_term * gradScale / (n_term * N), n_cls = 1 for kl.
+struct VariantParams {
+  int box_paper = 0;
+  int obj_kind = 0, cls_kind = 0;
+  int weighted_box = 1, weighted_obj = 1, weighted_cls = 1;
+  int fm_nms = 0;
+  float temperature = 1.0f;
+  double cb = 0.0, co = 0.0, cc = 0.0;
+};
+
+// Bytes of device workspace the variant launch needs (partials, and the FM-NMS
+// argmax and keep maps when fm_nms).
+int64_t variant_workspace_bytes(const ScaleLaunch& l, const VariantParams& v);
+
+// Like launch_fused_scale, for the variants: raw sums (box, obj, cls) to
+// d_sums[0..2] before their normalisers, as the CPU variant kernel returns them.
+int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace,
+                         double* d_sums, void* stream);
+
 // The CUDA runtime's message for an error code.
 const char* error_string(int err);
 

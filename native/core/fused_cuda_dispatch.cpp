@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "fused_cuda.h"
+#include "variants_cpu.h"
 
 namespace yd {
 
@@ -21,6 +22,33 @@ cuda::DType dtype_of(const at::Tensor& t) {
   }
 }
 
+int kind_of(Target t) {
+  switch (t) {
+    case Target::Prob: return 1;
+    case Target::Bce: return 2;
+    case Target::Kl: return 3;
+    default: return 0;
+  }
+}
+
+cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {
+  const Variant& v = o.variant;
+  const double n = static_cast<double>(g.cells());
+  cuda::VariantParams p;
+  p.box_paper = v.box == BoxTarget::Paper;
+  p.obj_kind = kind_of(v.obj);
+  p.cls_kind = kind_of(v.cls);
+  p.weighted_box = v.weighted_box;
+  p.weighted_obj = v.weighted_obj;
+  p.weighted_cls = v.weighted_cls;
+  p.fm_nms = v.fm_nms;
+  p.temperature = static_cast<float>(v.temperature);
+  p.cb = o.lambda * o.w_box * o.grad_scale / (4.0 * n);
+  p.co = o.lambda * o.w_obj * o.grad_scale / n;
+  p.cc = o.lambda * o.w_cls * o.grad_scale / (v.cls == Target::Kl ? n : static_cast<double>(g.classes) * n);
+  return p;
+}
+
 }  // namespace
 
 Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
@@ -29,6 +57,7 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   const c10::cuda::CUDAGuard guard(student[0].device());
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(student[0].device().index());
   const size_t S = student.size();
+  const bool variant = !opts.variant.is_default();
   const auto dev_double = at::TensorOptions().dtype(at::kDouble).device(student[0].device());
 
   std::vector<at::Tensor> ps(S), ts(S), gs(S);
@@ -55,14 +84,18 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
     l.coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
                          g.cells());
     l.dtype = dtype_of(ps[s]);
-    ws_size = std::max(ws_size, cuda::workspace_doubles(l));
+    ws_size = std::max(ws_size, variant ? (cuda::variant_workspace_bytes(l, variant_params(opts, g)) + 7) / 8
+                                        : cuda::workspace_doubles(l));
   }
   // Scales run one after another on one stream, so they can share a workspace.
   at::Tensor workspace = at::empty({ws_size}, dev_double);
   at::Tensor sums = at::empty({static_cast<int64_t>(3 * S)}, dev_double);
   for (size_t s = 0; s < S; ++s) {
-    const int err = cuda::launch_fused_scale(launches[s], workspace.data_ptr<double>(),
-                                             sums.data_ptr<double>() + 3 * s, stream.stream());
+    const int err =
+        variant ? cuda::launch_variant_scale(launches[s], variant_params(opts, geoms[s]), workspace.data_ptr<double>(),
+                                             sums.data_ptr<double>() + 3 * s, stream.stream())
+                : cuda::launch_fused_scale(launches[s], workspace.data_ptr<double>(),
+                                           sums.data_ptr<double>() + 3 * s, stream.stream());
     if (err != 0) {
       throw Error(ErrorKind::Generic, code::kLibTorch,
                   std::string("CUDA kernel launch failed: ") + cuda::error_string(err));
@@ -74,8 +107,9 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   Result r;
   for (size_t s = 0; s < S; ++s) {
     const int64_t n = geoms[s].cells();
-    const Terms terms{box_term(h[3 * s], n), obj_term(h[3 * s + 1], n),
-                      cls_term(h[3 * s + 2], geoms[s].classes, n)};
+    const Terms terms = variant ? variant_terms(RawSums{h[3 * s], h[3 * s + 1], h[3 * s + 2]}, geoms[s], opts.variant)
+                                : Terms{box_term(h[3 * s], n), obj_term(h[3 * s + 1], n),
+                                        cls_term(h[3 * s + 2], geoms[s].classes, n)};
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;

@@ -329,9 +329,6 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
   if (opts.impl == Impl::Reference) return reference_loss(student, teacher, geoms, opts, grad_out);
   if (student[0].device().is_cuda()) {
 #ifdef YD_WITH_CUDA
-    // The CUDA kernels implement the default formula; variants run as the
-    // LibTorch reference (ops + autograd) on the GPU.
-    if (!opts.variant.is_default()) return reference_loss(student, teacher, geoms, opts, grad_out);
     return fused_cuda_loss(student, teacher, geoms, opts, grad_out);
 #else
     throw Error(ErrorKind::Generic, code::kNoCuda,
