@@ -35,6 +35,7 @@ export interface NativeBinding {
   distillationLossAsync(student: unknown, teacher: unknown, options: unknown): Promise<NativeResult>;
   backendInfo(): { libtorch: string; cuda: boolean; cudaDeviceCount: number; threads: number };
   streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
+  heapInUse(): number;
 }
 
 const root = path.join(__dirname, '..');

@@ -2,6 +2,8 @@
 #include <c10/util/Exception.h>
 #include <napi.h>
 
+#include <malloc.h>
+
 #include <new>
 
 #include "addon_data.h"
@@ -71,6 +73,18 @@ Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// heapInUse(): bytes the C heap has handed out and not taken back (glibc's
+// mallinfo2), or -1 where unknown. For the leak test: unlike RSS it does not
+// keep the high-water mark of memory already freed.
+Napi::Value HeapInUse(const Napi::CallbackInfo& info) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 mi = mallinfo2();
+  return Napi::Number::New(info.Env(), static_cast<double>(mi.uordblks + mi.hblkhd));
+#else
+  return Napi::Number::New(info.Env(), -1);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);  // deleted by the env's cleanup
@@ -82,6 +96,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, DistillationLossAsync, "distillationLossAsync"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("streamingFloor", Napi::Function::New(env, StreamingFloor, "streamingFloor"));
+  exports.Set("heapInUse", Napi::Function::New(env, HeapInUse, "heapInUse"));
   return exports;
 }
 

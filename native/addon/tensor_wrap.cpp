@@ -88,15 +88,6 @@ class ToArrayWorker : public Napi::AsyncWorker {
 
 }  // namespace
 
-const char* dtype_label(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    default: return "unsupported";
-  }
-}
-
 std::string device_label(const at::Tensor& t) {
   if (t.device().is_cpu()) return "cpu";
   return "cuda:" + std::to_string(t.device().index() < 0 ? 0 : t.device().index());
@@ -221,7 +212,7 @@ Napi::Value TensorWrap::Device(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    return Napi::String::New(info.Env(), dtype_label(Live("dtype")));
+    return Napi::String::New(info.Env(), yd::dtype_name(Live("dtype").scalar_type()));
   });
 }
 

@@ -38,7 +38,6 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   int64_t external_bytes_ = 0;
 };
 
-const char* dtype_label(const at::Tensor& t);
 std::string device_label(const at::Tensor& t);
 
 }  // namespace yd_addon

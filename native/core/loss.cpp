@@ -39,15 +39,6 @@ std::string where(size_t scale, const char* tensor) {
   return os.str();
 }
 
-const char* dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    default: return c10::toString(t);
-  }
-}
-
 // Messages are built only on failure: validation runs on every call.
 template <typename Msg>
 void check_option(bool ok, const Msg& msg) {
@@ -209,6 +200,15 @@ Terms to_terms(const RawSums& raw, const ScaleGeom& g) {
 }  // namespace
 
 const char* layout_name(Layout layout) { return layout == Layout::NCHW ? "nchw" : "nahwc"; }
+
+const char* dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
 
 std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
                                 const std::vector<at::Tensor>& teacher, const Options& opts,

@@ -32,6 +32,8 @@ struct Variant {
 };
 
 const char* layout_name(Layout layout);
+// The API's name of a dtype ("float32", "float16", "bfloat16"; LibTorch's otherwise).
+const char* dtype_name(at::ScalarType t);
 
 struct Options {
   int64_t num_classes = 0;  // C, required (>= 1)
