@@ -24,10 +24,8 @@ export function distillationLossJS(
     const p = student[s].data;
     const t = teacher[s].data;
     const shape = student[s].shape;
+    const HW = shape[2] * shape[3]; // H and W are dims 2 and 3 in both layouts
     const B = shape[0];
-    const H = nchw ? shape[2] : shape[2];
-    const W = nchw ? shape[3] : shape[3];
-    const HW = H * W;
     const N = B * A * HW;
     const g = wantGrad ? new Float32Array(p.length) : null;
     const base = (2 * lambda * gradScale) / N;

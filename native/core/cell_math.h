@@ -68,4 +68,63 @@ YD_HD double total_loss(double lambda, double g_box, double g_obj, double g_cls,
   return lambda * (g_box * box + g_obj * obj + g_cls * cls);
 }
 
+// ---- loss variants (README "Loss variants"), shared by the CPU variant kernel
+// (S = double) and the CUDA variant kernel (S = float). ----
+
+// Target kinds of an obj/cls term (values of yd::Target).
+constexpr int kKindLogit = 0, kKindProb = 1, kKindBce = 2, kKindKl = 3;
+
+YD_HD float exp_(float x) { return ::expf(x); }
+YD_HD double exp_(double x) { return ::exp(x); }
+YD_HD float log1p_(float x) { return ::log1pf(x); }
+YD_HD double log1p_(double x) { return ::log1p(x); }
+
+template <typename S>
+YD_HD S sigmoid_(S x) { return S(1) / (S(1) + exp_(-x)); }
+// log(1 + exp(x)) without overflow.
+template <typename S>
+YD_HD S softplus_(S x) { return x > S(0) ? x + log1p_(exp_(-x)) : log1p_(exp_(x)); }
+
+// One element of a term with target kind `kind` (not Kl): *loss = its value;
+// returns d loss / d p (the derivative with respect to the student logit).
+//   logit (p - t)^2; prob (sigma p - sigma t)^2; bce BCE of sigma p against sigma t.
+template <typename S>
+YD_HD S variant_element(int kind, S p, S t, S* loss) {
+  if (kind == kKindProb) {
+    const S a = sigmoid_(p), b = sigmoid_(t), d = a - b;
+    *loss = d * d;
+    return S(2) * d * a * (S(1) - a);
+  }
+  if (kind == kKindBce) {
+    const S b = sigmoid_(t);
+    *loss = b * softplus_(-p) + (S(1) - b) * softplus_(p);
+    return sigmoid_(p) - b;
+  }
+  const S d = p - t;
+  *loss = d * d;
+  return S(2) * d;
+}
+
+// FM-NMS: whether cell (y, x) of an H x W plane is suppressed: another cell of
+// its 3x3 neighbourhood has the same teacher class argmax (arg_at(j)) and a
+// higher teacher objectness logit (obj_at(j)), ties going to the earlier cell
+// in row-major order. j = y * W + x indexes the plane.
+template <typename ArgAt, typename ObjAt>
+YD_HD bool fm_nms_suppressed(int64_t y, int64_t x, int64_t H, int64_t W, const ArgAt& arg_at,
+                             const ObjAt& obj_at) {
+  const int64_t j = y * W + x;
+  const float o = obj_at(j);
+  for (int64_t dy = -1; dy <= 1; ++dy) {
+    for (int64_t dx = -1; dx <= 1; ++dx) {
+      const int64_t yy = y + dy, xx = x + dx;
+      if ((dy == 0 && dx == 0) || yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+      const int64_t jj = yy * W + xx;
+      if (arg_at(jj) != arg_at(j)) continue;
+      const float oo = obj_at(jj);
+      if (oo > o || (oo == o && jj < j)) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace yd

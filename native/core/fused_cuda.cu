@@ -153,26 +153,6 @@ finish_kernel(const double* __restrict__ partials, int blocks, double* __restric
 
 // ---- loss variants --------------------------------------------------------
 
-__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
-__device__ __forceinline__ float softplusf_(float x) { return x > 0.f ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
-
-// One obj/cls (or paper box) element: *s = its loss, returns d loss / d p.
-__device__ __forceinline__ float variant_element(int kind, float p, float t, float* s) {
-  if (kind == 1) {
-    const float a = sigmoidf_(p), b = sigmoidf_(t), d = a - b;
-    *s = d * d;
-    return 2.f * d * a * (1.f - a);
-  }
-  if (kind == 2) {
-    const float b = sigmoidf_(t);
-    *s = b * softplusf_(-p) + (1.f - b) * softplusf_(p);
-    return sigmoidf_(p) - b;
-  }
-  const float d = p - t;
-  *s = d * d;
-  return 2.f * d;
-}
-
 // FM-NMS, step 1: the teacher's class argmax per cell (first maximum).
 template <typename T>
 __global__ void argmax_kernel(const T* __restrict__ t, int64_t cells, int64_t hw, int per_anchor,
@@ -206,21 +186,8 @@ __global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg
     auto obj = [&](int64_t jj) {
       return to_f(t[nchw ? (plane * per_anchor + kObjChannel) * hw + jj : (plane * hw + jj) * per_anchor + kObjChannel]);
     };
-    const float o = obj(j);
-    bool suppressed = false;
-    for (int64_t dy = -1; dy <= 1 && !suppressed; ++dy) {
-      for (int64_t dx = -1; dx <= 1; ++dx) {
-        const int64_t yy = y + dy, xx = x + dx;
-        if ((dy == 0 && dx == 0) || yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-        const int64_t jj = yy * W + xx;
-        if (arg[plane * hw + jj] != arg[i]) continue;
-        const float oo = obj(jj);
-        if (oo > o || (oo == o && jj < j)) {
-          suppressed = true;
-          break;
-        }
-      }
-    }
+    const bool suppressed = fm_nms_suppressed(
+        y, x, H, W, [&](int64_t jj) { return arg[plane * hw + jj]; }, obj);
     keep[i] = suppressed ? 0 : 1;
   }
 }
@@ -247,19 +214,19 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
     float s = 0.f, sum = 0.f;
     for (int k = 0; k < kBoxChannels; ++k) {
       const int64_t e = base + k * step;
-      const float d = variant_element(v.box_paper && k < 2 ? 1 : 0, to_f(p[e]), to_f(t[e]), &s);
+      const float d = variant_element<float>(v.box_paper && k < 2 ? kKindProb : kKindLogit, to_f(p[e]), to_f(t[e]), &s);
       sum += s;
       if (g) g[e] = from_f<T>(static_cast<float>(v.cb) * mb * d);
     }
     box += static_cast<double>(mb) * sum;
     {
       const int64_t e = base + kObjChannel * step;
-      const float d = variant_element(v.obj_kind, to_f(p[e]), to_f(t[e]), &s);
+      const float d = variant_element<float>(v.obj_kind, to_f(p[e]), to_f(t[e]), &s);
       obj += static_cast<double>(mo) * s;
       if (g) g[e] = from_f<T>(static_cast<float>(v.co) * mo * d);
     }
     sum = 0.f;
-    if (v.cls_kind == 3) {
+    if (v.cls_kind == kKindKl) {
       // tau^2 KL(softmax(T/tau) || softmax(P/tau)); d/dP_k = tau * (p_k - q_k).
       float mp = -INFINITY, mq = -INFINITY;
       for (int c = 0; c < classes; ++c) {
@@ -284,7 +251,7 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
     } else {
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
-        const float d = variant_element(v.cls_kind, to_f(p[e]), to_f(t[e]), &s);
+        const float d = variant_element<float>(v.cls_kind, to_f(p[e]), to_f(t[e]), &s);
         sum += s;
         if (g) g[e] = from_f<T>(static_cast<float>(v.cc) * mc * d);
       }

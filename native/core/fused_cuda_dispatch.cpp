@@ -62,6 +62,7 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
 
   std::vector<at::Tensor> ps(S), ts(S), gs(S);
   std::vector<cuda::ScaleLaunch> launches(S);
+  std::vector<cuda::VariantParams> params(S);
   int64_t ws_size = 1;
   for (size_t s = 0; s < S; ++s) {
     const ScaleGeom& g = geoms[s];
@@ -84,7 +85,8 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
     l.coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
                          g.cells());
     l.dtype = dtype_of(ps[s]);
-    ws_size = std::max(ws_size, variant ? (cuda::variant_workspace_bytes(l, variant_params(opts, g)) + 7) / 8
+    if (variant) params[s] = variant_params(opts, g);
+    ws_size = std::max(ws_size, variant ? (cuda::variant_workspace_bytes(l, params[s]) + 7) / 8
                                         : cuda::workspace_doubles(l));
   }
   // Scales run one after another on one stream, so they can share a workspace.
@@ -92,7 +94,7 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   at::Tensor sums = at::empty({static_cast<int64_t>(3 * S)}, dev_double);
   for (size_t s = 0; s < S; ++s) {
     const int err =
-        variant ? cuda::launch_variant_scale(launches[s], variant_params(opts, geoms[s]), workspace.data_ptr<double>(),
+        variant ? cuda::launch_variant_scale(launches[s], params[s], workspace.data_ptr<double>(),
                                              sums.data_ptr<double>() + 3 * s, stream.stream())
                 : cuda::launch_fused_scale(launches[s], workspace.data_ptr<double>(),
                                            sums.data_ptr<double>() + 3 * s, stream.stream());

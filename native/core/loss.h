@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cell_math.h"
 #include "errors.h"
 
 namespace yd {
@@ -17,7 +18,8 @@ enum class Impl { Fused, Reference };
 
 // Loss variants (README "Loss variants"). The defaults are DESIGN.md §1.
 enum class BoxTarget { Logit, Paper };           // paper: sigmoid(tx), sigmoid(ty); raw tw, th
-enum class Target { Logit, Prob, Bce, Kl };      // obj: Logit | Prob | Bce; cls: all four
+// obj: Logit | Prob | Bce; cls: all four. Values are cell_math.h's kKind*.
+enum class Target { Logit = kKindLogit, Prob = kKindProb, Bce = kKindBce, Kl = kKindKl };
 struct Variant {
   BoxTarget box = BoxTarget::Logit;
   Target obj = Target::Logit;

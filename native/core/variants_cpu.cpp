@@ -11,32 +11,6 @@ namespace {
 
 constexpr int64_t kCellChunk = 256;
 
-inline double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-// log(1 + exp(x)) without overflow.
-inline double softplus(double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
-
-// One element of an obj/cls term with target kind k (not Kl): adds the value to
-// *sum and returns d value / d p (the derivative with respect to the logit).
-inline double element(Target k, double p, double t, double* sum) {
-  switch (k) {
-    case Target::Prob: {
-      const double a = sig(p), b = sig(t), d = a - b;
-      *sum += d * d;
-      return 2.0 * d * a * (1.0 - a);
-    }
-    case Target::Bce: {
-      const double b = sig(t);
-      *sum += b * softplus(-p) + (1.0 - b) * softplus(p);
-      return sig(p) - b;
-    }
-    default: {
-      const double d = p - t;
-      *sum += d * d;
-      return 2.0 * d;
-    }
-  }
-}
-
 // sum_j m_j * loss_j over one channel of a unit's cells (stride `step` between
 // cells), writing g_j = coef * m_j * d loss_j / d p_j when g is not null.
 template <Target kKind>
@@ -45,7 +19,7 @@ double channel_run(const float* __restrict p, const float* __restrict t, float* 
   double acc = 0.0;
   for (int64_t j = 0; j < len; ++j) {
     double s = 0.0;
-    const double d = element(kKind, p[j * step], t[j * step], &s);
+    const double d = variant_element<double>(static_cast<int>(kKind), p[j * step], t[j * step], &s);
     acc += m[j] * s;
     if (g) g[j * step] = static_cast<float>(coef * m[j] * d);
   }
@@ -84,21 +58,9 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
       for (int64_t y = 0; y < H; ++y) {
         for (int64_t x = 0; x < W; ++x) {
           const int64_t j = y * W + x;
-          const float o = at(plane, j, kObjChannel);
-          bool suppressed = false;
-          for (int64_t dy = -1; dy <= 1 && !suppressed; ++dy) {
-            for (int64_t dx = -1; dx <= 1; ++dx) {
-              const int64_t yy = y + dy, xx = x + dx;
-              if ((dy == 0 && dx == 0) || yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-              const int64_t jj = yy * W + xx;
-              if (arg[jj] != arg[j]) continue;
-              const float oo = at(plane, jj, kObjChannel);
-              if (oo > o || (oo == o && jj < j)) {
-                suppressed = true;
-                break;
-              }
-            }
-          }
+          const bool suppressed = fm_nms_suppressed(
+              y, x, H, W, [&](int64_t jj) { return arg[jj]; },
+              [&](int64_t jj) { return at(plane, jj, kObjChannel); });
           keep[plane * hw + j] = suppressed ? 0 : 1;
         }
       }
