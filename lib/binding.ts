@@ -36,6 +36,7 @@ export interface NativeBinding {
   backendInfo(): { libtorch: string; cuda: boolean; cudaDeviceCount: number; threads: number };
   streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
   heapInUse(): number;
+  configure(hooks: { markAsUntransferable: (o: object) => void }): void;
 }
 
 const root = path.join(__dirname, '..');
@@ -85,6 +86,10 @@ function load(): NativeBinding {
 
 /** @internal */
 export const native: NativeBinding = load();
+// Async calls mark the ArrayBuffers they read and write in place as
+// untransferable (RELIABILITY.md "What a caller may do to a buffer").
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+native.configure({ markAsUntransferable: require('worker_threads').markAsUntransferable });
 
 /** @internal Exported for the loader's unit test. */
 export const explainLoadFailure = explain;

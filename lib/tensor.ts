@@ -44,6 +44,14 @@ export class Tensor {
 
   /** @internal The native handle, for the addon. */
   static _native(t: Tensor): NativeTensor {
+    if (!(#h in t)) {
+      // Object.create(Tensor.prototype), or a class that borrowed the prototype.
+      const err = new TypeError(
+        'not a live Tensor handle: an object that only inherits Tensor\'s prototype; create handles with Tensor.fromFloat32Array()',
+      ) as TypeError & { code: string };
+      err.code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
     return t.#h;
   }
 

@@ -86,7 +86,7 @@ function runTorchReference(cases) {
         id: c.id, layout: c.layout, numAnchors: c.numAnchors, numClasses: c.numClasses,
         lambda: c.lambda ?? 10, weights: c.weights ?? {}, gradScale: c.gradScale ?? 1,
         shapes: c.shapes, grad: true, device: c.device ?? 'cpu', dtype: c.dtype ?? 'float32',
-        variant: c.variant ?? null,
+        variant: c.variant ?? null, compute: c.compute ?? 'float32',
       });
       c.shapes.forEach((_, k) => {
         fs.writeFileSync(path.join(dir, `${c.id}.s${k}.student.f32`), Buffer.from(c.student[k].data.buffer));
@@ -99,7 +99,8 @@ function runTorchReference(cases) {
     if (r.status !== 0) throw new Error(`torch reference failed: ${r.stderr || r.error}`);
     const out = {};
     for (const c of cases) {
-      const res = JSON.parse(fs.readFileSync(path.join(dir, `${c.id}.result.json`), 'utf8'));
+      const res = JSON.parse(fs.readFileSync(path.join(dir, `${c.id}.result.json`), 'utf8'), (k, v) =>
+        v === 'inf' ? Infinity : v === '-inf' ? -Infinity : v === 'nan' ? NaN : v);
       res.grads = c.shapes.map((_, k) => {
         const b = fs.readFileSync(path.join(dir, `${c.id}.s${k}.grad.f32`));
         return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));

@@ -71,6 +71,39 @@ Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
   });
 }
 
+// configure({ markAsUntransferable }): called once per env by the package's
+// loader (lib/binding.ts) with worker_threads.markAsUntransferable, which
+// async calls apply to the ArrayBuffers they read and write in place.
+Napi::Value Configure(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsObject()) fail_type(yd::code::kInvalidArgType, "configure: expected an object");
+    const Napi::Value f = info[0].As<Napi::Object>().Get("markAsUntransferable");
+    if (!f.IsFunction()) {
+      fail_type(yd::code::kInvalidArgType, "configure: markAsUntransferable must be a function");
+    }
+    AddonData::Of(info.Env())->mark_untransferable = Napi::Persistent(f.As<Napi::Function>());
+    return info.Env().Undefined();
+  });
+}
+
+// The engine's getter of ArrayBuffer.prototype.resizable, read before any user
+// code can see the addon (empty when the runtime has no resizable buffers).
+Napi::FunctionReference resizable_getter(Napi::Env env) {
+  try {
+    const Napi::Object global = env.Global();
+    const Napi::Value proto = global.Get("ArrayBuffer").As<Napi::Object>().Get("prototype");
+    const Napi::Function gopd =
+        global.Get("Object").As<Napi::Object>().Get("getOwnPropertyDescriptor").As<Napi::Function>();
+    const Napi::Value desc = gopd.Call({proto, Napi::String::New(env, "resizable")});
+    if (desc.IsObject()) {
+      const Napi::Value get = desc.As<Napi::Object>().Get("get");
+      if (get.IsFunction()) return Napi::Persistent(get.As<Napi::Function>());
+    }
+  } catch (...) {
+  }
+  return Napi::FunctionReference();
+}
+
 }  // namespace
 
 // heapInUse(): bytes the C heap has handed out and not taken back (glibc's
@@ -90,12 +123,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);  // deleted by the env's cleanup
   Napi::Function tensor = TensorWrap::Define(env);
   data->tensor_ctor = Napi::Persistent(tensor);
+  data->resizable_getter = resizable_getter(env);
   exports.Set("Tensor", tensor);
   exports.Set("distillationLoss", Napi::Function::New(env, DistillationLoss, "distillationLoss"));
   exports.Set("distillationLossAsync",
               Napi::Function::New(env, DistillationLossAsync, "distillationLossAsync"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("streamingFloor", Napi::Function::New(env, StreamingFloor, "streamingFloor"));
+  exports.Set("configure", Napi::Function::New(env, Configure, "configure"));
   exports.Set("heapInUse", Napi::Function::New(env, HeapInUse, "heapInUse"));
   return exports;
 }

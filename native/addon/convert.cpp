@@ -7,6 +7,7 @@
 #include <limits>
 #include <string>
 
+#include "addon_data.h"
 #include "js_errors.h"
 #include "tensor_wrap.h"
 
@@ -204,6 +205,66 @@ yd::Options parse_options(const Napi::Value& v) {
 
 // ---- heads ------------------------------------------------------------------
 
+// A Float32Array read in phase 1: bound to a tensor in phase 2.
+struct PendingArray {
+  Napi::Value value;
+  std::vector<int64_t> shape;
+  std::string what;  // "scale 0, student.data"
+  enum Role { Student, Teacher, GradOut } role;
+  size_t scale;
+};
+
+// Phase 1 of one head: { data: Float32Array, shape: number[] } (kept as a JS
+// value) or a native Tensor handle (its tensor taken now: refcounted, owned).
+void read_head(const Napi::Env& env, const Napi::Value& v, size_t s, const char* tensor,
+               PendingArray::Role role, at::Tensor* out, std::vector<PendingArray>* arrays) {
+  const std::string what = scale_name(s, tensor);
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) {
+    fail_type(kInvalidArgType, what + ": expected a head { data: Float32Array, shape: number[] } "
+                                      "or a Tensor, got " + describe(v));
+  }
+  const Napi::Object o = v.As<Napi::Object>();
+  // The common case first: a { data, shape } head (napi_instanceof is slower).
+  const Napi::Value data_v = o.Get("data");
+  if (data_v.IsUndefined()) {
+    if (TensorWrap::IsInstance(env, v)) {
+      *out = TensorWrap::Get(v, what);
+      return;
+    }
+    if (o.Get("shape").IsUndefined()) {
+      fail_type(kInvalidArgType,
+                what + ": expected a head { data: Float32Array, shape: number[] } or a Tensor, got an "
+                       "object with neither data nor shape (a Tensor handle posted to another thread "
+                       "or structured-cloned arrives as an empty object: handles belong to the thread "
+                       "that created them; send the values, e.g. tensor.toFloat32Array(), instead)");
+    }
+  }
+  check_float32_array_type(data_v, what + ".data");
+  std::vector<int64_t> shape = parse_shape(o.Get("shape"), what + ".shape");
+  shape_numel(shape, what + ".shape");
+  arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s});
+}
+
+std::vector<Napi::Value> expect_array(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) {
+    fail_type(kInvalidArgType, std::string(what) + ": expected an array of heads (one per scale), got " +
+                                   describe(v));
+  }
+  const Napi::Array a = v.As<Napi::Array>();
+  std::vector<Napi::Value> out;
+  const uint32_t n = a.Length();
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) out.push_back(a.Get(i));
+  return out;
+}
+
+at::Tensor borrow(Napi::Float32Array a, const std::vector<int64_t>& shape) {
+  // Zero copy: the tensor views the array's memory (honouring byteOffset).
+  return at::from_blob(a.Data(), shape, at::TensorOptions().dtype(at::kFloat));
+}
+
+}  // namespace
+
 int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what) {
   int64_t n = 1;
   for (int64_t d : shape) {
@@ -215,68 +276,60 @@ int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what) 
   return n;
 }
 
-at::Tensor borrow(Napi::Float32Array a, const std::vector<int64_t>& shape) {
-  // Zero copy: the tensor views the array's memory (honouring byteOffset).
-  return at::from_blob(a.Data(), shape, at::TensorOptions().dtype(at::kFloat));
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string r = "[";
+  for (size_t i = 0; i < shape.size(); ++i) r += (i ? ", " : "") + std::to_string(shape[i]);
+  return r + "]";
 }
 
-// One head: { data: Float32Array, shape: number[] } or a native Tensor handle.
-at::Tensor parse_head(const Napi::Env& env, const Napi::Value& v, size_t s, const char* tensor,
-                      PreparedCall& call, bool* is_array) {
-  *is_array = false;
-  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) {
-    fail_type(kInvalidArgType, scale_name(s, tensor) +
-                                   ": expected a head { data: Float32Array, shape: number[] } "
-                                   "or a Tensor, got " + describe(v));
-  }
-  const Napi::Object o = v.As<Napi::Object>();
-  // The common case first: a { data, shape } head (napi_instanceof is slow).
-  const Napi::Value data_v = o.Get("data");
-  if (data_v.IsUndefined() && TensorWrap::IsInstance(env, v)) {
-    return TensorWrap::Get(v, scale_name(s, tensor));
-  }
-  const std::string what = scale_name(s, tensor);
-  const Napi::Float32Array data = expect_float32_array(data_v, what + ".data");
-  const std::vector<int64_t> shape = parse_shape(o.Get("shape"), what + ".shape");
-  const int64_t numel = shape_numel(shape, what + ".shape");
-  if (static_cast<int64_t>(data.ElementLength()) != numel) {
-    fail_range(kDataLength, what + ": data has " + std::to_string(data.ElementLength()) +
-                                " elements but shape [" +
-                                [&] {
-                                  std::string r;
-                                  for (size_t i = 0; i < shape.size(); ++i)
-                                    r += (i ? ", " : "") + std::to_string(shape[i]);
-                                  return r;
-                                }() +
-                                "] needs " + std::to_string(numel));
-  }
-  call.pins.push_back(data);
-  *is_array = true;
-  return borrow(data, shape);
-}
-
-std::vector<Napi::Value> expect_array(const Napi::Value& v, const char* what) {
-  if (!v.IsArray()) {
-    fail_type(kInvalidArgType, std::string(what) + ": expected an array of heads (one per scale), got " +
-                                   describe(v));
-  }
-  const Napi::Array a = v.As<Napi::Array>();
-  std::vector<Napi::Value> out;
-  out.reserve(a.Length());
-  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i));
-  return out;
-}
-
-}  // namespace
-
-Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what) {
+void check_float32_array_type(const Napi::Value& v, const std::string& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     fail_type(kInvalidArgType, what + ": expected a Float32Array, got " + describe(v));
   }
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  if (a.ArrayBuffer().IsDetached()) {
+  if (v.As<Napi::TypedArray>().ArrayBuffer().IsDetached()) {
     fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer is detached "
                                       "(transferred or neutered)");
+  }
+}
+
+Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what) {
+  check_float32_array_type(v, what);
+  guard_buffer(v.Env(), v, what, false);
+  return v.As<Napi::Float32Array>();
+}
+
+void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, bool pin_buffer) {
+  const Napi::Value buffer = v.As<Napi::TypedArray>().ArrayBuffer();
+  // SharedArrayBuffers are not ArrayBuffers here; a growable one never shrinks.
+  if (!buffer.IsArrayBuffer()) return;
+  AddonData* data = AddonData::Of(env);
+  if (!data->resizable_getter.IsEmpty() &&
+      data->resizable_getter.Value().Call(buffer, {}).ToBoolean().Value()) {
+    fail_type(yd::code::kResizableBuffer,
+              what + ": the Float32Array views a resizable ArrayBuffer, which could shrink under the "
+                     "call; copy it into a fixed-length Float32Array (new Float32Array(a)), or use a "
+                     "growable SharedArrayBuffer (they never shrink)");
+  }
+  if (pin_buffer) {
+    if (data->mark_untransferable.IsEmpty()) {
+      fail_type(yd::code::kInternal, "the native addon was loaded without the package's loader "
+                                     "(lib/binding.ts), which async calls need; load 'yolo-distill'");
+    }
+    data->mark_untransferable.Value().Call({buffer});
+  }
+}
+
+Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what,
+                                      int64_t numel, const char* length_code,
+                                      const std::string& length_message) {
+  // napi_get_typedarray_info now, after every user getter of the call has run.
+  Napi::Float32Array a(env, v);
+  if (a.ArrayBuffer().IsDetached() || (a.Data() == nullptr && numel > 0)) {
+    fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer was detached (transferred) "
+                                      "by JavaScript that ran during the call (a getter or Proxy)");
+  }
+  if (static_cast<int64_t>(a.ElementLength()) != numel) {
+    fail_range(length_code, length_message);
   }
   return a;
 }
@@ -284,12 +337,13 @@ Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string&
 std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what) {
   if (!v.IsArray()) fail_type(kInvalidArgType, what + ": expected an array of integers, got " + describe(v));
   const Napi::Array a = v.As<Napi::Array>();
-  if (a.Length() == 0 || a.Length() > 8) {
-    fail_range(kInvalidShape, what + ": expected 1 to 8 dimensions, got " + std::to_string(a.Length()));
+  const uint32_t n = a.Length();
+  if (n == 0 || n > 8) {
+    fail_range(kInvalidShape, what + ": expected 1 to 8 dimensions, got " + std::to_string(n));
   }
   std::vector<int64_t> shape;
-  shape.reserve(a.Length());
-  for (uint32_t i = 0; i < a.Length(); ++i) {
+  shape.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
     const Napi::Value d = a.Get(i);
     if (!d.IsNumber()) {
       fail_type(kInvalidArgType, what + "[" + std::to_string(i) + "]: expected an integer, got " + describe(d));
@@ -304,65 +358,97 @@ std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what) 
   return shape;
 }
 
-PreparedCall prepare_call(const Napi::CallbackInfo& info) {
+PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   const Napi::Env env = info.Env();
   PreparedCall call;
+  call.async = async;
+  std::vector<PendingArray> arrays;
+
+  // ---- phase 1: every user value; getters and Proxies may run any JavaScript.
   const std::vector<Napi::Value> student = expect_array(info[0], "student");
   const std::vector<Napi::Value> teacher = expect_array(info[1], "teacher");
   call.opts = parse_options(info[2]);
-  std::vector<bool> student_is_array(student.size());
+  call.student.resize(student.size());
+  call.teacher.resize(teacher.size());
+  std::vector<bool> student_is_array(student.size(), false);
   for (size_t s = 0; s < student.size(); ++s) {
-    bool is_array = false;
-    call.student.push_back(parse_head(env, student[s], s, "student", call, &is_array));
-    student_is_array[s] = is_array;
+    read_head(env, student[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
+    student_is_array[s] = !call.student[s].defined();  // bound in phase 2
   }
   for (size_t s = 0; s < teacher.size(); ++s) {
-    bool is_array = false;
-    call.teacher.push_back(parse_head(env, teacher[s], s, "teacher", call, &is_array));
+    read_head(env, teacher[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
   }
-
   // Caller-owned gradient buffers (options.gradOut), one entry per scale.
   const Napi::Object o = info[2].As<Napi::Object>();
-  Napi::Value gov;
   std::vector<Napi::Value> grad_out_js;
-  if (has(o, "gradOut", &gov)) {
+  Napi::Value gov;
+  const bool has_grad_out = has(o, "gradOut", &gov);
+  if (has_grad_out) {
     if (!gov.IsArray()) {
       fail_type(kInvalidArgType, "options.gradOut: expected an array with one Float32Array or "
                                  "Tensor per scale, got " + describe(gov));
     }
     grad_out_js = expect_array(gov, "options.gradOut");
-    if (grad_out_js.size() != call.student.size()) {
-      fail_range(kGradOut, "options.gradOut must have one entry per scale (" +
-                               std::to_string(call.student.size()) + "), got " +
-                               std::to_string(grad_out_js.size()));
+  }
+  if (call.opts.grad) {
+    call.grad_out.resize(student.size());
+    call.grad_js.resize(student.size(), env.Undefined());
+  }
+  std::vector<bool> grad_is_array(student.size(), false);
+  if (call.opts.grad && !grad_out_js.empty()) {
+    for (size_t s = 0; s < grad_out_js.size() && s < student.size(); ++s) {
+      const Napi::Value& g = grad_out_js[s];
+      if (g.IsUndefined() || g.IsNull()) continue;
+      const std::string what = scale_name(s, "gradOut");
+      if (!g.IsTypedArray() && TensorWrap::IsInstance(env, g)) {
+        call.grad_out[s] = TensorWrap::Get(g, what);
+      } else {
+        check_float32_array_type(g, what);
+        grad_is_array[s] = true;
+      }
+      call.grad_js[s] = g;
     }
+  }
+
+  // ---- phase 2: no user JavaScript runs from here on.
+  if (has_grad_out && grad_out_js.size() != student.size()) {
+    fail_range(kGradOut, "options.gradOut must have one entry per scale (" +
+                             std::to_string(student.size()) + "), got " +
+                             std::to_string(grad_out_js.size()));
+  }
+  for (const PendingArray& a : arrays) guard_buffer(env, a.value, a.what + ".data", async);
+  for (size_t s = 0; s < grad_is_array.size(); ++s) {
+    if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], scale_name(s, "gradOut"), async);
+  }
+  // From here on only Node-API calls that run no JavaScript at all: take the
+  // pointers of the caller's arrays, now that nothing can detach them.
+  for (const PendingArray& a : arrays) {
+    const int64_t numel = shape_numel(a.shape, a.what + ".shape");
+    const Napi::Float32Array data = bind_float32_array(
+        env, a.value, a.what + ".data", numel, kDataLength,
+        a.what + ": data has " + std::to_string(Napi::Float32Array(env, a.value).ElementLength()) +
+            " elements but shape " + shape_str(a.shape) + " needs " + std::to_string(numel));
+    call.pins.push_back(data);
+    (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data, a.shape);
   }
   // Validate the heads before touching gradients so errors name the heads first.
   yd::validate(call.student, call.teacher, call.opts, {});
 
   if (call.opts.grad) {
-    call.grad_out.resize(call.student.size());
-    call.grad_js.resize(call.student.size(), env.Undefined());
     for (size_t s = 0; s < call.student.size(); ++s) {
       const at::Tensor& st = call.student[s];
-      const Napi::Value g = grad_out_js.empty() ? env.Undefined() : grad_out_js[s];
-      const std::string what = scale_name(s, "gradOut");
-      if (!g.IsUndefined() && !g.IsNull()) {
-        if (TensorWrap::IsInstance(env, g)) {
-          call.grad_out[s] = TensorWrap::Get(g, what);
-        } else {
-          const Napi::Float32Array ga = expect_float32_array(g, what);
-          if (static_cast<int64_t>(ga.ElementLength()) != st.numel()) {
-            fail_range(kGradOut, what + ": expected a Float32Array of " + std::to_string(st.numel()) +
-                                     " elements (the student's size), got " +
-                                     std::to_string(ga.ElementLength()));
-          }
-          call.pins.push_back(ga);
-          call.grad_out[s] = borrow(ga, st.sizes().vec());
-        }
-        call.grad_js[s] = g;
-      } else if (student_is_array[s]) {
-        // A Float32Array head: its gradient is a new Float32Array, written in place.
+      if (grad_is_array[s]) {
+        const std::string what = scale_name(s, "gradOut");
+        const Napi::Float32Array ga = bind_float32_array(
+            env, call.grad_js[s], what, st.numel(), kGradOut,
+            what + ": expected a Float32Array of " + std::to_string(st.numel()) +
+                " elements (the student's size), got " +
+                std::to_string(Napi::Float32Array(env, call.grad_js[s]).ElementLength()));
+        call.pins.push_back(ga);
+        call.grad_out[s] = borrow(ga, st.sizes().vec());
+      } else if (call.grad_js[s].IsUndefined() && student_is_array[s]) {
+        // A Float32Array head: its gradient is a new Float32Array, written in
+        // place; nobody else can reach it before the call returns or settles.
         Napi::Float32Array ga = Napi::Float32Array::New(env, static_cast<size_t>(st.numel()));
         call.pins.push_back(ga);
         call.grad_out[s] = borrow(ga, st.sizes().vec());

@@ -14,6 +14,8 @@ namespace yd_addon {
 struct PreparedCall {
   std::vector<at::Tensor> student, teacher, grad_out;
   yd::Options opts;
+  // Whether the call runs off the main thread (distillationLossAsync).
+  bool async = false;
   // JS objects whose memory the tensors above borrow (kept alive by async calls).
   std::vector<Napi::Object> pins;
   // Per scale: the JS gradient object to return (a Float32Array the native side
@@ -24,13 +26,40 @@ struct PreparedCall {
 
 // Parses (student, teacher, options) and validates them with the core. Throws
 // coded errors (yd::Error) on any problem.
-PreparedCall prepare_call(const Napi::CallbackInfo& info);
+//
+// Memory safety (RELIABILITY.md "What a caller may do to a buffer"): the call
+// runs in two phases. Phase 1 reads every user value (options, heads, shapes,
+// gradOut entries); their getters and Proxy traps may run arbitrary JavaScript,
+// so it keeps Float32Arrays only as JS values and takes no pointer. Phase 2
+// runs after the last user JavaScript of the call: it refuses resizable
+// buffers, marks the buffers of an async call untransferable, then re-reads
+// each array's data pointer and length, re-checks detached state and length,
+// and only then builds tensors over the memory.
+PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async);
 
 // The loss result as [Float64Array terms, grads | null]; see lib/index.ts.
 Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call);
 
-// Parses a Float32Array argument (for Tensor.fromFloat32Array and the floor).
+// Parses a Float32Array argument (for the floor: no user JavaScript runs
+// between this and the use of the pointer).
 Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what);
+// Phase 1 of a Float32Array argument: checks its type (and that it is not
+// detached yet) without taking its pointer.
+void check_float32_array_type(const Napi::Value& v, const std::string& what);
+// Phase 2: call after the last user JavaScript of the call. Refuses a resizable
+// ArrayBuffer (ERR_RESIZABLE_BUFFER); when `pin_buffer`, marks the ArrayBuffer
+// untransferable so that it cannot be detached (and its memory freed) while an
+// async call uses it. Runs only the engine's own functions.
+void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, bool pin_buffer);
+// Phase 2, last step (runs no JavaScript at all): the array as it is now,
+// checked not detached and of `numel` elements (else `length_code` with
+// `length_message`).
+Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what,
+                                      int64_t numel, const char* length_code,
+                                      const std::string& length_message);
+// The element count of a shape, ERR_INVALID_SHAPE if it overflows.
+int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what);
+std::string shape_str(const std::vector<int64_t>& shape);
 std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what);
 
 }  // namespace yd_addon

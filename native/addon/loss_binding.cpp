@@ -85,7 +85,7 @@ class LossWorker : public Napi::AsyncWorker {
 
 Napi::Value DistillationLoss(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const PreparedCall call = prepare_call(info);
+    const PreparedCall call = prepare_call(info, false);
     const yd::Result r = yd::distillation_loss(call.student, call.teacher, call.opts, call.grad_out);
     return build_result(info.Env(), r, call);
   });
@@ -93,7 +93,7 @@ Napi::Value DistillationLoss(const Napi::CallbackInfo& info) {
 
 Napi::Value DistillationLossAsync(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    auto* worker = new LossWorker(info.Env(), prepare_call(info));
+    auto* worker = new LossWorker(info.Env(), prepare_call(info, true));
     Napi::Promise p = worker->Promise();
     worker->Queue();
     return p;

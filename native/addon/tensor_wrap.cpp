@@ -131,7 +131,15 @@ Napi::Object TensorWrap::NewInstance(Napi::Env env, const at::Tensor& t) {
 }
 
 at::Tensor TensorWrap::Get(const Napi::Value& v, const std::string& what) {
-  TensorWrap* w = Unwrap(v.As<Napi::Object>());
+  // An object that only inherits the handle's prototype (Object.create) wraps
+  // nothing: napi_unwrap fails, and that gets a coded error, not a bare one.
+  void* raw = nullptr;
+  if (napi_unwrap(v.Env(), v, &raw) != napi_ok || raw == nullptr) {
+    fail_type(yd::code::kInvalidArgType,
+              what + ": not a live Tensor handle (an object that only inherits Tensor's prototype, "
+                     "or a handle from another thread: handles belong to the thread that created them)");
+  }
+  TensorWrap* w = static_cast<TensorWrap*>(raw);
   if (!w->tensor_.defined()) {
     fail_type(yd::code::kTensorDisposed, what + ": the Tensor has been disposed");
   }
@@ -169,15 +177,12 @@ at::Tensor TensorWrap::Live(const char* method) const {
 
 Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const Napi::Float32Array data = expect_float32_array(info[0], "Tensor.fromFloat32Array: data");
+    // Phase 1: every user value (shape elements and opts may be getters that
+    // run JavaScript, even detach `data`); no pointer is taken yet.
+    const std::string what = "Tensor.fromFloat32Array: data";
+    check_float32_array_type(info[0], what);
     const std::vector<int64_t> shape = parse_shape(info[1], "Tensor.fromFloat32Array: shape");
-    int64_t numel = 1;
-    for (int64_t d : shape) numel *= d;
-    if (numel != static_cast<int64_t>(data.ElementLength())) {
-      fail_range(yd::code::kDataLength, "Tensor.fromFloat32Array: data has " +
-                                            std::to_string(data.ElementLength()) +
-                                            " elements but the shape needs " + std::to_string(numel));
-    }
+    const int64_t numel = shape_numel(shape, "Tensor.fromFloat32Array: shape");
     at::ScalarType dtype = at::kFloat;
     at::Device device(at::kCPU);
     if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
@@ -188,6 +193,13 @@ Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
       dtype = parse_dtype(o.Get("dtype"));
       device = parse_device(o.Get("device"));
     }
+    // Phase 2: after the last user JavaScript; copy straight away.
+    guard_buffer(info.Env(), info[0], what, false);
+    const size_t length = Napi::Float32Array(info.Env(), info[0]).ElementLength();
+    const Napi::Float32Array data = bind_float32_array(
+        info.Env(), info[0], what, numel, yd::code::kDataLength,
+        "Tensor.fromFloat32Array: data has " + std::to_string(length) + " elements but the shape " +
+            shape_str(shape) + " needs " + std::to_string(numel));
     const at::Tensor view = at::from_blob(const_cast<float*>(data.Data()), shape, at::TensorOptions().dtype(at::kFloat));
     const at::Tensor owned =
         device.is_cpu() && dtype == at::kFloat ? view.clone() : view.to(device, dtype);

@@ -5,6 +5,7 @@
 // LibTorch, no N-API, no allocation. The CPU unit tests exercise it directly.
 #pragma once
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
@@ -43,6 +44,38 @@ YD_HD TermCoefs grad_coefs(double lambda, double g_box, double g_obj, double g_c
   c.obj = static_cast<float>(base * g_obj);
   c.cls = static_cast<float>(base * g_cls / static_cast<double>(num_classes));
   return c;
+}
+
+// Whether a gradient coefficient survives its rounding to fp32: zero, or a
+// finite normal fp32 number. When one does not (gradScale or lambda near the
+// ends of the fp32 range, e.g. gradScale 3e37 with lambda 10 on a small grid),
+// the fused fp32 kernels would turn a finite gradient into Inf (or Inf * 0 into
+// NaN); callers then take the variant kernels, which multiply by the
+// coefficient in double and round each gradient element once, so that only a
+// gradient that really overflows fp32 comes out as Inf.
+YD_HD bool coef_fits_fp32(double c) {
+  const float f = static_cast<float>(c);
+  const bool finite = (f - f) == 0.0f;  // false for Inf and NaN, host and device alike
+  return c == 0.0 || (finite && (f >= FLT_MIN || f <= -FLT_MIN));
+}
+YD_HD bool coefs_fit_fp32(double lambda, double g_box, double g_obj, double g_cls,
+                          double grad_scale, int64_t num_classes, int64_t cells) {
+  const double base = 2.0 * lambda * grad_scale / static_cast<double>(cells);
+  return coef_fits_fp32(base * g_box / 4.0) && coef_fits_fp32(base * g_obj) &&
+         coef_fits_fp32(base * g_cls / static_cast<double>(num_classes));
+}
+
+// The smallest and largest temperature (clsTarget 'kl'): fp32 normal numbers,
+// so tau converts to fp32 (the CUDA kernels) as neither 0 nor Inf, and 1/tau is
+// finite in fp32 and fp64 alike.
+constexpr double kMinTemperature = FLT_MIN;
+constexpr double kMaxTemperature = FLT_MAX;
+
+// Argmax in the order torch.argmax uses: NaN counts as the largest value (the
+// first NaN wins), otherwise the first maximum. Returns whether v, seen after
+// the current best, takes its place.
+YD_HD bool argmax_takes(float v, float best) {
+  return best == best && (v > best || v != v);
 }
 
 // Normalisers turning the raw weighted sums of squares into the per-scale terms:

@@ -33,6 +33,7 @@ constexpr const char* kChannelMismatch = "ERR_CHANNEL_MISMATCH";
 constexpr const char* kDtypeMismatch = "ERR_DTYPE_MISMATCH";
 constexpr const char* kDeviceMismatch = "ERR_DEVICE_MISMATCH";
 constexpr const char* kDetachedBuffer = "ERR_DETACHED_BUFFER";
+constexpr const char* kResizableBuffer = "ERR_RESIZABLE_BUFFER";
 constexpr const char* kTensorDisposed = "ERR_TENSOR_DISPOSED";
 constexpr const char* kGradOut = "ERR_GRAD_OUT";
 constexpr const char* kBufferOverlap = "ERR_BUFFER_OVERLAP";

@@ -165,7 +165,7 @@ __global__ void argmax_kernel(const T* __restrict__ t, int64_t cells, int64_t hw
     float bv = to_f(t[base + kClsOffset * step]);
     for (int c = 1; c < classes; ++c) {
       const float v = to_f(t[base + (kClsOffset + c) * step]);
-      if (v > bv) {
+      if (argmax_takes(v, bv)) {  // NaN counts as the largest, as in torch.argmax
         bv = v;
         best = c;
       }
@@ -216,14 +216,14 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
       const int64_t e = base + k * step;
       const float d = variant_element<float>(v.box_paper && k < 2 ? kKindProb : kKindLogit, to_f(p[e]), to_f(t[e]), &s);
       sum += s;
-      if (g) g[e] = from_f<T>(static_cast<float>(v.cb) * mb * d);
+      if (g) g[e] = from_f<T>(static_cast<float>(v.cb * static_cast<double>(mb * d)));
     }
     box += static_cast<double>(mb) * sum;
     {
       const int64_t e = base + kObjChannel * step;
       const float d = variant_element<float>(v.obj_kind, to_f(p[e]), to_f(t[e]), &s);
       obj += static_cast<double>(mo) * s;
-      if (g) g[e] = from_f<T>(static_cast<float>(v.co) * mo * d);
+      if (g) g[e] = from_f<T>(static_cast<float>(v.co * static_cast<double>(mo * d)));
     }
     sum = 0.f;
     if (v.cls_kind == kKindKl) {
@@ -240,20 +240,22 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
         zp += expf(to_f(p[e]) / tau - mp);
         zq += expf(to_f(t[e]) / tau - mq);
       }
-      const float lzp = mp + logf(zp), lzq = mq + logf(zq);
+      // (x/tau - m) - log z, grouped as log_softmax does (see variants_cpu.cpp).
+      const float lsp = logf(zp), lsq = logf(zq);
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
-        const float logp = to_f(p[e]) / tau - lzp, logq = to_f(t[e]) / tau - lzq, q = expf(logq);
+        const float logp = (to_f(p[e]) / tau - mp) - lsp, logq = (to_f(t[e]) / tau - mq) - lsq;
+        const float q = expf(logq);
         sum += q * (logq - logp);
-        if (g) g[e] = from_f<T>(static_cast<float>(v.cc) * mc * tau * (expf(logp) - q));
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(mc * tau * (expf(logp) - q))));
       }
-      sum *= tau * tau;
+      sum = fmaxf(sum, 0.f) * (tau * tau);  // KL >= 0; rounding can dip below
     } else {
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
         const float d = variant_element<float>(v.cls_kind, to_f(p[e]), to_f(t[e]), &s);
         sum += s;
-        if (g) g[e] = from_f<T>(static_cast<float>(v.cc) * mc * d);
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(mc * d)));
       }
     }
     cls += static_cast<double>(mc) * sum;

@@ -57,7 +57,21 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   const c10::cuda::CUDAGuard guard(student[0].device());
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(student[0].device().index());
   const size_t S = student.size();
-  const bool variant = !opts.variant.is_default();
+  // The default kernels multiply by fp32 coefficients; where one does not fit
+  // fp32 (cell_math.h, coef_fits_fp32) the variant kernel, which multiplies in
+  // double, computes the default formula instead.
+  bool coefs_fit = true;
+  for (const ScaleGeom& g : geoms) {
+    coefs_fit = coefs_fit && coefs_fit_fp32(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
+                                            opts.grad_scale, g.classes, g.cells());
+    // The kernels index a tile's values (kTileCells cells of 5 + C) with 32-bit ints.
+    if (5 + g.classes >= (int64_t{1} << 31) / 32) {
+      throw_range(code::kInvalidOption,
+                  "options.numClasses: at most " + std::to_string((int64_t{1} << 26) - 6) +
+                      " classes on CUDA, got " + std::to_string(g.classes));
+    }
+  }
+  const bool variant = !opts.variant.is_default() || !coefs_fit;
   const auto dev_double = at::TensorOptions().dtype(at::kDouble).device(student[0].device());
 
   std::vector<at::Tensor> ps(S), ts(S), gs(S);

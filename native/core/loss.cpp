@@ -63,8 +63,14 @@ void validate_options(const Options& o) {
   check_option(finite_nonneg(o.w_obj), [&] { return bad("weights.obj", o.w_obj, "a finite number >= 0"); });
   check_option(finite_nonneg(o.w_cls), [&] { return bad("weights.cls", o.w_cls, "a finite number >= 0"); });
   check_option(std::isfinite(o.grad_scale), [&] { return bad("gradScale", o.grad_scale, "a finite number"); });
-  check_option(std::isfinite(o.variant.temperature) && o.variant.temperature > 0.0,
-               [&] { return bad("temperature", o.variant.temperature, "a finite number > 0"); });
+  // A subnormal temperature makes 1/tau overflow (NaN from finite inputs); the
+  // range is fp32's normal numbers, so the CUDA kernels' fp32 tau is exact too.
+  check_option(o.variant.temperature >= kMinTemperature && o.variant.temperature <= kMaxTemperature,
+               [&] {
+                 return bad("temperature", o.variant.temperature,
+                            "a number in [1.1754944e-38, 3.4028235e38] (a normal fp32 number, so "
+                            "that 1/temperature is finite)");
+               });
   check_option(o.variant.obj != Target::Kl, [&] {
     return std::string("options.objTarget: 'kl' is for classes only; use 'logit', 'prob' or 'bce'");
   });
@@ -354,7 +360,9 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
     }
     float* gp = opts.grad ? gw.data_ptr<float>() : nullptr;
     Terms terms;
-    if (opts.variant.is_default()) {
+    if (opts.variant.is_default() &&
+        coefs_fit_fp32(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
+                       g.cells())) {
       const TermCoefs coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
                                          opts.grad_scale, g.classes, g.cells());
       terms = to_terms(fused_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, coefs, threads), g);

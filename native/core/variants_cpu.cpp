@@ -40,8 +40,8 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
     std::vector<int64_t> arg(static_cast<size_t>(hw));
     std::vector<float> best(static_cast<size_t>(hw));
     for (int64_t plane = p0; plane < p1; ++plane) {
-      // Classes outer, cells inner: contiguous runs in the nchw layout. Strict >
-      // keeps the first maximal class, as argmax does.
+      // Classes outer, cells inner: contiguous runs in the nchw layout. The
+      // first maximal class wins, and NaN counts as the largest, as in torch.argmax.
       for (int64_t j = 0; j < hw; ++j) {
         arg[j] = 0;
         best[j] = at(plane, j, kClsOffset);
@@ -49,7 +49,7 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
       for (int64_t c = 1; c < g.classes; ++c) {
         for (int64_t j = 0; j < hw; ++j) {
           const float v = at(plane, j, kClsOffset + c);
-          if (v > best[j]) {
+          if (argmax_takes(v, best[j])) {
             best[j] = v;
             arg[j] = c;
           }
@@ -131,11 +131,13 @@ RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleG
       return;
     }
     // 'kl': tau^2 * KL(softmax(T/tau) || softmax(P/tau)) per cell, d/dP_k = tau * (p_k - q_k).
-    // Pass 1: maxima; pass 2: log-sum-exps; pass 3: value and gradients.
-    double mp[kCellChunk], mq[kCellChunk], lzp[kCellChunk], lzq[kCellChunk], kl[kCellChunk];
+    // Pass 1: maxima; pass 2: sums of exponentials; pass 3: value and gradients.
+    // log p_k = (x_k/tau - m) - log sum, grouped as log_softmax does: with
+    // |x/tau| huge, m + log sum would lose log sum to rounding (a negative KL).
+    double mp[kCellChunk], mq[kCellChunk], lsp[kCellChunk], lsq[kCellChunk], kl[kCellChunk];
     for (int64_t j = 0; j < len; ++j) {
       mp[j] = mq[j] = -INFINITY;
-      lzp[j] = lzq[j] = kl[j] = 0.0;
+      lsp[j] = lsq[j] = kl[j] = 0.0;
     }
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = base + (kClsOffset + c) * step_k;
@@ -147,23 +149,26 @@ RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleG
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = base + (kClsOffset + c) * step_k;
       for (int64_t j = 0; j < len; ++j) {
-        lzp[j] += std::exp(p[off + j * step_c] / tau - mp[j]);
-        lzq[j] += std::exp(t[off + j * step_c] / tau - mq[j]);
+        lsp[j] += std::exp(p[off + j * step_c] / tau - mp[j]);
+        lsq[j] += std::exp(t[off + j * step_c] / tau - mq[j]);
       }
     }
     for (int64_t j = 0; j < len; ++j) {
-      lzp[j] = mp[j] + std::log(lzp[j]);
-      lzq[j] = mq[j] + std::log(lzq[j]);
+      lsp[j] = std::log(lsp[j]);
+      lsq[j] = std::log(lsq[j]);
     }
     for (int64_t c = 0; c < C; ++c) {
       const int64_t off = base + (kClsOffset + c) * step_k;
       for (int64_t j = 0; j < len; ++j) {
         const int64_t e = off + j * step_c;
-        const double logp = p[e] / tau - lzp[j], logq = t[e] / tau - lzq[j], q = std::exp(logq);
+        const double logp = (p[e] / tau - mp[j]) - lsp[j], logq = (t[e] / tau - mq[j]) - lsq[j];
+        const double q = std::exp(logq);
         kl[j] += q * (logq - logp);
         if (g) g[e] = static_cast<float>(cc * mc[j] * tau * (std::exp(logp) - q));
       }
     }
+    // KL >= 0; a sum of terms of both signs can round below zero.
+    for (int64_t j = 0; j < len; ++j) kl[j] = kl[j] < 0.0 ? 0.0 : kl[j];
     for (int64_t j = 0; j < len; ++j) acc.cls += mc[j] * kl[j] * tau * tau;
   });
 }

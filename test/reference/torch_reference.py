@@ -11,6 +11,7 @@ little-endian float32 files. For every case this writes DIR/<id>.result.json
 Computed in float32 like a PyTorch training loop; the gradient by autograd.
 """
 import json
+import math
 import os
 import sys
 
@@ -109,14 +110,20 @@ def distillation_loss(student, teacher, num_anchors, num_classes, layout, lam, g
     return loss, box, obj, cls, per_scale
 
 
-def load(path, shape, device="cpu", dtype="float32"):
-    """A float32 file as a float32 tensor on `device`, its values first rounded to
+def load(path, shape, device="cpu", dtype="float32", compute="float32"):
+    """A float32 file as a tensor on `device`, its values first rounded to
     `dtype` (so a float16/bfloat16 case is computed in fp32 from the same values
-    the addon sees)."""
+    the addon sees), then widened to `compute` ("float64" for the edge-case tests:
+    exact values where float32 intermediates would overflow or cancel)."""
     with open(path, "rb") as f:
         data = bytearray(f.read())
     t = torch.frombuffer(data, dtype=torch.float32).reshape(shape).clone()
-    return t.to(getattr(torch, dtype)).to(device=device, dtype=torch.float32)
+    return t.to(getattr(torch, dtype)).to(device=device, dtype=getattr(torch, compute))
+
+
+def num(x):
+    """A float for JSON: non-finite values as strings ('inf', '-inf', 'nan')."""
+    return x if math.isfinite(x) else str(x)
 
 
 def main(folder):
@@ -126,9 +133,10 @@ def main(folder):
     for case in manifest["cases"]:
         cid = case["id"]
         dev, dt = case.get("device", "cpu"), case.get("dtype", "float32")
-        student = [load(os.path.join(folder, f"{cid}.s{k}.student.f32"), s, dev, dt).requires_grad_(True)
+        cp = case.get("compute", "float32")
+        student = [load(os.path.join(folder, f"{cid}.s{k}.student.f32"), s, dev, dt, cp).requires_grad_(True)
                    for k, s in enumerate(case["shapes"])]
-        teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, dt)
+        teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, dt, cp)
                    for k, s in enumerate(case["shapes"])]
         wts = case.get("weights", {})
         args = (student, teacher, case["numAnchors"], case["numClasses"], case["layout"],
@@ -138,13 +146,15 @@ def main(folder):
         else:
             loss, box, obj, cls, per_scale = distillation_loss(*args)
         out = {
-            "loss": loss.item(), "box": box.item(), "obj": obj.item(), "cls": cls.item(),
-            "scales": [{"box": b.item(), "obj": o.item(), "cls": c.item()} for b, o, c in per_scale],
+            "loss": num(loss.item()), "box": num(box.item()), "obj": num(obj.item()), "cls": num(cls.item()),
+            "scales": [{"box": num(b.item()), "obj": num(o.item()), "cls": num(c.item())} for b, o, c in per_scale],
         }
         if case.get("grad", True):
             loss.backward()
             for k, p in enumerate(student):
-                g = (p.grad * case.get("gradScale", 1.0)).contiguous().cpu()
+                # The upstream scale multiplies the (float64 when asked) gradient
+                # before its one rounding to float32.
+                g = (p.grad * case.get("gradScale", 1.0)).contiguous().cpu().to(torch.float32)
                 with open(os.path.join(folder, f"{cid}.s{k}.grad.f32"), "wb") as f:
                     f.write(g.numpy().astype("<f4").tobytes())
         with open(os.path.join(folder, f"{cid}.result.json"), "w") as f:

@@ -1,0 +1,70 @@
+'use strict';
+// Memory safety against adversarial JavaScript (RELIABILITY.md "What a caller
+// may do to a buffer"). Every scenario runs in its own child process
+// (test/safety/scenarios.js), so a crash fails its test instead of killing jest.
+const { spawnSync } = require('child_process');
+const path = require('path');
+
+const script = path.join(__dirname, 'safety', 'scenarios.js');
+
+function scenario(name) {
+  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout: 60000 });
+  if (r.status !== 0 || r.signal) {
+    throw new Error(`scenario ${name} crashed: status ${r.status}, signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
+  }
+  // glibc's heap checks print before aborting; even a clean exit must not show them.
+  expect(r.stderr).not.toMatch(/free\(\)|malloc|tcache|double free|corrupted/);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+const refused = (code) => (out) => {
+  expect(out.ok).toBe(false);
+  expect(out.code).toBe(code);
+  expect(out.name).toBe('TypeError');
+  expect(out.message).toMatch(/scale \d, (student|teacher|gradOut)|Tensor\.fromFloat32Array/);
+};
+
+describe('resizable ArrayBuffers are refused with ERR_RESIZABLE_BUFFER; growable SharedArrayBuffers work', () => {
+  test.each(['resizable_input_sync', 'resizable_shrunk_during_async', 'resizable_gradout_async'])('%s', (name) => {
+    refused('ERR_RESIZABLE_BUFFER')(scenario(name));
+  });
+  test('growable_shared_ok: same loss before, during and after growing', () => {
+    expect(scenario('growable_shared_ok').ok).toBe(true);
+  });
+});
+
+describe('buffers of an async call cannot be detached under it (marked untransferable: a transfer copies)', () => {
+  test('transfer_gradout_during_async: the gradient buffer stays attached and filled, no heap damage', () => {
+    const out = scenario('transfer_gradout_during_async');
+    expect(out.ok).toBe(true);
+    expect(out.detachedAfter).toBe(false);
+    expect(out.grads).toEqual([1 * 21 * 160 * 160]);
+  });
+  test('transfer_input_during_async: the result equals the sync call', () => {
+    const out = scenario('transfer_input_during_async');
+    expect(out.ok).toBe(true);
+    expect(out.sameAsSync).toBe(true);
+  });
+  test('postmessage_gradout_during_async', () => {
+    expect(scenario('postmessage_gradout_during_async').ok).toBe(true);
+  });
+});
+
+describe('user JavaScript that detaches an array already read gets ERR_DETACHED_BUFFER, never freed memory', () => {
+  test.each([
+    'shape_getter_detaches_own_data',
+    'later_head_detaches_earlier',
+    'teacher_getter_detaches_student',
+    'gradout_getter_detaches_input',
+    'gradout_element_getter_detaches_gradout',
+    'option_getter_detaches_async',
+    'proxy_head_detaches',
+    'proxy_options_detaches',
+    'from_float32array_dtype_getter_detaches',
+    'from_float32array_device_getter_detaches',
+    'from_float32array_shape_getter_detaches',
+  ])('%s', (name) => {
+    refused('ERR_DETACHED_BUFFER')(scenario(name));
+  });
+});

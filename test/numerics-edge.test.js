@@ -1,0 +1,224 @@
+'use strict';
+// Numerical edge cases (RELIABILITY.md "Numerical edge cases"): extreme KL
+// ratios, NaN under FM-NMS, gradient coefficients at the ends of the fp32
+// range, inputs whose squares overflow fp32, and the temperature range. The
+// exact values come from the independent PyTorch implementation computed in
+// float64 (test/reference/torch_reference.py, "compute": "float64").
+const h = require('./helpers');
+
+const { distillationLoss, Tensor } = h.pkg;
+const torch = h.torchAvailable();
+const withTorch = torch.ok ? test : test.skip;
+if (!torch.ok) console.log(`PyTorch comparisons skipped: ${torch.reason}`);
+
+const LOSS_RTOL = 1e-5;
+const GRAD_ATOL = 1e-6;
+const GRAD_RTOL = 1e-5;
+
+// One nchw scale [B, A*(5+C), H, W] with values from fill(b, a, y, x, k).
+function head(B, A, C, H, W, fill) {
+  const K = 5 + C;
+  const data = new Float32Array(B * A * K * H * W);
+  for (let b = 0; b < B; b++)
+    for (let a = 0; a < A; a++)
+      for (let k = 0; k < K; k++)
+        for (let y = 0; y < H; y++)
+          for (let x = 0; x < W; x++) data[(((b * A + a) * K + k) * H + y) * W + x] = fill(b, a, y, x, k);
+  return { data, shape: [B, A * K, H, W] };
+}
+
+function compare(label, got, ref, { gradAtol = GRAD_ATOL } = {}) {
+  h.expectRelClose(got.loss, ref.loss, LOSS_RTOL, `${label} loss`);
+  for (const t of ['box', 'obj', 'cls']) h.expectRelClose(got[t], ref[t], LOSS_RTOL, `${label} ${t}`, 1e-300);
+  got.grads.forEach((g, s) => h.expectArraysClose(g, ref.grads[s], gradAtol, GRAD_RTOL, `${label} grad ${s}`));
+}
+
+function refCase(id, student, teacher, opts, extra = {}) {
+  return {
+    id, layout: 'nchw', numAnchors: opts.numAnchors ?? 3, numClasses: opts.numClasses,
+    lambda: opts.lambda, weights: opts.weights, gradScale: opts.gradScale,
+    shapes: student.map((x) => x.shape), student, teacher, ...extra,
+  };
+}
+
+describe("clsTarget 'kl' stays exact at extreme logit/temperature ratios", () => {
+  const C = 4;
+  const cases = [
+    // student logits 1e16 vs teacher 0: log-sum-exp far below the logits' ulp
+    { id: 'kl_huge_logits', tau: 1, s: (b, a, y, x, k) => (k === 5 ? 1e16 : k === 6 ? -1e16 : k > 4 ? 0 : 0.5), t: () => 0 },
+    // ordinary logits (~20) with a tiny temperature: x / tau ~ 2e15
+    { id: 'kl_tiny_tau', tau: 1e-14, s: (b, a, y, x, k) => 20 - 0.75 * ((k + y + x) % 5), t: (b, a, y, x, k) => 20 - 0.5 * ((k * 3 + x) % 4) },
+    // near-equal distributions: cancellation in q (log q - log p)
+    { id: 'kl_near_equal', tau: 3, s: (b, a, y, x, k) => 0.001 * k + (k === 6 ? 1e-4 * (y + 1) : 0), t: (b, a, y, x, k) => 0.001 * k },
+  ];
+  withTorch.each(cases.map((c) => [c.id, c]))('%s: KL >= 0, equal to PyTorch (float64), gradient sums to 0 over the classes', (id, c) => {
+    const student = [head(1, 3, C, 3, 2, c.s)];
+    const teacher = [head(1, 3, C, 3, 2, (...i) => (i[4] === 4 ? 1.5 : c.t(...i)))];
+    const opts = { numClasses: C, clsTarget: 'kl', temperature: c.tau };
+    const ref = h.runTorchReference([refCase(id, student, teacher, opts, { variant: { clsTarget: 'kl', temperature: c.tau }, compute: 'float64' })])[id];
+    for (const impl of ['fused', 'reference']) {
+      const got = distillationLoss(student, teacher, { ...opts, impl });
+      expect(got.cls).toBeGreaterThanOrEqual(0);
+      got.scales.forEach((sc) => expect(sc.cls).toBeGreaterThanOrEqual(0));
+      compare(`${id} ${impl}`, got, ref);
+      // sum over classes of dL/dP per cell (nchw: channels a*K + 5 .. a*K + 4 + C)
+      const g = got.grads[0], hw = 6, K = 5 + C;
+      for (let a = 0; a < 3; a++)
+        for (let j = 0; j < hw; j++) {
+          let sum = 0, mag = 0;
+          for (let cc = 0; cc < C; cc++) {
+            const v = g[(a * K + 5 + cc) * hw + j];
+            sum += v;
+            mag += Math.abs(v);
+          }
+          expect(Math.abs(sum)).toBeLessThanOrEqual(1e-6 * mag + 1e-12);
+        }
+    }
+  });
+});
+
+withTorch('FM-NMS with a NaN teacher class logit: NaN counts as the argmax, as in torch.argmax', () => {
+  const C = 3;
+  // One plane of 3x3 cells, A = 1. Cell (1,1) has a NaN class logit; its
+  // neighbour (1,2) has a higher objectness and class 0 as its argmax.
+  const student = [head(1, 1, C, 3, 3, (b, a, y, x, k) => 0.3 * k - 0.2 * x + 0.1 * y)];
+  const teacher = [head(1, 1, C, 3, 3, (b, a, y, x, k) => {
+    if (k === 4) return y === 1 && x === 2 ? 2 : 0.1 * x;
+    if (y === 1 && x === 1 && k === 6) return NaN;
+    return k === 5 ? 1 : 0; // class 0 is every finite cell's argmax
+  })];
+  const opts = { numClasses: C, numAnchors: 1, fmNms: true };
+  const ref = h.runTorchReference([refCase('nms_nan', student, teacher, opts, { variant: { fmNms: true } })]).nms_nan;
+  const got = distillationLoss(student, teacher, opts);
+  const viaRef = distillationLoss(student, teacher, { ...opts, impl: 'reference' });
+  for (const [label, r] of [['python', ref.grads[0]], ['reference impl', viaRef.grads[0]]]) {
+    const g = got.grads[0];
+    expect(g.length).toBe(r.length);
+    for (let i = 0; i < g.length; i++) {
+      if (Number.isNaN(r[i])) expect(`${label} ${i}: ${g[i]}`).toBe(`${label} ${i}: NaN`);
+      else expect(Math.abs(g[i] - r[i])).toBeLessThanOrEqual(GRAD_ATOL + GRAD_RTOL * Math.abs(r[i]));
+    }
+  }
+  // The suppressed-or-not decision that used to differ: a finite neighbour of
+  // the NaN cell keeps a non-zero gradient.
+  const hw = 9, j = 1 * 3 + 2;
+  expect(got.grads[0][0 * hw + j]).not.toBe(0);
+});
+
+describe('gradient coefficients at the ends of the fp32 range: only a gradient that really overflows is Inf', () => {
+  const C = 2;
+  const mk = (fs, ft) => [[head(1, 3, C, 1, 1, fs)], [head(1, 3, C, 1, 1, ft)]];
+  const cases = [
+    ['gradScale 3e37, lambda 10 (zero and finite gradients)', { gradScale: 3e37, lambda: 10 },
+      (b, a, y, x, k) => (k === 0 ? 1 : k === 1 ? 1e-30 : 0.5), () => 0.5],
+    ['gradScale 1e38, lambda 30', { gradScale: 1e38, lambda: 30 },
+      (b, a, y, x, k) => (k < 2 ? 1e-35 * (a + 1) : 0.5 - 1e-6 * k), () => 0.5],
+    ['gradScale 1e-30, lambda 1e-15 (coefficient below fp32)', { gradScale: 1e-30, lambda: 1e-15 },
+      (b, a, y, x, k) => 1e30 * (k - 3), () => 0],
+  ];
+  withTorch.each(cases)('%s', (label, o, fs, ft) => {
+    const [student, teacher] = mk(fs, ft);
+    const opts = { numClasses: C, ...o };
+    const ref = h.runTorchReference([refCase('coef', student, teacher, opts, { compute: 'float64' })]).coef;
+    for (const impl of ['fused']) {
+      const got = distillationLoss(student, teacher, { ...opts, impl });
+      const g = got.grads[0], r = ref.grads[0];
+      for (let i = 0; i < g.length; i++) {
+        expect(Number.isFinite(g[i])).toBe(Number.isFinite(r[i]));
+        if (r[i] === 0) expect(g[i]).toBe(0);
+        else expect(Math.abs(g[i] - r[i])).toBeLessThanOrEqual(GRAD_RTOL * Math.abs(r[i]));
+      }
+      h.expectRelClose(got.loss, ref.loss, LOSS_RTOL, `${label} loss`);
+    }
+  });
+});
+
+withTorch('inputs whose squares overflow fp32: the loss is the exact (double) value, gradients match; PyTorch fp32 says Inf', () => {
+  const C = 2;
+  const student = [head(1, 3, C, 2, 2, (b, a, y, x, k) => (k === 4 ? 0 : 1e20 * (1 + k + x)))];
+  const teacher = [head(1, 3, C, 2, 2, (b, a, y, x, k) => (k === 4 ? 0.5 : -1e20 * (1 + y)))];
+  const opts = { numClasses: C };
+  const [r64, r32] = ['float64', 'float32'].map((cp) =>
+    h.runTorchReference([refCase('huge', student, teacher, opts, { compute: cp })]).huge);
+  expect(r32.loss).toBe(Infinity); // PyTorch float32: (P - T)^2 overflows
+  const got = distillationLoss(student, teacher, opts);
+  expect(Number.isFinite(got.loss)).toBe(true);
+  compare('huge inputs vs float64', got, r64, { gradAtol: 0 });
+});
+
+describe('temperature: a normal fp32 number, so 1/temperature is finite (else ERR_INVALID_OPTION)', () => {
+  const C = 2;
+  const student = [head(1, 3, C, 2, 2, (b, a, y, x, k) => 0.1 * k)];
+  const teacher = [head(1, 3, C, 2, 2, (b, a, y, x, k) => -0.1 * k)];
+  test.each([5e-324, 1e-39, 0, -1, 1e39, Infinity, NaN])('temperature %p is refused', (tau) => {
+    let err;
+    try {
+      distillationLoss(student, teacher, { numClasses: C, clsTarget: 'kl', temperature: tau });
+    } catch (e) {
+      err = e;
+    }
+    expect(err.constructor.name).toBe('RangeError'); // cross-realm safe instanceof
+    expect(err.code).toBe('ERR_INVALID_OPTION');
+    expect(err.message).toMatch(/options\.temperature/);
+  });
+  test.each([1.2e-38, 1e-14, 3e38])('temperature %p gives finite results', (tau) => {
+    const r = distillationLoss(student, teacher, { numClasses: C, clsTarget: 'kl', temperature: tau });
+    expect(Number.isFinite(r.loss)).toBe(true);
+    r.grads[0].forEach((v) => expect(Number.isFinite(v)).toBe(true));
+  });
+});
+
+describe('errors: shape overflow and handles that are not live', () => {
+  test('Tensor.fromFloat32Array with a shape whose element count overflows: ERR_INVALID_SHAPE, as for heads', () => {
+    const shape = [2 ** 31, 2 ** 31, 2 ** 31];
+    const codes = [];
+    for (const f of [
+      () => Tensor.fromFloat32Array(new Float32Array(8), shape),
+      () => distillationLoss([{ data: new Float32Array(8), shape }], [{ data: new Float32Array(8), shape }], { numClasses: 1 }),
+    ]) {
+      try {
+        f();
+      } catch (e) {
+        expect(e.constructor.name).toBe('RangeError');
+        expect(e.message).toMatch(/overflows/);
+        codes.push(e.code);
+      }
+    }
+    expect(codes).toEqual(['ERR_INVALID_SHAPE', 'ERR_INVALID_SHAPE']);
+  });
+
+  test('a Tensor structured-cloned (as postMessage does) arrives as {}: a coded error that says why', () => {
+    const t = Tensor.fromFloat32Array(new Float32Array(8 * 2 * 2), [1, 8, 2, 2]);
+    const posted = structuredClone(t);
+    try {
+      distillationLoss([posted], [t], { numClasses: 3, numAnchors: 1 });
+      throw new Error('no error');
+    } catch (e) {
+      expect(e.constructor.name).toBe('TypeError');
+      expect(e.code).toBe('ERR_INVALID_ARG_TYPE');
+      expect(e.message).toMatch(/scale 0, student: .*another thread/);
+    } finally {
+      t.dispose();
+    }
+  });
+
+  test('an object that only inherits Tensor.prototype: coded ERR_INVALID_ARG_TYPE (facade and addon)', () => {
+    const t = Tensor.fromFloat32Array(new Float32Array(8 * 2 * 2), [1, 8, 2, 2]);
+    const { native } = require('../dist/binding');
+    const fakes = [
+      () => distillationLoss([Object.create(Tensor.prototype)], [t], { numClasses: 3, numAnchors: 1 }),
+      () => native.distillationLoss([Object.create(native.Tensor.prototype)], [Tensor._native(t)], { numClasses: 3, numAnchors: 1 }),
+    ];
+    for (const f of fakes) {
+      try {
+        f();
+        throw new Error('no error');
+      } catch (e) {
+        expect(e.constructor.name).toBe('TypeError');
+        expect(e.code).toBe('ERR_INVALID_ARG_TYPE');
+        expect(e.message).toMatch(/not a live Tensor handle/);
+      }
+    }
+    t.dispose();
+  });
+});
