@@ -121,11 +121,13 @@ describe('fuzzing (fast-check, cases run in a restartable child process)', () =>
     timeout: 300000,
   });
 
-  test('10k valid and invalid cases: valid ones agree with the reference, invalid ones give their coded errors', () => {
+  test('20k cases (half adversarial JavaScript): valid ones agree with the reference, invalid ones give their coded errors, no crash', () => {
     const seed = process.env.FUZZ_SEED || '20261128';
-    const r = fuzz('--seed', seed, '--runs', '10000');
+    const r = fuzz('--seed', seed, '--runs', '20000');
     console.log(r.stdout.split('\n').slice(-25).join('\n'));
-    expect(r.stdout).toMatch(/10000 passed, 0 failed/);
+    expect(r.stdout).toMatch(/20000 passed, 0 failed/);
+    const adv = Number((r.stdout.match(/adversarial JavaScript cases[^:]*: (\d+)/) || [])[1]);
+    expect(adv).toBeGreaterThanOrEqual(9000);
     expect(r.status).toBe(0);
   });
 

@@ -33,7 +33,7 @@ ErrorInfo current_exception_info() {
     return {yd::ErrorKind::Generic, yd::code::kLibTorch,
             std::string("LibTorch error: ") + e.what_without_backtrace()};
   } catch (const std::bad_alloc&) {
-    return {yd::ErrorKind::Range, "ERR_OUT_OF_MEMORY", "out of memory"};
+    return {yd::ErrorKind::Range, yd::code::kOutOfMemory, "out of memory"};
   } catch (const std::exception& e) {
     return {yd::ErrorKind::Generic, yd::code::kInternal, std::string("internal error: ") + e.what()};
   } catch (...) {

@@ -21,7 +21,7 @@ class Error : public std::runtime_error {
   std::string code_;
 };
 
-// Stable error codes (documented in README.md).
+// Stable error codes (documented in README.md, exported as ErrorCodes).
 namespace code {
 constexpr const char* kInvalidArgType = "ERR_INVALID_ARG_TYPE";
 constexpr const char* kInvalidOption = "ERR_INVALID_OPTION";
@@ -41,7 +41,11 @@ constexpr const char* kNonFinite = "ERR_NON_FINITE";
 constexpr const char* kNoCuda = "ERR_NO_CUDA";
 constexpr const char* kUnsupportedDtype = "ERR_UNSUPPORTED_DTYPE";
 constexpr const char* kLibTorch = "ERR_LIBTORCH";
+constexpr const char* kOutOfMemory = "ERR_OUT_OF_MEMORY";
 constexpr const char* kInternal = "ERR_INTERNAL";
+// Raised by the TypeScript facade only: ERR_ADDON_LOAD (lib/binding.ts) and
+// ERR_TFJS_MISSING (lib/tfjs.ts). test/error-codes.test.js keeps this list,
+// ErrorCodes (lib/index.ts) and the README's table in step.
 }  // namespace code
 
 [[noreturn]] inline void throw_type(const char* c, const std::string& msg) {

@@ -73,11 +73,21 @@ const caseArb = fc.record({
     weighted: fc.record({ box: fc.boolean(), obj: fc.boolean(), cls: fc.boolean() }),
     fmNms: fc.boolean(),
   }, { requiredKeys: [] }), { freq: 3 }),
+  // Adversarial JavaScript (RELIABILITY.md "What a caller may do to a buffer"):
+  // a getter, Proxy trap or concurrent transfer at one read point of the call
+  // that detaches one of the call's arrays, or an array over a resizable buffer.
+  adv: fc.oneof({ weight: 1, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.record({
+    point: fc.constantFrom('dataGetter', 'shapeGetter', 'shapeElement', 'optionGetter', 'gradOutGetter',
+      'gradOutElement', 'proxyHead', 'proxyOptions', 'harmlessGetters', 'resizable', 'transferAsync'),
+    target: fc.constantFrom('student', 'teacher', 'gradOut'),
+    scale: fc.integer({ min: 0, max: 2 }),
+    async: fc.boolean(),
+  }) }),
   mutation: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: fc.constantFrom(...Object.keys(MUTATIONS)) }),
   valueSeed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
 });
 
-function child() {
+async function child() {
   const yd = require('../..');
   const h = require('../helpers');
   const FROM = arg('--from', 0);
@@ -88,13 +98,14 @@ function child() {
     process.stdout.write(`case ${i}\n`);
     if (i === crashAt) process.abort();
     const c = cases[i];
-    const err = runCase(yd, h, c);
+    const err = c.adv ? await runAdversarial(yd, h, c) : runCase(yd, h, c);
     if (err) {
       failures.push({ index: i, case: c, error: err });
       process.stdout.write(`FAIL case ${i}: ${err}\n  ${JSON.stringify(c)}\n`);
     }
   }
-  process.stdout.write(`done ${JSON.stringify({ failures: failures.length })}\n`);
+  const adversarial = cases.slice(FROM).filter((c) => c.adv).length;
+  process.stdout.write(`done ${JSON.stringify({ failures: failures.length, adversarial })}\n`);
 }
 
 function runCase(yd, h, c) {
@@ -214,6 +225,123 @@ function runCase(yd, h, c) {
   }
 }
 
+// One adversarial case: the expected outcome is known up front (a coded error,
+// or the result of the same call on untouched copies); the output must be that.
+async function runAdversarial(yd, h, c) {
+  const adv = c.adv;
+  const r = h.rng(c.valueSeed);
+  const shapes = c.grids.map(([H, W]) => h.headShape(c.layout, c.B, c.A, c.C, H, W));
+  const heads = h.makeHeads(r, shapes, c.spread);
+  const S = shapes.length;
+  const s = Math.min(adv.scale, S - 1);
+  const opts = { numClasses: c.C, numAnchors: c.A, layout: c.layout, grad: true };
+  if (c.variant !== null) Object.assign(opts, c.variant);
+  opts.gradOut = shapes.map((sh) => new Float32Array(h.numel(sh)));
+  // What an untouched call gives (copies: the adversarial call may detach the originals).
+  const copy = (x) => ({ data: x.data.slice(), shape: x.shape.slice() });
+  const expected = yd.distillationLoss(heads.student.map(copy), heads.teacher.map(copy), { ...opts, gradOut: undefined });
+
+  const targetArray = () => (adv.target === 'student' ? heads.student[s].data : adv.target === 'teacher' ? heads.teacher[s].data : opts.gradOut[s]);
+  const detach = () => {
+    const buf = targetArray().buffer;
+    if (buf.byteLength > 0) structuredClone(buf, { transfer: [buf] });
+  };
+  let student = heads.student.slice();
+  let teacher = heads.teacher.slice();
+  let options = opts;
+  let want = 'ok';
+  const getterHead = (x, hooks) => {
+    const o = {};
+    Object.defineProperty(o, 'data', { get() { hooks.data?.(); return x.data; }, enumerable: true });
+    Object.defineProperty(o, 'shape', { get() { hooks.shape?.(); return x.shape; }, enumerable: true });
+    return o;
+  };
+  const other = S > 1 ? (s + 1) % S : s; // a head read before or after the target's
+  switch (adv.point) {
+    case 'dataGetter': student[other] = getterHead(heads.student[other], { data: detach }); want = 'ERR_DETACHED_BUFFER'; break;
+    case 'shapeGetter': teacher[other] = getterHead(heads.teacher[other], { shape: detach }); want = 'ERR_DETACHED_BUFFER'; break;
+    case 'shapeElement': {
+      const sh = heads.teacher[other].shape.slice();
+      const d0 = sh[0];
+      Object.defineProperty(sh, 0, { get() { detach(); return d0; } });
+      teacher[other] = { data: heads.teacher[other].data, shape: sh };
+      want = 'ERR_DETACHED_BUFFER';
+      break;
+    }
+    case 'optionGetter': {
+      options = { ...opts };
+      Object.defineProperty(options, 'lambda', { get() { detach(); return 10; }, enumerable: true });
+      want = 'ERR_DETACHED_BUFFER';
+      break;
+    }
+    case 'gradOutGetter': {
+      options = { ...opts };
+      delete options.gradOut;
+      const go = opts.gradOut;
+      Object.defineProperty(options, 'gradOut', { get() { detach(); return go; }, enumerable: true });
+      want = 'ERR_DETACHED_BUFFER';
+      break;
+    }
+    case 'gradOutElement': {
+      const list = opts.gradOut.slice();
+      const last = list[S - 1];
+      Object.defineProperty(list, S - 1, { get() { detach(); return last; } });
+      options = { ...opts, gradOut: list };
+      want = 'ERR_DETACHED_BUFFER';
+      break;
+    }
+    case 'proxyHead':
+      student[other] = new Proxy(heads.student[other], { get(t, k) { if (k === 'shape') detach(); return t[k]; } });
+      want = 'ERR_DETACHED_BUFFER';
+      break;
+    case 'proxyOptions':
+      options = new Proxy(opts, { get(t, k) { if (k === 'weights') detach(); return t[k]; } });
+      want = 'ERR_DETACHED_BUFFER';
+      break;
+    case 'harmlessGetters':
+      student = heads.student.map((x) => getterHead(x, {}));
+      teacher = heads.teacher.map((x) => new Proxy(x, {}));
+      break;
+    case 'resizable': {
+      const a = targetArray();
+      const ab = new ArrayBuffer(a.byteLength, { maxByteLength: a.byteLength * 2 });
+      const b = new Float32Array(ab);
+      b.set(a);
+      if (adv.target === 'student') student[s] = { data: b, shape: heads.student[s].shape };
+      else if (adv.target === 'teacher') teacher[s] = { data: b, shape: heads.teacher[s].shape };
+      else options = { ...opts, gradOut: opts.gradOut.map((g, k) => (k === s ? b : g)) };
+      want = 'ERR_RESIZABLE_BUFFER';
+      break;
+    }
+    case 'transferAsync': break; // below
+    default: break;
+  }
+  let got;
+  try {
+    if (adv.point === 'transferAsync') {
+      const pending = yd.distillationLossAsync(student, teacher, options);
+      detach(); // marked untransferable for the call: the transfer copies
+      if (global.gc) global.gc();
+      got = await pending;
+    } else if (adv.async) {
+      got = await yd.distillationLossAsync(student, teacher, options);
+    } else {
+      got = yd.distillationLoss(student, teacher, options);
+    }
+  } catch (e) {
+    if (want === 'ok') return `${adv.point}: valid call threw ${e.constructor.name} ${e.code}: ${e.message}`;
+    if (e.code !== want || e.constructor.name !== 'TypeError') return `${adv.point}: expected TypeError ${want}, got ${e.constructor.name} ${e.code}: ${e.message}`;
+    return null;
+  }
+  if (want !== 'ok') return `${adv.point}: expected ${want}, the call succeeded`;
+  if (got.loss !== expected.loss) return `${adv.point}: loss ${got.loss} vs untouched ${expected.loss}`;
+  for (let k = 0; k < S; k++) {
+    if (!h.sameBits(got.grads[k], expected.grads[k])) return `${adv.point}: grad ${k} differs from the untouched call`;
+    if (got.grads[k] !== opts.gradOut[k] && adv.point !== 'resizable') return `${adv.point}: gradOut ${k} not returned`;
+  }
+  return null;
+}
+
 function supervise() {
   const t0 = Date.now();
   let from = 0;
@@ -222,13 +350,17 @@ function supervise() {
   const notes = [];
   while (from < RUNS) {
     const extra = argv.includes('--inject-crash-at') ? ['--inject-crash-at', String(arg('--inject-crash-at', -1))] : [];
-    const r = spawnSync(process.execPath, [__filename, '--child', '--seed', String(SEED), '--runs', String(RUNS), '--from', String(from), ...extra], {
+    const r = spawnSync(process.execPath, ['--expose-gc', __filename, '--child', '--seed', String(SEED), '--runs', String(RUNS), '--from', String(from), ...extra], {
       encoding: 'utf8', maxBuffer: 1 << 26,
     });
     const lines = r.stdout.split('\n');
     failed += lines.filter((l) => l.startsWith('FAIL')).length;
     notes.push(...lines.filter((l) => l.startsWith('FAIL') || l.startsWith('  {')).slice(0, 20));
-    if (lines.some((l) => l.startsWith('done'))) break;
+    const done = lines.find((l) => l.startsWith('done'));
+    if (done) {
+      notes.push(`adversarial JavaScript cases (getters, Proxies, transfers, resizable buffers): ${JSON.parse(done.slice(5)).adversarial}`);
+      break;
+    }
     // The child died (a native crash or an abort): the case it was on fails.
     const last = lines.filter((l) => l.startsWith('case ')).pop();
     const at = last ? Number(last.slice(5)) : from;
