@@ -67,6 +67,16 @@ function explain(messages: string[]): string {
 
 function load(): NativeBinding {
   const messages: string[] = [];
+  // A specific build, e.g. the AddressSanitizer build of test/reliability/asan.sh.
+  const override = process.env.YOLO_DISTILL_ADDON;
+  if (override) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      return require(path.resolve(override)) as NativeBinding;
+    } catch (e) {
+      messages.push(`YOLO_DISTILL_ADDON=${override}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     return require('node-gyp-build')(root) as NativeBinding;

@@ -303,12 +303,21 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, 
   // SharedArrayBuffers are not ArrayBuffers here; a growable one never shrinks.
   if (!buffer.IsArrayBuffer()) return;
   AddonData* data = AddonData::Of(env);
-  if (!data->resizable_getter.IsEmpty() &&
-      data->resizable_getter.Value().Call(buffer, {}).ToBoolean().Value()) {
+  // Whether a buffer is resizable never changes: a buffer found fixed-length once
+  // carries a type tag (a private symbol, invisible to JavaScript) that spares
+  // the getter call next time.
+  static const napi_type_tag kFixedLength = {0x79642d6669786564ULL, 0x2d6c656e67746821ULL};
+  bool fixed = false;
+  if (napi_check_object_type_tag(env, buffer, &kFixedLength, &fixed) == napi_ok && fixed) {
+    fixed = true;
+  } else if (!data->resizable_getter.IsEmpty() &&
+             data->resizable_getter.Value().Call(buffer, {}).ToBoolean().Value()) {
     fail_type(yd::code::kResizableBuffer,
               what + ": the Float32Array views a resizable ArrayBuffer, which could shrink under the "
                      "call; copy it into a fixed-length Float32Array (new Float32Array(a)), or use a "
                      "growable SharedArrayBuffer (they never shrink)");
+  } else {
+    napi_type_tag_object(env, buffer, &kFixedLength);  // fails harmlessly if tagged by another addon
   }
   if (pin_buffer) {
     if (data->mark_untransferable.IsEmpty()) {
@@ -319,17 +328,12 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, 
   }
 }
 
-Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what,
-                                      int64_t numel, const char* length_code,
-                                      const std::string& length_message) {
+Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
   // napi_get_typedarray_info now, after every user getter of the call has run.
   Napi::Float32Array a(env, v);
-  if (a.ArrayBuffer().IsDetached() || (a.Data() == nullptr && numel > 0)) {
+  if (a.ArrayBuffer().IsDetached()) {
     fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer was detached (transferred) "
                                       "by JavaScript that ran during the call (a getter or Proxy)");
-  }
-  if (static_cast<int64_t>(a.ElementLength()) != numel) {
-    fail_range(length_code, length_message);
   }
   return a;
 }
@@ -424,10 +428,12 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   // pointers of the caller's arrays, now that nothing can detach them.
   for (const PendingArray& a : arrays) {
     const int64_t numel = shape_numel(a.shape, a.what + ".shape");
-    const Napi::Float32Array data = bind_float32_array(
-        env, a.value, a.what + ".data", numel, kDataLength,
-        a.what + ": data has " + std::to_string(Napi::Float32Array(env, a.value).ElementLength()) +
-            " elements but shape " + shape_str(a.shape) + " needs " + std::to_string(numel));
+    const Napi::Float32Array data = bind_float32_array(env, a.value, a.what + ".data");
+    if (static_cast<int64_t>(data.ElementLength()) != numel) {
+      fail_range(kDataLength, a.what + ": data has " + std::to_string(data.ElementLength()) +
+                                  " elements but shape " + shape_str(a.shape) + " needs " +
+                                  std::to_string(numel));
+    }
     call.pins.push_back(data);
     (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data, a.shape);
   }
@@ -439,11 +445,12 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
       const at::Tensor& st = call.student[s];
       if (grad_is_array[s]) {
         const std::string what = scale_name(s, "gradOut");
-        const Napi::Float32Array ga = bind_float32_array(
-            env, call.grad_js[s], what, st.numel(), kGradOut,
-            what + ": expected a Float32Array of " + std::to_string(st.numel()) +
-                " elements (the student's size), got " +
-                std::to_string(Napi::Float32Array(env, call.grad_js[s]).ElementLength()));
+        const Napi::Float32Array ga = bind_float32_array(env, call.grad_js[s], what);
+        if (static_cast<int64_t>(ga.ElementLength()) != st.numel()) {
+          fail_range(kGradOut, what + ": expected a Float32Array of " + std::to_string(st.numel()) +
+                                   " elements (the student's size), got " +
+                                   std::to_string(ga.ElementLength()));
+        }
         call.pins.push_back(ga);
         call.grad_out[s] = borrow(ga, st.sizes().vec());
       } else if (call.grad_js[s].IsUndefined() && student_is_array[s]) {

@@ -52,11 +52,8 @@ void check_float32_array_type(const Napi::Value& v, const std::string& what);
 // async call uses it. Runs only the engine's own functions.
 void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, bool pin_buffer);
 // Phase 2, last step (runs no JavaScript at all): the array as it is now,
-// checked not detached and of `numel` elements (else `length_code` with
-// `length_message`).
-Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what,
-                                      int64_t numel, const char* length_code,
-                                      const std::string& length_message);
+// checked not detached; the caller checks its length.
+Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what);
 // The element count of a shape, ERR_INVALID_SHAPE if it overflows.
 int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what);
 std::string shape_str(const std::vector<int64_t>& shape);

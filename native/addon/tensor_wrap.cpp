@@ -195,11 +195,12 @@ Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
     }
     // Phase 2: after the last user JavaScript; copy straight away.
     guard_buffer(info.Env(), info[0], what, false);
-    const size_t length = Napi::Float32Array(info.Env(), info[0]).ElementLength();
-    const Napi::Float32Array data = bind_float32_array(
-        info.Env(), info[0], what, numel, yd::code::kDataLength,
-        "Tensor.fromFloat32Array: data has " + std::to_string(length) + " elements but the shape " +
-            shape_str(shape) + " needs " + std::to_string(numel));
+    const Napi::Float32Array data = bind_float32_array(info.Env(), info[0], what);
+    if (static_cast<int64_t>(data.ElementLength()) != numel) {
+      fail_range(yd::code::kDataLength, "Tensor.fromFloat32Array: data has " +
+                                            std::to_string(data.ElementLength()) + " elements but the shape " +
+                                            shape_str(shape) + " needs " + std::to_string(numel));
+    }
     const at::Tensor view = at::from_blob(const_cast<float*>(data.Data()), shape, at::TensorOptions().dtype(at::kFloat));
     const at::Tensor owned =
         device.is_cpu() && dtype == at::kFloat ? view.clone() : view.to(device, dtype);

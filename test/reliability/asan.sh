@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# AddressSanitizer over the adversarial tests: builds the addon and its core
+# with -fsanitize=address into build-asan/ (LibTorch and Node stay as they are),
+# preloads libasan into node, and runs every memory-safety scenario
+# (test/safety/scenarios.js) and the fuzzer's cases, adversarial JavaScript
+# included. Counts AddressSanitizer reports, and those with the addon's frames
+# on the stack; exits non-zero if there is any. Takes a few minutes (the build).
+#   bash test/reliability/asan.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs=${1:-4000}
+logdir=$(mktemp -d /tmp/yd-asan.XXXX)
+echo "asan: building the addon with -fsanitize=address into build-asan/"
+npx cmake-js build --out build-asan --CDYD_SANITIZE=address >"$logdir/build.log" 2>&1 || { tail -30 "$logdir/build.log"; exit 1; }
+libasan=$(g++ -print-file-name=libasan.so)
+export YOLO_DISTILL_ADDON="$PWD/build-asan/Release/yolo_distill.node"
+# Node and V8 keep allocations until exit by design: leaks are valgrind's
+# (test/reliability/memcheck.sh) business here; this run is about invalid accesses.
+export ASAN_OPTIONS="detect_leaks=0:log_path=$logdir/asan:abort_on_error=0:allow_user_segv_handler=1"
+run() { LD_PRELOAD="$libasan" node --expose-gc "$@"; }
+names=$(env -u YOLO_DISTILL_ADDON node test/safety/scenarios.js | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).names.join(" "))')
+crashed=0
+for s in $names; do
+  if ! out=$(run test/safety/scenarios.js "$s" 2>&1); then crashed=$((crashed + 1)); echo "  $s: exit non-zero"; fi
+  echo "  $s: $(echo "$out" | tail -1 | cut -c1-100)"
+done
+echo "asan: fuzzer, $runs cases (half adversarial)"
+LD_PRELOAD="$libasan" node test/reliability/fuzz.js --seed 20261128 --runs "$runs" | tail -2
+reports=$(cat "$logdir"/asan.* 2>/dev/null | grep -c "ERROR: AddressSanitizer" || true)
+ours=$(cat "$logdir"/asan.* 2>/dev/null | grep -cE "yolo_distill|native/(addon|core)/" || true)
+echo "asan: scenarios that crashed: $crashed"
+echo "asan: AddressSanitizer reports: $reports; stack frames in the addon within them: $ours (logs: $logdir)"
+[ "$reports" -eq 0 ] && [ "$crashed" -eq 0 ]
