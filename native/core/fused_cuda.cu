@@ -10,13 +10,25 @@
 #include "cell_math.h"
 #include "fused_cuda.h"
 
+// kernel<<<grid, block, 0, stream>>>(args), written YD_LAUNCH(grid, block,
+// stream, kernel)(args) so that the test emulation (test/cuda-emu/cuda_emu.h)
+// can run the same source on the host.
+#ifndef YD_LAUNCH
+#define YD_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#endif
+
 namespace yd {
 namespace cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxGrid = 2048;
+// The CUDA emulation of the tests (test/cuda-emu/) builds with a tiny grid so
+// that the grid-stride and multi-tile loops really loop.
+#ifndef YD_CUDA_MAX_GRID
+#define YD_CUDA_MAX_GRID 2048
+#endif
+constexpr int64_t kMaxGrid = YD_CUDA_MAX_GRID;
 constexpr int kTileCells = 32;  // nahwc: cells whose weights one block stages in shared memory
 
 template <typename T> __device__ __forceinline__ float to_f(T v);
@@ -280,20 +292,50 @@ void launch_variant_typed(const ScaleLaunch& l, const VariantParams& v, char* ws
   if (v.fm_nms) {
     int* arg = reinterpret_cast<int*>(ws + 3 * grid * sizeof(double));
     keep = reinterpret_cast<unsigned char*>(arg + cells);
-    argmax_kernel<T><<<grid, kThreads, 0, stream>>>(t, cells, hw, per_anchor, static_cast<int>(l.classes), !l.nahwc, arg);
-    keep_kernel<T><<<grid, kThreads, 0, stream>>>(t, arg, cells, l.height, l.width, per_anchor, !l.nahwc, keep);
+    YD_LAUNCH(grid, kThreads, stream, argmax_kernel<T>)(t, cells, hw, per_anchor, static_cast<int>(l.classes), !l.nahwc, arg);
+    YD_LAUNCH(grid, kThreads, stream, keep_kernel<T>)(t, arg, cells, l.height, l.width, per_anchor, !l.nahwc, keep);
   }
-  variant_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(l.p), t, static_cast<T*>(l.g), cells, hw,
+  YD_LAUNCH(grid, kThreads, stream, variant_kernel<T>)(static_cast<const T*>(l.p), t, static_cast<T*>(l.g), cells, hw,
                                                    per_anchor, !l.nahwc, v, keep, partials);
 }
 
-int64_t grid_for(const ScaleLaunch& l) {
-  const int64_t cells = l.batch * l.anchors * l.height * l.width;
-  const int64_t items = l.nahwc ? (cells + kTileCells - 1) / kTileCells : (cells + kThreads - 1) / kThreads;
-  return std::max<int64_t>(1, std::min<int64_t>(items, kMaxGrid));
+bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+constexpr int kVec = 4;
+// Blocks below which an nchw scale uses 1-wide items (4x the threads) rather
+// than 4-wide ones: enough to cover two waves of a 132-SM card. (The test
+// emulation sets it to 1 so that small shapes take the 4-wide path too.)
+#ifndef YD_CUDA_MIN_BLOCKS_FOR_VEC
+#define YD_CUDA_MIN_BLOCKS_FOR_VEC 264
+#endif
+constexpr int64_t kMinBlocksForVec = YD_CUDA_MIN_BLOCKS_FOR_VEC;
+
+// Whether an nchw launch reads 4 cells per thread (aligned, H*W a multiple of
+// 4, and enough work to keep the card busy with 4x fewer threads).
+bool use_vec(const ScaleLaunch& l, size_t elem) {
+  const int64_t hw = l.height * l.width;
+  const int64_t items = l.batch * l.anchors * (hw / kVec);
+  return hw % kVec == 0 && aligned(l.p, elem * kVec) && aligned(l.t, elem * kVec) &&
+         (!l.g || aligned(l.g, elem * kVec)) && (items + kThreads - 1) / kThreads >= kMinBlocksForVec;
 }
 
-bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+size_t elem_size(const ScaleLaunch& l) { return l.dtype == DType::F32 ? 4 : 2; }
+
+// The grid of a fused launch, sized by the work its blocks really do: nahwc
+// tiles of kTileCells cells, nchw items of kVec or 1 cells per thread. A
+// function of shape, dtype and alignment only: the same inputs always get the
+// same grid, so the fixed-order reduction stays deterministic.
+int64_t grid_for(const ScaleLaunch& l) {
+  const int64_t cells = l.batch * l.anchors * l.height * l.width;
+  int64_t blocks;
+  if (l.nahwc) {
+    blocks = (cells + kTileCells - 1) / kTileCells;
+  } else {
+    const int64_t items = use_vec(l, elem_size(l)) ? cells / kVec : cells;
+    blocks = (items + kThreads - 1) / kThreads;
+  }
+  return std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxGrid));
+}
 
 template <typename T, bool GRAD>
 void launch_typed(const ScaleLaunch& l, double* ws, cudaStream_t stream) {
@@ -304,18 +346,15 @@ void launch_typed(const ScaleLaunch& l, double* ws, cudaStream_t stream) {
   const int per_anchor = static_cast<int>(5 + l.classes);
   if (l.nahwc) {
     const int64_t cells = l.batch * l.anchors * l.height * l.width;
-    nahwc_kernel<T, GRAD><<<grid, kThreads, 0, stream>>>(p, t, g, cells, per_anchor, l.coefs, ws);
+    YD_LAUNCH(grid, kThreads, stream, nahwc_kernel<T, GRAD>)(p, t, g, cells, per_anchor, l.coefs, ws);
     return;
   }
   const int64_t hw = l.height * l.width;
   const int64_t planes = l.batch * l.anchors;
-  constexpr int kVec = 4;
-  const bool vec = hw % kVec == 0 && aligned(p, sizeof(T) * kVec) && aligned(t, sizeof(T) * kVec) &&
-                   (!GRAD || aligned(g, sizeof(T) * kVec));
-  if (vec) {
-    nchw_kernel<T, kVec, GRAD><<<grid, kThreads, 0, stream>>>(p, t, g, planes, hw, per_anchor, l.coefs, ws);
+  if (use_vec(l, sizeof(T))) {
+    YD_LAUNCH(grid, kThreads, stream, nchw_kernel<T, kVec, GRAD>)(p, t, g, planes, hw, per_anchor, l.coefs, ws);
   } else {
-    nchw_kernel<T, 1, GRAD><<<grid, kThreads, 0, stream>>>(p, t, g, planes, hw, per_anchor, l.coefs, ws);
+    YD_LAUNCH(grid, kThreads, stream, nchw_kernel<T, 1, GRAD>)(p, t, g, planes, hw, per_anchor, l.coefs, ws);
   }
 }
 
@@ -339,7 +378,7 @@ int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums
     case DType::F16: launch_dtype<__half>(l, d_workspace, stream); break;
     case DType::BF16: launch_dtype<__nv_bfloat16>(l, d_workspace, stream); break;
   }
-  finish_kernel<<<1, kThreads, 0, stream>>>(d_workspace, static_cast<int>(grid_for(l)), d_sums);
+  YD_LAUNCH(1, kThreads, stream, finish_kernel)(d_workspace, static_cast<int>(grid_for(l)), d_sums);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -358,7 +397,7 @@ int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_w
     case DType::F16: launch_variant_typed<__half>(l, v, ws, stream); break;
     case DType::BF16: launch_variant_typed<__nv_bfloat16>(l, v, ws, stream); break;
   }
-  finish_kernel<<<1, kThreads, 0, stream>>>(reinterpret_cast<double*>(ws), static_cast<int>(variant_grid(l)), d_sums);
+  YD_LAUNCH(1, kThreads, stream, finish_kernel)(reinterpret_cast<double*>(ws), static_cast<int>(variant_grid(l)), d_sums);
   return static_cast<int>(cudaGetLastError());
 }
 

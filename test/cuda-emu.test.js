@@ -1,0 +1,164 @@
+'use strict';
+// The CUDA kernels of native/core/fused_cuda.cu, run on the CPU under a test-only
+// emulation of the launch model (test/cuda-emu/cuda_emu.h; scope and limits in
+// RELIABILITY.md), against the CPU kernels of the addon on the same inputs:
+// every dtype, both layouts, the default formula and the variants (FM-NMS
+// included), grad on and off, 1x1 grids, odd widths, aligned (4-wide loads) and
+// misaligned (1-wide) buffers, with a maximum grid of 3 blocks so that the
+// grid-stride and multi-tile loops loop.
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const h = require('./helpers');
+
+const { distillationLoss, Tensor } = h.pkg;
+const root = path.join(__dirname, '..');
+const cudaInclude = path.join(process.env.CUDA_HOME || '/usr/local/cuda', 'include');
+const haveHeaders = fs.existsSync(path.join(cudaInclude, 'cuda_fp16.h'));
+if (!haveHeaders) console.log(`CUDA emulation tests skipped: no CUDA headers at ${cudaInclude} (set CUDA_HOME)`);
+const maybe = haveHeaders ? describe : describe.skip;
+
+const runner = path.join(root, 'build', 'cuda-emu', 'runner');
+const sources = ['native/core/fused_cuda.cu', 'native/core/fused_cuda.h', 'native/core/cell_math.h',
+  'test/cuda-emu/cuda_emu.h', 'test/cuda-emu/runner.cpp', 'test/cuda-emu/include/cuda_runtime.h'].map((f) => path.join(root, f));
+
+function buildRunner() {
+  const newest = Math.max(...sources.map((f) => fs.statSync(f).mtimeMs));
+  if (fs.existsSync(runner) && fs.statSync(runner).mtimeMs > newest) return;
+  fs.mkdirSync(path.dirname(runner), { recursive: true });
+  const r = spawnSync('g++', ['-std=c++17', '-O1', '-pthread', '-DYD_CUDA_MAX_GRID=3', '-DYD_CUDA_MIN_BLOCKS_FOR_VEC=1',
+    '-x', 'c++', '-include', 'test/cuda-emu/cuda_emu.h', '-Itest/cuda-emu/include', `-I${cudaInclude}`, '-Inative/core',
+    'native/core/fused_cuda.cu', '-x', 'none', 'test/cuda-emu/runner.cpp', '-o', runner], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`building the CUDA emulation runner failed:\n${r.stderr}`);
+}
+
+const KINDS = { logit: 0, prob: 1, bce: 2, kl: 3 };
+
+// Runs one scale through the emulated kernels; returns { sums, launches, grad }.
+function emulate(c, p, t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yd-emu-'));
+  try {
+    const N = c.B * c.A * c.H * c.W;
+    const lam = c.lambda ?? 10, gs = c.gradScale ?? 1;
+    const base = (2 * lam * gs) / N;
+    const v = c.variant;
+    const kv = {
+      dtype: { float32: 'f32', float16: 'f16', bfloat16: 'bf16' }[c.dtype], nahwc: c.layout === 'nahwc' ? 1 : 0,
+      batch: c.B, anchors: c.A, height: c.H, width: c.W, classes: c.C, grad: c.grad === false ? 0 : 1,
+      misalign: c.misalign ? 1 : 0, variant: v ? 1 : 0,
+      coef_box: Math.fround(base / 4), coef_obj: Math.fround(base), coef_cls: Math.fround(base / c.C),
+    };
+    if (v) {
+      const kl = v.clsTarget === 'kl';
+      Object.assign(kv, {
+        box_paper: v.boxTarget === 'paper' ? 1 : 0, obj_kind: KINDS[v.objTarget ?? 'logit'], cls_kind: KINDS[v.clsTarget ?? 'logit'],
+        weighted_box: v.weighted?.box === false ? 0 : 1, weighted_obj: v.weighted?.obj === false ? 0 : 1,
+        weighted_cls: v.weighted?.cls === false ? 0 : 1, fm_nms: v.fmNms ? 1 : 0, temperature: v.temperature ?? 1,
+        cb: (lam * gs) / (4 * N), co: (lam * gs) / N, cc: (lam * gs) / (kl ? N : c.C * N),
+      });
+    }
+    fs.writeFileSync(path.join(dir, 'case.txt'), Object.entries(kv).map(([k, x]) => `${k} ${x}`).join('\n') + '\n');
+    fs.writeFileSync(path.join(dir, 'p.f32'), Buffer.from(p.buffer));
+    fs.writeFileSync(path.join(dir, 't.f32'), Buffer.from(t.buffer));
+    const r = spawnSync(runner, [dir], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`runner failed (${r.status}, ${r.signal}): ${r.stderr}`);
+    const [s0, s1, s2, launches, err] = fs.readFileSync(path.join(dir, 'out.txt'), 'utf8').trim().split(/\s+/).map(Number);
+    let grad = null;
+    if (kv.grad) {
+      const b = fs.readFileSync(path.join(dir, 'g.f32'));
+      grad = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+    }
+    return { sums: [s0, s1, s2], launches, err, grad, N, kl: v?.clsTarget === 'kl' };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Gradient tolerance: fp32 as DESIGN; half dtypes: one unit in the last place.
+const rtolOf = (dtype) => (dtype === 'float16' ? 2 ** -10 : dtype === 'bfloat16' ? 2 ** -7 : 1e-5);
+
+function cases() {
+  const list = [];
+  const variants = [
+    null,
+    { objTarget: 'bce', clsTarget: 'prob' },
+    { boxTarget: 'paper', objTarget: 'prob', clsTarget: 'bce', weighted: { obj: false } },
+    { clsTarget: 'kl', temperature: 2 },
+    { fmNms: true },
+    { clsTarget: 'kl', temperature: 0.5, fmNms: true, weighted: { box: false, cls: false } },
+  ];
+  const grids = [[1, 1], [5, 3], [12, 12], [16, 16]];
+  let i = 0;
+  for (const dtype of ['float32', 'float16', 'bfloat16']) {
+    for (const layout of ['nchw', 'nahwc']) {
+      for (const variant of variants) {
+        for (const [H, W] of grids) {
+          if (variant && H === 16) continue; // the variant kernel's loops are covered by 12x12
+          i++;
+          const B = H === 16 ? 4 : H === 1 ? 1 : 2;
+          list.push({
+            id: `${dtype} ${layout} ${variant ? JSON.stringify(variant) : 'default'} ${B}x${H}x${W}` + (i % 3 === 0 ? ' misaligned' : '') + (i % 5 === 0 ? ' grad:false' : ''),
+            dtype, layout, variant, B, A: 3, C: H === 1 ? 1 : (i % 2 ? 4 : 7), H, W,
+            misalign: i % 3 === 0, grad: i % 5 === 0 ? false : undefined, lambda: i % 4 === 0 ? 3 : undefined, gradScale: i % 7 === 0 ? 0.5 : undefined,
+          });
+        }
+      }
+    }
+  }
+  return list;
+}
+
+maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
+  beforeAll(buildRunner, 120000);
+  test.each(cases().map((c) => [c.id, c]))('%s', (id, c) => {
+    const shape = c.layout === 'nchw' ? [c.B, c.A * (5 + c.C), c.H, c.W] : [c.B, c.A, c.H, c.W, 5 + c.C];
+    const r = h.rng(id.length * 7919 + c.H * 31 + c.W);
+    const p = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
+    const t = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
+    const emu = emulate(c, p, t);
+    expect(emu.err).toBe(0);
+    const opts = { numClasses: c.C, numAnchors: c.A, layout: c.layout, ...(c.variant || {}) };
+    if (c.grad === false) opts.grad = false;
+    if (c.lambda !== undefined) opts.lambda = c.lambda;
+    if (c.gradScale !== undefined) opts.gradScale = c.gradScale;
+    const made = [];
+    const headOf = (data) => {
+      if (c.dtype === 'float32') return { data, shape };
+      const tt = Tensor.fromFloat32Array(data, shape, { dtype: c.dtype });
+      made.push(tt);
+      return tt;
+    };
+    try {
+      const cpu = distillationLoss([headOf(p)], [headOf(t)], opts);
+      const terms = [emu.sums[0] / (4 * emu.N), emu.sums[1] / emu.N, emu.sums[2] / ((emu.kl ? 1 : c.C) * emu.N)];
+      ['box', 'obj', 'cls'].forEach((k, j) => h.expectRelClose(terms[j], cpu.scales[0][k], 1e-5, `${id}: ${k}`, 1e-9));
+      if (c.grad === false) {
+        expect(emu.grad).toBeNull();
+        expect(cpu.grads).toBeNull();
+        return;
+      }
+      const g = cpu.grads[0];
+      const cg = g instanceof Tensor ? g.toFloat32Array() : g;
+      if (g instanceof Tensor) g.dispose();
+      emu.grad.forEach((x, k) => {
+        if (!Number.isFinite(x)) throw new Error(`${id}: gradient element ${k} not written (${x})`);
+      });
+      h.expectArraysClose(emu.grad, cg, 1e-6, rtolOf(c.dtype), `${id}: gradient`);
+    } finally {
+      made.forEach((x) => x.dispose());
+    }
+  });
+
+  test('the grid-stride loops ran: a 16x16 nchw scale needs more than the 3 blocks the emulation allows', () => {
+    // 4 x 3 x 16 x 16 cells in 4-wide items: 768 items = 3 blocks of 256, and
+    // the 1-wide path 3072 items = 12 blocks' worth on a grid of 3.
+    const c = { dtype: 'float32', layout: 'nchw', B: 4, A: 3, C: 2, H: 16, W: 16, misalign: true };
+    const shape = [4, 21, 16, 16];
+    const p = new Float32Array(h.numel(shape)).fill(1), t = new Float32Array(h.numel(shape)).fill(0);
+    const emu = emulate(c, p, t);
+    const cpu = distillationLoss([{ data: p, shape }], [{ data: t, shape }], { numClasses: 2 });
+    h.expectRelClose(emu.sums[0] / (4 * emu.N), cpu.scales[0].box, 1e-6, 'box');
+    expect(emu.launches).toBe(2); // the fused kernel and the one-block finish
+  });
+});
