@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""GPU baselines for bench/gpu.js, workload (a) of the CPU benchmark: PyTorch eager
-forward + backward of the loss (test/reference/torch_reference.py), the same
-function under torch.compile, and a device-to-device streaming floor
-(torch.sub(a, b, out=c): reads two arrays, writes one, 12 bytes per fp32 value).
-Times with CUDA events; prints one JSON line.
+"""GPU baselines for bench/gpu.js: PyTorch eager forward + backward of the loss
+(test/reference/torch_reference.py), a device-to-device streaming floor
+(torch.sub(a, b, out=c): reads two arrays, writes one), a device-to-device copy
+(the card's copy bandwidth, measured in the same run) and, in its own process
+(--compile), the loss under torch.compile.
 
-    python3 bench/torch_gpu.py '{"shapes": [...], "layout": "nchw", "numClasses": 80, "dtype": "float32"}'
+Every row is timed as bench/gpu.js times the fused call: host wall-clock of one
+call until its results are on the host (torch.cuda.synchronize()), median of
+the runs. CUDA-event times are reported beside them ("events") for reference.
+Prints one JSON line.
+
+    python3 bench/torch_gpu.py '{"shapes": [...], "layout": "nchw", "numClasses": 80, "dtype": "float32"}' [--compile]
 """
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "test", "reference"))
 import torch  # noqa: E402
@@ -20,19 +26,22 @@ def timed(fn, warmup=3, runs=20):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
+    host, events = [], []
     for _ in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
         start.record()
         fn()
         end.record()
         torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return {"median": times[len(times) // 2], "min": times[0], "max": times[-1]}
+        host.append((time.perf_counter() - t0) * 1e3)
+        events.append(start.elapsed_time(end))
+    host.sort()
+    events.sort()
+    return {"median": host[len(host) // 2], "min": host[0], "max": host[-1], "events": events[len(events) // 2]}
 
 
-def main(spec):
+def main(spec, compile_only):
     dtype = getattr(torch, spec.get("dtype", "float32"))
     gen = torch.Generator(device="cuda").manual_seed(0)
     student = [torch.randn(s, device="cuda", generator=gen).to(dtype).requires_grad_(True) for s in spec["shapes"]]
@@ -49,13 +58,16 @@ def main(spec):
             fn(student, teacher).backward()
         return run
 
-    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    if compile_only:
+        try:
+            compiled = torch.compile(loss_fn)
+            out["compile"] = timed(step(compiled), warmup=3)
+        except Exception as e:  # report, do not fail the whole benchmark
+            out["compile"] = {"error": str(e).splitlines()[0][:200]}
+        print(json.dumps(out))
+        return
     out["eager"] = timed(step(loss_fn))
-    try:
-        compiled = torch.compile(loss_fn)
-        out["compile"] = timed(step(compiled), warmup=3)
-    except Exception as e:  # report, do not fail the whole benchmark
-        out["compile"] = {"error": str(e).splitlines()[0][:200]}
     a = [torch.randn(s, device="cuda", generator=gen).to(dtype) for s in spec["shapes"]]
     b = [torch.randn(s, device="cuda", generator=gen).to(dtype) for s in spec["shapes"]]
     c = [torch.empty_like(x) for x in a]
@@ -63,9 +75,14 @@ def main(spec):
     def floor():
         for x, y, z in zip(a, b, c):
             torch.sub(x, y, out=z)
+
+    def copy():
+        for x, z in zip(a, c):
+            z.copy_(x)
     out["floor"] = timed(floor)
+    out["copy"] = timed(copy)
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    main(json.loads(sys.argv[1]), "--compile" in sys.argv[2:])

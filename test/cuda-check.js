@@ -5,7 +5,9 @@
 // bfloat16 in both layouts; bit-identical repeats; CUDA handles; Float32Array
 // heads with options.device; coded errors; the async API leaves the event loop
 // free. Prints one line per check and "N passed, M failed"; exits 1 on failure.
-// On a machine without CUDA it prints why and exits 0 (nothing to check).
+// On a machine without CUDA it prints why and exits 0 (nothing to check), unless
+// YD_REQUIRE_CUDA=1 (scripts/gpu-check.sh sets it): then a build or machine
+// without CUDA fails, so that a CPU-only build cannot pass the GPU check.
 const h = require('./helpers');
 
 const { distillationLoss, distillationLossAsync, Tensor, backendInfo } = h.pkg;
@@ -41,7 +43,10 @@ function makeCases() {
   let i = 0;
   for (const dtype of ['float32', 'float16', 'bfloat16']) {
     for (const layout of ['nchw', 'nahwc']) {
-      for (const [B, C, grids] of [[2, 80, [[20, 20], [10, 10], [5, 5]]], [3, 7, [[9, 13], [1, 1]]], [1, 1, [[6, 5]]]]) {
+      // The last entry is large enough that every kernel's grid-stride or
+      // multi-tile loop runs more than once (1.2 M cells: more than the 2048
+      // blocks x 256 threads of one pass; odd width: 1-wide loads).
+      for (const [B, C, grids] of [[2, 80, [[20, 20], [10, 10], [5, 5]]], [3, 7, [[9, 13], [1, 1]]], [1, 1, [[6, 5]]], [64, 1, [[81, 79]]]]) {
         const shapes = grids.map(([H, W]) => h.headShape(layout, B, 3, C, H, W));
         const c = { id: `cuda${i++}`, layout, numAnchors: 3, numClasses: C, shapes, dtype, device: 'cuda', lambda: 10 };
         if (i % 3 === 0) c.gradScale = 1024;
@@ -55,7 +60,13 @@ function makeCases() {
 
 async function main() {
   if (!info.cuda) {
-    console.log(`CUDA tests skipped: no CUDA device (LibTorch ${info.libtorch}, cudaDeviceCount ${info.cudaDeviceCount})`);
+    const why = `no CUDA device or no CUDA kernels in this build (LibTorch ${info.libtorch}, cudaDeviceCount ${info.cudaDeviceCount})`;
+    if (process.env.YD_REQUIRE_CUDA === '1') {
+      console.log(`FAIL CUDA required (YD_REQUIRE_CUDA=1): ${why}`);
+      console.log('0 passed, 1 failed');
+      return 1;
+    }
+    console.log(`CUDA tests skipped: ${why}`);
     return 0;
   }
   const cases = makeCases();
@@ -71,6 +82,9 @@ async function main() {
       const w = want[c.id];
       h.expectRelClose(r.loss, w.loss, tol.loss, 'loss', 1e-12);
       for (const t of ['box', 'obj', 'cls']) h.expectRelClose(r[t], w[t], tol.loss, t, 1e-12);
+      r.scales.forEach((sc, k) => {
+        for (const t of ['box', 'obj', 'cls']) h.expectRelClose(sc[t], w.scales[k][t], tol.loss, `scale ${k} ${t}`, 1e-12);
+      });
       r.grads.forEach((g, k) => {
         assert(g instanceof Tensor && g.device.startsWith('cuda') && g.dtype === c.dtype, `grad ${k} is a ${c.dtype} CUDA handle`);
         h.expectArraysClose(g.toFloat32Array(), w.grads[k], tol.gradAtol, tol.gradRtol, `grad ${k}`);
@@ -89,7 +103,7 @@ async function main() {
   const vcases = [
     { preset: 'paper' }, { objTarget: 'bce', clsTarget: 'bce' }, { clsTarget: 'kl', temperature: 2 },
     { fmNms: true }, { fmNms: true, weighted: { box: false, cls: false }, boxTarget: 'paper' },
-  ].flatMap((api, i) => ['nchw', 'nahwc'].map((layout) => {
+  ].flatMap((api, i) => ['nchw', 'nahwc'].flatMap((layout) => ['float32', 'float16', 'bfloat16'].map((dtype) => {
     const shapes = [h.headShape(layout, 2, 3, 6, 7, 5), h.headShape(layout, 2, 3, 6, 4, 4)];
     const variant = { ...api };
     let lambda = 10;
@@ -98,18 +112,22 @@ async function main() {
       Object.assign(variant, { boxTarget: 'paper', objTarget: 'prob', clsTarget: 'prob', weighted: { obj: false } });
       lambda = 1;
     }
-    return { id: `cv${i}${layout}`, layout, numAnchors: 3, numClasses: 6, shapes, dtype: 'float32', device: 'cuda', lambda, variant, api, ...h.makeHeads(r, shapes, 3) };
-  }));
+    return { id: `cv${i}${layout}${dtype}`, layout, numAnchors: 3, numClasses: 6, shapes, dtype, device: 'cuda', lambda, variant, api, ...h.makeHeads(r, shapes, 3) };
+  })));
   const vwant = h.runTorchReference(vcases);
   for (const c of vcases) {
-    await check(`${c.id} ${c.layout} variant ${JSON.stringify(c.api)} agrees with PyTorch on the GPU`, () => {
-      const st = toCuda(c.student, 'float32');
-      const te = toCuda(c.teacher, 'float32');
+    await check(`${c.id} ${c.dtype} ${c.layout} variant ${JSON.stringify(c.api)} agrees with PyTorch on the GPU`, () => {
+      const st = toCuda(c.student, c.dtype);
+      const te = toCuda(c.teacher, c.dtype);
       const opts = { numClasses: c.numClasses, layout: c.layout, ...c.api };
       const got = distillationLoss(st, te, opts);
       const w = vwant[c.id];
-      h.expectRelClose(got.loss, w.loss, 1e-4, 'loss', 1e-12);
-      got.grads.forEach((g, k) => h.expectArraysClose(g.toFloat32Array(), w.grads[k], 1e-6, 1e-4, `grad ${k}`));
+      const tol = TOL[c.dtype];
+      h.expectRelClose(got.loss, w.loss, Math.max(1e-4, tol.loss), 'loss', 1e-12);
+      got.scales.forEach((sc, k) => {
+        for (const t of ['box', 'obj', 'cls']) h.expectRelClose(sc[t], w.scales[k][t], Math.max(1e-4, tol.loss), `scale ${k} ${t}`, 1e-12);
+      });
+      got.grads.forEach((g, k) => h.expectArraysClose(g.toFloat32Array(), w.grads[k], 1e-6, Math.max(1e-4, tol.gradRtol), `grad ${k}`));
       const again = distillationLoss(st, te, opts);
       assert(Object.is(again.loss, got.loss), 'repeat bit-identical');
       [...st, ...te, ...got.grads, ...again.grads].forEach((t) => t.dispose());
@@ -117,6 +135,18 @@ async function main() {
   }
 
   const c0 = cases[0];
+  await check('grad: false on the GPU, default and variant kernels: no gradients, same terms', () => {
+    for (const extra of [{}, { clsTarget: 'kl', fmNms: true }]) {
+      const st = toCuda(c0.student, 'float32');
+      const te = toCuda(c0.teacher, 'float32');
+      const full = distillationLoss(st, te, { ...h.optionsOf(c0), ...extra });
+      const none = distillationLoss(st, te, { ...h.optionsOf(c0), ...extra, grad: false });
+      assert(none.grads === null, 'grads null');
+      h.expectRelClose(none.loss, full.loss, 1e-12, 'same loss');
+      [...st, ...te, ...full.grads].forEach((t) => t.dispose());
+    }
+  });
+
   await check('Float32Array heads with options.device cuda: gradients come back as Float32Arrays', () => {
     const cpu = distillationLoss(c0.student, c0.teacher, h.optionsOf(c0));
     const gpu = distillationLoss(c0.student, c0.teacher, { ...h.optionsOf(c0), device: 'cuda' });
