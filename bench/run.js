@@ -14,7 +14,8 @@ const os = require('os');
 const path = require('path');
 
 const yd = require('../dist');
-const { distillationLossJS } = require('../dist/js-loss');
+const { distillationLossJS } = require('./js-loss');
+const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
 
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
@@ -44,7 +45,7 @@ const WORKLOADS = [
   {
     id: 'v', name: 'loss variants on workload (a), 2 threads (fused only)', C: 80, layout: 'nchw', shapes: yolo(QUICK ? 4 : 16, 80, 640, 'nchw'),
     variants: [
-      ['default (DESIGN §1)', {}],
+      ['default (docs/DESIGN.md §1)', {}],
       ["preset 'paper'", { preset: 'paper' }],
       ["objTarget 'bce'", { objTarget: 'bce' }],
       ["clsTarget 'kl'", { clsTarget: 'kl' }],
@@ -142,7 +143,7 @@ function runWorkload(w) {
     // Each variant's cost next to the default path, all against the same floor.
     const threads = Math.max(...THREADS);
     const floorFn = () => {
-      for (let s = 0; s < w.shapes.length; s++) yd.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
+      for (let s = 0; s < w.shapes.length; s++) native.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
     };
     for (const [label, extra] of w.variants) {
       progress(`[${w.id}] ${label}`);
@@ -162,7 +163,7 @@ function runWorkload(w) {
     progress(`[${w.id}] ${threads} thread(s): fused + floor`);
     const fusedFn = () => yd.distillationLoss(student, teacher, { ...opts, threads, gradOut });
     const floorFn = () => {
-      for (let s = 0; s < w.shapes.length; s++) yd.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
+      for (let s = 0; s < w.shapes.length; s++) native.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
     };
     // RSS growth across the timed fused calls (with gradOut): after one call, so
     // that the caller's gradOut pages are already resident. A kernel that

@@ -32,7 +32,7 @@ export interface DistillationOptions {
   /** Throw ERR_NON_FINITE on NaN/Inf in any input instead of propagating it. Default false. */
   checkFinite?: boolean;
   /**
-   * Loss variants (README "Loss variants"). 'yolov5' (default): DESIGN §1.
+   * Loss variants (README "Loss variants"). 'yolov5' (default): docs/DESIGN.md §1.
    * 'paper': Mehta & Ozturk 2018 as published (boxTarget 'paper', objTarget 'prob'
    * not weighted, clsTarget 'prob' weighted, lambda 1). Explicit options override it.
    */
@@ -190,9 +190,3 @@ export async function distillationLossAsync(
 export function backendInfo(): BackendInfo {
   return native.backendInfo();
 }
-
-/** @internal Benchmarks only: out = a - b, a streaming pass of 12 bytes per value. */
-export function streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void {
-  native.streamingFloor(a, b, out, threads);
-}
-

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Finds LibTorch for the node-gyp build (binding.gyp), in the order of DESIGN.md §4:
+// Finds LibTorch for the node-gyp build (binding.gyp), in the order of docs/DESIGN.md §5:
 // LIBTORCH / Torch_DIR from the environment, the torch of a Python on PATH, the
 // system (Debian/Ubuntu libtorch-dev). Prints what binding.gyp asks for:
 //   include  include directories      cflags  TORCH_CXX_FLAGS (the ABI flag)

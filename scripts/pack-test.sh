@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 tmp=$(mktemp -d)
-npm run --silent prebuild >/tmp/yd-prebuild.log 2>&1 || { tail -30 /tmp/yd-prebuild.log; exit 1; }
+npm run --silent prebuilds >/tmp/yd-prebuild.log 2>&1 || { tail -30 /tmp/yd-prebuild.log; exit 1; }
 ls prebuilds/*/
 tgz=$(npm pack --silent --pack-destination "$tmp" | tail -1)
 echo "packed $tgz ($(du -h "$tmp/$tgz" | cut -f1))"

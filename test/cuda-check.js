@@ -13,7 +13,7 @@ const h = require('./helpers');
 const { distillationLoss, distillationLossAsync, Tensor, backendInfo } = h.pkg;
 const info = backendInfo();
 
-// fp32: DESIGN §1 tolerances. fp16/bf16: inputs are rounded identically on both
+// fp32: docs/DESIGN.md §2 tolerances. fp16/bf16: inputs are rounded identically on both
 // sides, math is fp32; gradients are rounded to the dtype on output (2^-11 and
 // 2^-8 relative), the loss is summed in fp32 per thread then in double.
 const TOL = {

@@ -75,7 +75,7 @@ function emulate(c, p, t) {
   }
 }
 
-// Gradient tolerance: fp32 as DESIGN; half dtypes: one unit in the last place.
+// Gradient tolerance: fp32 as docs/DESIGN.md §2; half dtypes: one unit in the last place.
 const rtolOf = (dtype) => (dtype === 'float16' ? 2 ** -10 : dtype === 'bfloat16' ? 2 ** -7 : 1e-5);
 
 function cases() {

@@ -1,5 +1,5 @@
 'use strict';
-// Agreement with an independent PyTorch implementation of DESIGN.md §1
+// Agreement with an independent PyTorch implementation of docs/DESIGN.md §1
 // (test/reference/torch_reference.py, run by Debian's /usr/bin/python3), on
 // random configurations: loss, terms, per-scale terms and every gradient element.
 const h = require('./helpers');
@@ -11,7 +11,7 @@ if (!torch.ok) {
 }
 const maybe = torch.ok ? describe : describe.skip;
 
-// DESIGN §1 tolerances for fp32 inputs.
+// docs/DESIGN.md §2 tolerances for fp32 inputs.
 const LOSS_RTOL = 1e-5;
 const GRAD_ATOL = 1e-6;
 const GRAD_RTOL = 1e-5;

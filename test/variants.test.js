@@ -135,7 +135,7 @@ describe.each(['nchw', 'nahwc'])('%s', (layout) => {
   });
 });
 
-test('the default path is DESIGN §1 exactly: preset yolov5 and explicit defaults change nothing', () => {
+test('the default path is docs/DESIGN.md §1 exactly: preset yolov5 and explicit defaults change nothing', () => {
   const r = h.rng(8);
   const shapes = [h.headShape('nchw', 1, 3, 5, 4, 4)];
   const c = h.makeHeads(r, shapes, 2);

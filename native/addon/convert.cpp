@@ -144,7 +144,7 @@ yd::Options parse_options(const Napi::Value& v) {
   opts.num_anchors = opt_integer(o, "numAnchors", 3, 1, kMaxDim, false);
   opts.layout = opt_enum(o, "layout", "nchw", {"nchw", "nahwc"}) == "nchw" ? yd::Layout::NCHW
                                                                            : yd::Layout::NAHWC;
-  // preset: 'yolov5' (DESIGN.md §1, the default) or 'paper' (Mehta & Ozturk 2018
+  // preset: 'yolov5' (docs/DESIGN.md §1, the default) or 'paper' (Mehta & Ozturk 2018
   // as published); explicit options override the preset's.
   const bool paper = opt_enum(o, "preset", "yolov5", {"yolov5", "paper"}) == "paper";
   yd::Variant& var = opts.variant;

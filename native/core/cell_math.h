@@ -1,4 +1,4 @@
-// Per-cell math of the objectness-scaled distillation loss (DESIGN.md §1).
+// Per-cell math of the objectness-scaled distillation loss (docs/DESIGN.md §1).
 //
 // Everything here is shared by the fused CPU kernel and the CUDA kernels, so it
 // is written once as inline __host__ __device__ functions on plain scalars: no

@@ -16,7 +16,7 @@ namespace yd {
 enum class Layout { NCHW, NAHWC };
 enum class Impl { Fused, Reference };
 
-// Loss variants (README "Loss variants"). The defaults are DESIGN.md §1.
+// Loss variants (README "Loss variants"). The defaults are docs/DESIGN.md §1.
 enum class BoxTarget { Logit, Paper };           // paper: sigmoid(tx), sigmoid(ty); raw tw, th
 // obj: Logit | Prob | Bce; cls: all four. Values are cell_math.h's kKind*.
 enum class Target { Logit = kKindLogit, Prob = kKindProb, Bce = kKindBce, Kl = kKindKl };

@@ -1,4 +1,4 @@
-// The reference loss: DESIGN.md §1 built step by step from LibTorch ops and
+// The reference loss: docs/DESIGN.md §1 built step by step from LibTorch ops and
 // differentiated by autograd. Slow, simple, and independent of the fused kernels.
 #pragma once
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent PyTorch implementation of the objectness-scaled distillation loss
-(DESIGN.md section 1), for the test suite. Run with Debian's python3-torch:
+(docs/DESIGN.md section 1), for the test suite. Run with Debian's python3-torch:
 
     /usr/bin/python3 test/reference/torch_reference.py DIR
 

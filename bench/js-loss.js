@@ -1,13 +1,8 @@
-// A plain TypeScript implementation of the loss and its gradient (DESIGN.md §1),
-// used by the benchmark's "why native" row. Float32Array heads only.
-import type { DistillationOptions, DistillationResult, HeadArray, TermValues } from './index';
-
-/** @internal */
-export function distillationLossJS(
-  student: readonly HeadArray[],
-  teacher: readonly HeadArray[],
-  options: DistillationOptions,
-): DistillationResult {
+'use strict';
+// A plain JavaScript implementation of the default formula and its gradient
+// (docs/DESIGN.md §1), for the benchmark's "why native" row only (not shipped:
+// it ignores the loss variants). Float32Array heads, nchw or nahwc.
+function distillationLossJS(student, teacher, options) {
   const C = options.numClasses;
   const A = options.numAnchors ?? 3;
   const K = 5 + C;
@@ -18,8 +13,8 @@ export function distillationLossJS(
   const gradScale = options.gradScale ?? 1;
   const wantGrad = options.grad ?? true;
   const nchw = (options.layout ?? 'nchw') === 'nchw';
-  const scales: TermValues[] = [];
-  const grads: Float32Array[] = [];
+  const scales = [];
+  const grads = [];
   for (let s = 0; s < student.length; s++) {
     const p = student[s].data;
     const t = teacher[s].data;
@@ -59,3 +54,5 @@ export function distillationLossJS(
   const cls = scales.reduce((a, x) => a + x.cls, 0);
   return { loss: lambda * (gb * box + go * obj + gc * cls), box, obj, cls, scales, grads: wantGrad ? grads : null };
 }
+
+module.exports = { distillationLossJS };

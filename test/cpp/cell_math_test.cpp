@@ -1,0 +1,159 @@
+// Unit tests of the per-cell math that the CPU and CUDA kernels share
+// (native/core/cell_math.h), compiled as plain C++ without LibTorch:
+//   g++ -std=c++17 -O1 -Inative/core test/cpp/cell_math_test.cpp -o build/cell_math_test && build/cell_math_test
+// (test/cell-math.test.js does this). Prints one line per failed check and
+// "N passed, M failed"; exits 1 on failure.
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "cell_math.h"
+
+namespace {
+
+int passed = 0, failed = 0;
+
+void check(bool ok, const char* what, double got = 0, double want = 0) {
+  if (ok) {
+    ++passed;
+  } else {
+    ++failed;
+    std::printf("FAIL %s (got %.17g, want %.17g)\n", what, got, want);
+  }
+}
+
+bool close(double a, double b, double rtol, double atol = 0) { return std::fabs(a - b) <= atol + rtol * std::fabs(b); }
+
+// torch.argmax's rule: the first NaN, else the first maximum.
+int argmax_ref(const std::vector<float>& v) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isnan(v[i])) return static_cast<int>(i);
+  }
+  int best = 0;
+  for (size_t i = 1; i < v.size(); ++i) {
+    if (v[i] > v[best]) best = static_cast<int>(i);
+  }
+  return best;
+}
+
+int argmax_shared(const std::vector<float>& v) {
+  int best = 0;
+  float bv = v[0];
+  for (size_t i = 1; i < v.size(); ++i) {
+    if (yd::argmax_takes(v[i], bv)) {
+      bv = v[i];
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+int main() {
+  using yd::variant_element;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+
+  // teacher_weight: sigmoid in fp32, exact 0/1 limits, NaN stays NaN.
+  for (float x : {-20.f, -3.5f, -1.f, 0.f, 0.25f, 2.f, 17.f}) {
+    const double want = 1.0 / (1.0 + std::exp(-static_cast<double>(x)));
+    check(close(yd::teacher_weight(x), want, 2e-7), "teacher_weight(x) = sigmoid(x)", yd::teacher_weight(x), want);
+  }
+  check(yd::teacher_weight(-1000.f) == 0.f, "teacher_weight(-1000) = 0");
+  check(yd::teacher_weight(1000.f) == 1.f, "teacher_weight(1000) = 1");
+  check(std::isnan(yd::teacher_weight(nan)), "teacher_weight(NaN) = NaN");
+
+  // grad_coefs: lambda * g * 2 * gradScale / (n_term * N), rounded once.
+  {
+    const yd::TermCoefs c = yd::grad_coefs(10.0, 0.5, 2.0, 3.0, 4.0, 80, 1000);
+    check(c.box == static_cast<float>(2.0 * 10 * 4 / 1000.0 * 0.5 / 4), "grad_coefs box");
+    check(c.obj == static_cast<float>(2.0 * 10 * 4 / 1000.0 * 2.0), "grad_coefs obj");
+    check(c.cls == static_cast<float>(2.0 * 10 * 4 / 1000.0 * 3.0 / 80), "grad_coefs cls");
+  }
+  // coef_fits_fp32: finite normal fp32 or exactly zero.
+  check(yd::coef_fits_fp32(0.0), "coef 0 fits");
+  check(yd::coef_fits_fp32(1e-3) && yd::coef_fits_fp32(-3e38), "ordinary coefficients fit");
+  check(!yd::coef_fits_fp32(1e39), "1e39 does not fit fp32");
+  check(!yd::coef_fits_fp32(1e-40), "a subnormal coefficient does not fit");
+  check(!yd::coefs_fit_fp32(10, 1, 1, 1, 3e37, 2, 1), "gradScale 3e37, lambda 10, one cell: obj overflows");
+  check(yd::coefs_fit_fp32(10, 1, 1, 1, 1, 80, 1 << 20), "default options fit");
+
+  // The normalisers.
+  check(yd::box_term(8.0, 2) == 1.0 && yd::obj_term(8.0, 2) == 4.0 && yd::cls_term(8.0, 4, 2) == 1.0, "term normalisers");
+  check(yd::total_loss(10, 1, 2, 3, 1, 1, 1) == 60.0, "total_loss");
+
+  // Element math: w*d rounded once in fp32, the square widened before the product.
+  {
+    const float d = yd::diff(1.5f, -0.25f), wd = yd::weighted_diff(0.5f, d);
+    check(d == 1.75f && wd == 0.875f, "diff and weighted_diff");
+    check(yd::weighted_sq(wd, d) == 0.875 * 1.75, "weighted_sq in double");
+    check(yd::grad_value(2.f, wd) == 1.75f, "grad_value");
+  }
+
+  // variant_element: the returned derivative matches a central finite
+  // difference of the returned loss, for every kind, in double.
+  for (int kind : {yd::kKindLogit, yd::kKindProb, yd::kKindBce}) {
+    for (double p : {-4.0, -0.7, 0.0, 0.3, 2.5}) {
+      for (double t : {-1.5, 0.0, 3.0}) {
+        double l0 = 0, lp = 0, lm = 0;
+        const double g = variant_element<double>(kind, p, t, &l0);
+        const double h = 1e-6;
+        variant_element<double>(kind, p + h, t, &lp);
+        variant_element<double>(kind, p - h, t, &lm);
+        check(close(g, (lp - lm) / (2 * h), 1e-6, 1e-8), "variant_element derivative = finite difference", g, (lp - lm) / (2 * h));
+        check(l0 >= 0 || kind == yd::kKindBce, "squared losses are >= 0", l0, 0);
+      }
+    }
+  }
+  // BCE is minimal (gradient 0) where sigma(p) = sigma(t), i.e. p = t.
+  {
+    double l = 0;
+    check(std::fabs(variant_element<double>(yd::kKindBce, 1.25, 1.25, &l)) < 1e-15, "bce gradient 0 at p = t");
+  }
+  // softplus does not overflow.
+  check(close(yd::softplus_(1000.0), 1000.0, 1e-15) && yd::softplus_(-1000.0) >= 0 && yd::softplus_(-1000.0) < 1e-300,
+        "softplus at +-1000");
+  check(close(yd::softplus_(0.0), std::log(2.0), 1e-15), "softplus(0) = log 2");
+
+  // argmax_takes: the order of torch.argmax, NaN included.
+  const std::vector<std::vector<float>> rows = {
+      {1, 3, 2}, {3, 3, 1}, {nan, 1, 2}, {1, nan, nan}, {-inf, -inf}, {0, inf, nan, inf}, {5}, {2, 1, nan}};
+  for (const auto& r : rows) check(argmax_shared(r) == argmax_ref(r), "argmax_takes follows torch.argmax", argmax_shared(r), argmax_ref(r));
+
+  // FM-NMS on a 3x3 plane: same class everywhere, the centre has the highest
+  // objectness: every other cell is suppressed, the centre is kept.
+  {
+    const int H = 3, W = 3;
+    const float obj[9] = {0, 1, 0, 1, 5, 1, 0, 1, 0};
+    const int arg_same[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    auto obj_at = [&](int64_t j) { return obj[j]; };
+    auto same = [&](int64_t j) { return arg_same[j]; };
+    int kept = 0;
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) kept += !yd::fm_nms_suppressed(y, x, H, W, same, obj_at);
+    check(kept == 1 && !yd::fm_nms_suppressed(1, 1, H, W, same, obj_at), "FM-NMS keeps the peak only");
+    // Different classes do not suppress each other.
+    const int arg_diff[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    auto diff_cls = [&](int64_t j) { return arg_diff[j]; };
+    kept = 0;
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) kept += !yd::fm_nms_suppressed(y, x, H, W, diff_cls, obj_at);
+    check(kept == 9, "FM-NMS: other classes never suppress");
+    // Ties go to the earlier cell in row-major order.
+    const float flat[9] = {2, 2, 2, 2, 2, 2, 2, 2, 2};
+    auto flat_at = [&](int64_t j) { return flat[j]; };
+    check(!yd::fm_nms_suppressed(0, 0, H, W, same, flat_at) && yd::fm_nms_suppressed(0, 1, H, W, same, flat_at) &&
+              yd::fm_nms_suppressed(2, 2, H, W, same, flat_at),
+          "FM-NMS ties: the earlier cell wins");
+    // A NaN objectness never wins a comparison (as in the reference's > and ==).
+    const float withnan[9] = {0, 0, 0, 0, nan, 0, 0, 0, 0};
+    auto nan_at = [&](int64_t j) { return withnan[j]; };
+    check(!yd::fm_nms_suppressed(1, 1, H, W, same, nan_at), "FM-NMS: a NaN cell is not suppressed by finite ones");
+  }
+
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
