@@ -12,7 +12,7 @@ commands:
            --classes C   classes (default 80)
            --size S      input size in pixels, a multiple of 32 (default 640)
            --threads T   kernel threads (default: backendInfo().threads)
-           --layout L    nchw | nahwc (default nchw)
+           --layout L    nchw | nahwc | nhwc (default nchw)
   info   print the backend: LibTorch version, CUDA, threads
 `;
 
@@ -47,7 +47,7 @@ interface DemoArgs {
   classes: number;
   size: number;
   threads: number;
-  layout: 'nchw' | 'nahwc';
+  layout: 'nchw' | 'nahwc' | 'nhwc';
 }
 
 function parseArgs(argv: string[]): DemoArgs {
@@ -68,7 +68,7 @@ function parseArgs(argv: string[]): DemoArgs {
       case '--size': a.size = int('--size', 32); break;
       case '--threads': a.threads = int('--threads', 0); break;
       case '--layout':
-        if (val !== 'nchw' && val !== 'nahwc') throw new Error(`--layout expects nchw or nahwc, got ${val}`);
+        if (val !== 'nchw' && val !== 'nahwc' && val !== 'nhwc') throw new Error(`--layout expects nchw, nahwc or nhwc, got ${val}`);
         a.layout = val;
         i++;
         break;
@@ -95,7 +95,7 @@ function demo(args: DemoArgs): void {
   const K = 5 + C;
   const grids = [8, 16, 32].map((stride) => args.size / stride);
   const shapes = grids.map((g) =>
-    args.layout === 'nchw' ? [args.batch, A * K, g, g] : [args.batch, A, g, g, K],
+    args.layout === 'nchw' ? [args.batch, A * K, g, g] : args.layout === 'nhwc' ? [args.batch, g, g, A * K] : [args.batch, A, g, g, K],
   );
   const sizes = shapes.map((s) => s.reduce((x, y) => x * y, 1));
   const total = sizes.reduce((x, y) => x + y, 0);
@@ -116,7 +116,7 @@ function demo(args: DemoArgs): void {
   // Channel k of every element, for the per-term step sizes below.
   const kOf = (s: number, i: number): number => {
     const shape = shapes[s];
-    if (args.layout === 'nahwc') return i % K;
+    if (args.layout !== 'nchw') return i % K; // nahwc, nhwc: K contiguous values per anchor
     const hw = shape[2] * shape[3];
     return Math.floor(i / hw) % K;
   };

@@ -19,8 +19,12 @@ export interface DistillationOptions {
   numClasses: number;
   /** A, anchors per grid cell. Default 3. */
   numAnchors?: number;
-  /** 'nchw': [B, A*(5+C), H, W] (default); 'nahwc': [B, A, H, W, 5+C]. */
-  layout?: 'nchw' | 'nahwc';
+  /**
+   * 'nchw': [B, A*(5+C), H, W] (default, a conv output); 'nahwc': [B, A, H, W, 5+C]
+   * (YOLOv5's Detect in training mode); 'nhwc': [B, H, W, A*(5+C)] (a channels-last
+   * conv output: TensorFlow.js, TF, NHWC ONNX models). No transpose needed.
+   */
+  layout?: 'nchw' | 'nahwc' | 'nhwc';
   /** Overall multiplier of the loss. Default 10. */
   lambda?: number;
   /** Per-term multipliers g_box, g_obj, g_cls. Default 1 each. */

@@ -33,10 +33,10 @@ export type TfDistillationOptions = Omit<DistillationOptions, 'gradOut' | 'grad'
  * addon's fused gradient, through `tf.customGrad`: use it inside
  * `optimizer.minimize(() => ...)` or `tf.grads`. The teacher is a constant.
  *
- * Heads must be float32 tfjs tensors in the package's layouts: `nchw`
- * `[B, A*(5+C), H, W]` or `nahwc` `[B, A, H, W, 5+C]`. A tfjs conv head is
- * NHWC `[B, H, W, A*(5+C)]`: reshape it to `[B, H, W, A, 5+C]` and transpose
- * with `[0, 3, 1, 2, 4]` to get `nahwc` (both differentiable in tfjs).
+ * Heads must be float32 tfjs tensors in one of the package's layouts. A tfjs
+ * conv head is NHWC `[B, H, W, A*(5+C)]`: pass it as it is with
+ * `layout: 'nhwc'` (no reshape or transpose); `nchw` `[B, A*(5+C), H, W]` and
+ * `nahwc` `[B, A, H, W, 5+C]` work as well.
  */
 export function tfDistillationLoss(
   student: tfTypes.Tensor[],

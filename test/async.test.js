@@ -13,7 +13,7 @@ function yoloCase(seed, { B = 1, C = 80, grids = [20, 10, 5], layout = 'nchw', s
 }
 
 test('async equals sync, bit for bit', async () => {
-  for (const layout of ['nchw', 'nahwc']) {
+  for (const layout of ['nchw', 'nahwc', 'nhwc']) {
     const c = yoloCase(21, { layout, B: 2 });
     const s = distillationLoss(c.student, c.teacher, c.opts);
     const a = await distillationLossAsync(c.student, c.teacher, c.opts);

@@ -42,7 +42,7 @@ function makeCases() {
   const cases = [];
   let i = 0;
   for (const dtype of ['float32', 'float16', 'bfloat16']) {
-    for (const layout of ['nchw', 'nahwc']) {
+    for (const layout of ['nchw', 'nahwc', 'nhwc']) {
       // The last entry is large enough that every kernel's grid-stride or
       // multi-tile loop runs more than once (1.2 M cells: more than the 2048
       // blocks x 256 threads of one pass; odd width: 1-wide loads).
@@ -103,7 +103,7 @@ async function main() {
   const vcases = [
     { preset: 'paper' }, { objTarget: 'bce', clsTarget: 'bce' }, { clsTarget: 'kl', temperature: 2 },
     { fmNms: true }, { fmNms: true, weighted: { box: false, cls: false }, boxTarget: 'paper' },
-  ].flatMap((api, i) => ['nchw', 'nahwc'].flatMap((layout) => ['float32', 'float16', 'bfloat16'].map((dtype) => {
+  ].flatMap((api, i) => ['nchw', 'nahwc', 'nhwc'].flatMap((layout) => ['float32', 'float16', 'bfloat16'].map((dtype) => {
     const shapes = [h.headShape(layout, 2, 3, 6, 7, 5), h.headShape(layout, 2, 3, 6, 4, 4)];
     const variant = { ...api };
     let lambda = 10;

@@ -44,7 +44,7 @@ function emulate(c, p, t) {
     const base = (2 * lam * gs) / N;
     const v = c.variant;
     const kv = {
-      dtype: { float32: 'f32', float16: 'f16', bfloat16: 'bf16' }[c.dtype], nahwc: c.layout === 'nahwc' ? 1 : 0,
+      dtype: { float32: 'f32', float16: 'f16', bfloat16: 'bf16' }[c.dtype], nahwc: c.layout === 'nchw' ? 0 : 1, nhwc: c.layout === 'nhwc' ? 1 : 0,
       batch: c.B, anchors: c.A, height: c.H, width: c.W, classes: c.C, grad: c.grad === false ? 0 : 1,
       misalign: c.misalign ? 1 : 0, variant: v ? 1 : 0,
       coef_box: Math.fround(base / 4), coef_obj: Math.fround(base), coef_cls: Math.fround(base / c.C),
@@ -91,7 +91,7 @@ function cases() {
   const grids = [[1, 1], [5, 3], [12, 12], [16, 16]];
   let i = 0;
   for (const dtype of ['float32', 'float16', 'bfloat16']) {
-    for (const layout of ['nchw', 'nahwc']) {
+    for (const layout of ['nchw', 'nahwc', 'nhwc']) {
       for (const variant of variants) {
         for (const [H, W] of grids) {
           if (variant && H === 16) continue; // the variant kernel's loops are covered by 12x12
@@ -112,7 +112,7 @@ function cases() {
 maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
   beforeAll(buildRunner, 120000);
   test.each(cases().map((c) => [c.id, c]))('%s', (id, c) => {
-    const shape = c.layout === 'nchw' ? [c.B, c.A * (5 + c.C), c.H, c.W] : [c.B, c.A, c.H, c.W, 5 + c.C];
+    const shape = h.headShape(c.layout, c.B, c.A, c.C, c.H, c.W);
     const r = h.rng(id.length * 7919 + c.H * 31 + c.W);
     const p = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
     const t = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());

@@ -11,7 +11,7 @@ function smallCase(seed, layout, { B = 2, A = 3, C = 4, H = 3, W = 5, S = 2, spr
   return { r, shapes, opts: { numClasses: C, numAnchors: A, layout }, ...h.makeHeads(r, shapes, spread) };
 }
 
-describe.each(['nchw', 'nahwc'])('%s', (layout) => {
+describe.each(['nchw', 'nahwc', 'nhwc'])('%s', (layout) => {
   test('gradient matches central finite differences of the loss', () => {
     const c = smallCase(11, layout);
     const opts = { ...c.opts, lambda: 3, weights: { box: 0.5, obj: 2, cls: 1.5 } };
@@ -85,7 +85,7 @@ describe.each(['nchw', 'nahwc'])('%s', (layout) => {
     const K = 5 + c.opts.numClasses;
     const g = w.grads[0];
     const shape = c.shapes[0];
-    const chanOf = (i) => (layout === 'nahwc' ? i % K : Math.floor(i / (shape[2] * shape[3])) % K);
+    const chanOf = (i) => h.channelOf(layout, shape, K, i);
     let boxNonZero = 0;
     let otherNonZero = 0;
     g.forEach((v, i) => {
@@ -117,7 +117,7 @@ describe.each(['nchw', 'nahwc'])('%s', (layout) => {
     const K = 5 + c.opts.numClasses;
     const t = c.teacher[0];
     const shape = c.shapes[0];
-    const chanOf = (i) => (layout === 'nahwc' ? i % K : Math.floor(i / (shape[2] * shape[3])) % K);
+    const chanOf = (i) => h.channelOf(layout, shape, K, i);
     const bg = t.data.map((v, i) => (chanOf(i) === 4 ? -200 : v)); // sigmoid(-200) == 0 in fp32
     const r = distillationLoss(c.student, [{ data: bg, shape }], c.opts);
     expect(r.loss).toBe(0);

@@ -32,7 +32,15 @@ function rng(seed) {
 }
 
 function headShape(layout, B, A, C, H, W) {
-  return layout === 'nchw' ? [B, A * (5 + C), H, W] : [B, A, H, W, 5 + C];
+  if (layout === 'nchw') return [B, A * (5 + C), H, W];
+  if (layout === 'nhwc') return [B, H, W, A * (5 + C)];
+  return [B, A, H, W, 5 + C];
+}
+
+/** The value index k (0 .. 4+C) of flat element i of a head of `shape` in `layout`. */
+function channelOf(layout, shape, K, i) {
+  if (layout === 'nchw') return Math.floor(i / (shape[2] * shape[3])) % K;
+  return i % K; // nahwc and nhwc: each anchor's K values are contiguous
 }
 
 function numel(shape) {
@@ -146,6 +154,6 @@ function sameBits(a, b) {
 }
 
 module.exports = {
-  pkg, rng, headShape, numel, makeHeads, optionsOf, torchAvailable, runTorchReference,
+  pkg, rng, headShape, channelOf, numel, makeHeads, optionsOf, torchAvailable, runTorchReference,
   expectArraysClose, expectRelClose, sameBits, worstViolation,
 };

@@ -22,7 +22,7 @@ function makeCases() {
   const classes = [1, 2, 3, 5, 8, 13, 20, 37, 64, 80, 90];
   const cases = [];
   for (let i = 0; i < 40; i++) {
-    const layout = i % 2 === 0 ? 'nchw' : 'nahwc';
+    const layout = ['nchw', 'nahwc', 'nhwc'][i % 3];
     const S = 1 + (i % 4);
     const A = 1 + (Math.floor(i / 2) % 5);
     const C = i < classes.length ? classes[i] : r.pick(classes);
@@ -56,7 +56,7 @@ maybe('agreement with the PyTorch reference', () => {
 
   test('the cases cover the required ranges', () => {
     const seen = (f) => new Set(cases.map(f));
-    expect(seen((c) => c.layout)).toEqual(new Set(['nchw', 'nahwc']));
+    expect(seen((c) => c.layout)).toEqual(new Set(['nchw', 'nahwc', 'nhwc']));
     expect(seen((c) => c.shapes.length)).toEqual(new Set([1, 2, 3, 4]));
     expect(seen((c) => c.numAnchors)).toEqual(new Set([1, 2, 3, 4, 5]));
     expect(seen((c) => c.shapes[0][0])).toEqual(new Set([1, 2, 3, 4]));

@@ -20,7 +20,7 @@ maybe('yolo-distill/tfjs', () => {
     await tf.setBackend('cpu');
   });
 
-  test.each(['nchw', 'nahwc'])('%s: loss and gradients equal the direct call', (layout) => {
+  test.each(['nchw', 'nahwc', 'nhwc'])('%s: loss and gradients equal the direct call', (layout) => {
     const r = h.rng(91);
     const shapes = [h.headShape(layout, 2, 3, 4, 5, 6), h.headShape(layout, 2, 3, 4, 3, 2)];
     const c = h.makeHeads(r, shapes, 3);

@@ -36,12 +36,15 @@ function makeCases() {
   const r = h.rng(0x7a41);
   const cases = [];
   VARIANTS.forEach(([api, variant, lambda], i) => {
-    for (const layout of ['nchw', 'nahwc']) {
+    for (const layout of ['nchw', 'nahwc', 'nhwc']) {
       const C = r.pick([1, 3, 7, 20]);
       const A = r.int(1, 3);
       const B = r.int(1, 2);
       const shapes = [h.headShape(layout, B, A, C, r.int(1, 7), r.int(1, 9)), h.headShape(layout, B, A, C, r.int(2, 6), r.int(2, 6))];
-      const c = { id: `v${i}${layout}`, layout, numAnchors: A, numClasses: C, shapes, api, variant, lambda: lambda ?? 10 };
+      // The variants' transcendental terms are compared with PyTorch in float64:
+      // in float32, PyTorch's own rounding of sigmoid near saturation and of KL
+      // cancellation is of the order of the tolerance (docs/DESIGN.md §2).
+      const c = { id: `v${i}${layout}`, layout, numAnchors: A, numClasses: C, shapes, api, variant, lambda: lambda ?? 10, compute: 'float64' };
       if (i % 3 === 1) c.gradScale = 64;
       Object.assign(c, h.makeHeads(r, shapes, i % 4 === 3 ? 12 : 2.5));
       cases.push(c);
@@ -73,7 +76,7 @@ maybe('agreement with the PyTorch reference', () => {
   }
 });
 
-describe.each(['nchw', 'nahwc'])('%s', (layout) => {
+describe.each(['nchw', 'nahwc', 'nhwc'])('%s', (layout) => {
   // Student values on a 1/256 grid, so that p +- h (h = 1/128) is exact in fp32.
   const small = (seed, C = 3) => {
     const r = h.rng(seed);

@@ -142,8 +142,10 @@ yd::Options parse_options(const Napi::Value& v) {
   constexpr int64_t kMaxDim = int64_t{1} << 31;
   opts.num_classes = opt_integer(o, "numClasses", 0, 1, kMaxDim, true);
   opts.num_anchors = opt_integer(o, "numAnchors", 3, 1, kMaxDim, false);
-  opts.layout = opt_enum(o, "layout", "nchw", {"nchw", "nahwc"}) == "nchw" ? yd::Layout::NCHW
-                                                                           : yd::Layout::NAHWC;
+  {
+    const std::string layout = opt_enum(o, "layout", "nchw", {"nchw", "nahwc", "nhwc"});
+    opts.layout = layout == "nchw" ? yd::Layout::NCHW : layout == "nahwc" ? yd::Layout::NAHWC : yd::Layout::NHWC;
+  }
   // preset: 'yolov5' (docs/DESIGN.md §1, the default) or 'paper' (Mehta & Ozturk 2018
   // as published); explicit options override the preset's.
   const bool paper = opt_enum(o, "preset", "yolov5", {"yolov5", "paper"}) == "paper";

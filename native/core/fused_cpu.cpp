@@ -17,7 +17,8 @@ namespace {
 // per channel and were 1.5-2x slower on workload (a). 16384 cells (64 KB of
 // teacher weights on the stack) covers grids up to 128x128 in one run.
 constexpr int64_t kPlaneChunk = 16384;
-// Cells per block in the nahwc layout (each cell's 5 + C values are contiguous).
+// Cells per block in the cell-major layouts (nahwc, nhwc: each cell's 5 + C
+// values are contiguous, and the cells tile the tensor in memory order).
 constexpr int64_t kCellChunk = 256;
 
 // The calling thread's OpenMP team size is per thread (libgomp keeps it in the
@@ -173,7 +174,7 @@ RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom
 }
 
 template <bool kGrad>
-RawSums run_nahwc(const float* p, const float* t, float* g, const ScaleGeom& geom,
+RawSums run_cells(const float* p, const float* t, float* g, const ScaleGeom& geom,
                   const TermCoefs& coefs, int threads) {
   const int64_t cells = geom.cells();
   const int64_t per_anchor = geom.per_anchor();
@@ -225,12 +226,12 @@ void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
 
 RawSums fused_scale_cpu(const float* p, const float* t, float* g, const ScaleGeom& geom,
                         const TermCoefs& coefs, int threads) {
-  if (geom.layout == Layout::NCHW) {
+  if (!geom.cell_major()) {
     return g ? run_nchw<true>(p, t, g, geom, coefs, threads)
              : run_nchw<false>(p, t, nullptr, geom, coefs, threads);
   }
-  return g ? run_nahwc<true>(p, t, g, geom, coefs, threads)
-           : run_nahwc<false>(p, t, nullptr, geom, coefs, threads);
+  return g ? run_cells<true>(p, t, g, geom, coefs, threads)
+           : run_cells<false>(p, t, nullptr, geom, coefs, threads);
 }
 
 void streaming_floor(const float* a, const float* b, float* out, int64_t n, int threads) {

@@ -190,16 +190,33 @@ __global__ void argmax_kernel(const T* __restrict__ t, int64_t cells, int64_t hw
 // argmax and a higher objectness logit (ties: the earlier cell in row-major order).
 template <typename T>
 __global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg, int64_t cells,
-                            int64_t H, int64_t W, int per_anchor, bool nchw,
+                            int64_t H, int64_t W, int per_anchor, bool nchw, int64_t anchors, bool nhwc,
                             unsigned char* __restrict__ keep) {
   const int64_t hw = H * W;
   for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
-    const int64_t plane = i / hw, j = i - plane * hw, y = j / W, x = j - y * W;
+    // Cell i in the order the kernels visit cells: (b, a, y, x) for nchw and
+    // nahwc, (b, y, x, a) for nhwc. `at(jj)` maps a cell jj = y * W + x of the
+    // same (b, a) plane to its index in that order.
+    int64_t b, a, j;
+    if (nhwc) {
+      a = i % anchors;
+      const int64_t byx = i / anchors;
+      b = byx / hw;
+      j = byx - b * hw;
+    } else {
+      const int64_t plane = i / hw;
+      b = plane / anchors;
+      a = plane - b * anchors;
+      j = i - plane * hw;
+    }
+    const int64_t y = j / W, x = j - y * W;
+    auto at = [&](int64_t jj) { return nhwc ? (b * hw + jj) * anchors + a : (b * anchors + a) * hw + jj; };
     auto obj = [&](int64_t jj) {
-      return to_f(t[nchw ? (plane * per_anchor + kObjChannel) * hw + jj : (plane * hw + jj) * per_anchor + kObjChannel]);
+      return to_f(t[nchw ? ((b * anchors + a) * per_anchor + kObjChannel) * hw + jj
+                         : at(jj) * per_anchor + kObjChannel]);
     };
     const bool suppressed = fm_nms_suppressed(
-        y, x, H, W, [&](int64_t jj) { return arg[plane * hw + jj]; }, obj);
+        y, x, H, W, [&](int64_t jj) { return arg[at(jj)]; }, obj);
     keep[i] = suppressed ? 0 : 1;
   }
 }
@@ -293,7 +310,8 @@ void launch_variant_typed(const ScaleLaunch& l, const VariantParams& v, char* ws
     int* arg = reinterpret_cast<int*>(ws + 3 * grid * sizeof(double));
     keep = reinterpret_cast<unsigned char*>(arg + cells);
     YD_LAUNCH(grid, kThreads, stream, argmax_kernel<T>)(t, cells, hw, per_anchor, static_cast<int>(l.classes), !l.nahwc, arg);
-    YD_LAUNCH(grid, kThreads, stream, keep_kernel<T>)(t, arg, cells, l.height, l.width, per_anchor, !l.nahwc, keep);
+    YD_LAUNCH(grid, kThreads, stream, keep_kernel<T>)(t, arg, cells, l.height, l.width, per_anchor, !l.nahwc,
+                                                      l.anchors, l.nhwc, keep);
   }
   YD_LAUNCH(grid, kThreads, stream, variant_kernel<T>)(static_cast<const T*>(l.p), t, static_cast<T*>(l.g), cells, hw,
                                                    per_anchor, !l.nahwc, v, keep, partials);

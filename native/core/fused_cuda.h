@@ -17,7 +17,11 @@ struct ScaleLaunch {
   const void* t = nullptr;  // teacher, same shape and dtype
   void* g = nullptr;        // gradient output of the same dtype, or nullptr for none
   int64_t batch = 0, anchors = 0, height = 0, width = 0, classes = 0;
+  // Cell-major (nahwc or nhwc: each anchor's 5 + C values contiguous, cells in
+  // memory order); nhwc additionally has the anchors innermost, which only the
+  // FM-NMS neighbourhood needs to know.
   bool nahwc = false;
+  bool nhwc = false;
   TermCoefs coefs{};
   DType dtype = DType::F32;
 };

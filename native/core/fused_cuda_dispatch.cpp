@@ -95,7 +95,8 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
     l.height = g.height;
     l.width = g.width;
     l.classes = g.classes;
-    l.nahwc = g.layout == Layout::NAHWC;
+    l.nahwc = g.cell_major();
+    l.nhwc = g.layout == Layout::NHWC;
     l.coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
                          g.cells());
     l.dtype = dtype_of(ps[s]);

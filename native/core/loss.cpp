@@ -8,6 +8,7 @@
 #include <c10/core/ScalarType.h>
 #include <torch/csrc/api/include/torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -89,14 +90,12 @@ ScaleGeom head_geom(const at::Tensor& x, size_t s, const char* name, const Optio
                                             dtype_name(dtype));
   }
   const int64_t per_anchor = 5 + o.num_classes;
-  const int64_t want_rank = o.layout == Layout::NCHW ? 4 : 5;
+  const int64_t want_rank = o.layout == Layout::NAHWC ? 5 : 4;
   if (x.dim() != want_rank) {
     throw_range(code::kInvalidShape,
                 where(s, name) + ": expected a " + std::to_string(want_rank) + "-D " +
-                    layout_name(o.layout) + " tensor " +
-                    (o.layout == Layout::NCHW ? "[B, A*(5+C), H, W]" : "[B, A, H, W, 5+C]") +
-                    ", got shape " + shape_str(x.sizes()) + " (" + std::to_string(x.dim()) +
-                    "-D)");
+                    layout_name(o.layout) + " tensor " + layout_shape(o.layout) + ", got shape " +
+                    shape_str(x.sizes()) + " (" + std::to_string(x.dim()) + "-D)");
   }
   for (int64_t d = 0; d < x.dim(); ++d) {
     if (x.size(d) < 1) {
@@ -104,40 +103,38 @@ ScaleGeom head_geom(const at::Tensor& x, size_t s, const char* name, const Optio
                                            shape_str(x.sizes()));
     }
   }
-  ScaleGeom g;
-  g.layout = o.layout;
-  g.classes = o.num_classes;
-  g.batch = x.size(0);
-  if (o.layout == Layout::NCHW) {
-    const int64_t want = o.num_anchors * per_anchor;
-    if (x.size(1) != want) {
-      throw_range(code::kChannelMismatch,
-                  where(s, name) + ": expected " + std::to_string(want) +
-                      " channels (A*(5+C) = " + std::to_string(o.num_anchors) + "*(5+" +
-                      std::to_string(o.num_classes) + ")), got " + std::to_string(x.size(1)) +
-                      " in shape " + shape_str(x.sizes()));
+  switch (o.layout) {
+    case Layout::NCHW:
+    case Layout::NHWC: {
+      const int64_t dim = o.layout == Layout::NCHW ? 1 : 3;
+      const int64_t want = o.num_anchors * per_anchor;
+      if (x.size(dim) != want) {
+        throw_range(code::kChannelMismatch,
+                    where(s, name) + ": expected " + std::to_string(want) +
+                        " channels (A*(5+C) = " + std::to_string(o.num_anchors) + "*(5+" +
+                        std::to_string(o.num_classes) + ")), got " + std::to_string(x.size(dim)) +
+                        " in dim " + std::to_string(dim) + " of shape " + shape_str(x.sizes()));
+      }
+      return o.layout == Layout::NCHW
+                 ? make_geom(o.layout, x.size(0), o.num_anchors, x.size(2), x.size(3), o.num_classes)
+                 : make_geom(o.layout, x.size(0), o.num_anchors, x.size(1), x.size(2), o.num_classes);
     }
-    g.anchors = o.num_anchors;
-    g.height = x.size(2);
-    g.width = x.size(3);
-  } else {
-    if (x.size(1) != o.num_anchors) {
-      throw_range(code::kChannelMismatch,
-                  where(s, name) + ": expected A = " + std::to_string(o.num_anchors) +
-                      " anchors in dim 1, got " + std::to_string(x.size(1)) + " in shape " +
-                      shape_str(x.sizes()));
-    }
-    if (x.size(4) != per_anchor) {
-      throw_range(code::kChannelMismatch,
-                  where(s, name) + ": expected 5+C = " + std::to_string(per_anchor) +
-                      " values per anchor in dim 4, got " + std::to_string(x.size(4)) +
-                      " in shape " + shape_str(x.sizes()));
-    }
-    g.anchors = o.num_anchors;
-    g.height = x.size(2);
-    g.width = x.size(3);
+    case Layout::NAHWC:
+      if (x.size(1) != o.num_anchors) {
+        throw_range(code::kChannelMismatch,
+                    where(s, name) + ": expected A = " + std::to_string(o.num_anchors) +
+                        " anchors in dim 1, got " + std::to_string(x.size(1)) + " in shape " +
+                        shape_str(x.sizes()));
+      }
+      if (x.size(4) != per_anchor) {
+        throw_range(code::kChannelMismatch,
+                    where(s, name) + ": expected 5+C = " + std::to_string(per_anchor) +
+                        " values per anchor in dim 4, got " + std::to_string(x.size(4)) +
+                        " in shape " + shape_str(x.sizes()));
+      }
+      return make_geom(o.layout, x.size(0), o.num_anchors, x.size(2), x.size(3), o.num_classes);
   }
-  return g;
+  throw_range(code::kInternal, "unknown layout");
 }
 
 bool overlaps(const at::Tensor& a, const at::Tensor& b) {
@@ -172,25 +169,20 @@ void check_finite(const at::Tensor& x, size_t s, const char* name, const ScaleGe
     }
   }
   if (bad < 0) return;
-  // Decompose the flat index into (b, a, y, x, k).
-  const int64_t K = g.per_anchor(), H = g.height, W = g.width, A = g.anchors;
-  int64_t b, a, y, xx, k;
-  if (g.layout == Layout::NCHW) {
-    int64_t r = bad;
-    xx = r % W; r /= W;
-    y = r % H; r /= H;
-    const int64_t ch = r % (A * K);
-    b = r / (A * K);
-    a = ch / K;
-    k = ch % K;
-  } else {
-    int64_t r = bad;
-    k = r % K; r /= K;
-    xx = r % W; r /= W;
-    y = r % H; r /= H;
-    a = r % A;
-    b = r / A;
+  // Decompose the flat index into (b, a, y, x, k) by the layout's strides,
+  // largest first (they are a permutation of a mixed radix).
+  int64_t idx[5] = {0, 0, 0, 0, 0};  // b, a, y, x, k
+  {
+    const int64_t strides[5] = {g.stride_b, g.stride_a, g.stride_y, g.stride_x, g.stride_k};
+    int order[5] = {0, 1, 2, 3, 4};
+    std::sort(order, order + 5, [&](int l, int r) { return strides[l] > strides[r]; });
+    int64_t rest = bad;
+    for (int d : order) {
+      idx[d] = rest / strides[d];
+      rest %= strides[d];
+    }
   }
+  const int64_t b = idx[0], a = idx[1], y = idx[2], xx = idx[3], k = idx[4];
   std::ostringstream os;
   os << where(s, name) << ": non-finite value " << value << " at flat index " << bad
      << " (b=" << b << ", a=" << a << ", y=" << y << ", x=" << xx << ", k=" << k
@@ -205,7 +197,48 @@ Terms to_terms(const RawSums& raw, const ScaleGeom& g) {
 
 }  // namespace
 
-const char* layout_name(Layout layout) { return layout == Layout::NCHW ? "nchw" : "nahwc"; }
+const char* layout_name(Layout layout) {
+  switch (layout) {
+    case Layout::NCHW: return "nchw";
+    case Layout::NAHWC: return "nahwc";
+    case Layout::NHWC: return "nhwc";
+  }
+  return "?";
+}
+
+const char* layout_shape(Layout layout) {
+  switch (layout) {
+    case Layout::NCHW: return "[B, A*(5+C), H, W]";
+    case Layout::NAHWC: return "[B, A, H, W, 5+C]";
+    case Layout::NHWC: return "[B, H, W, A*(5+C)]";
+  }
+  return "?";
+}
+
+ScaleGeom make_geom(Layout layout, int64_t batch, int64_t anchors, int64_t height, int64_t width,
+                    int64_t classes) {
+  ScaleGeom g;
+  g.layout = layout;
+  g.batch = batch;
+  g.anchors = anchors;
+  g.height = height;
+  g.width = width;
+  g.classes = classes;
+  const int64_t K = 5 + classes, hw = height * width;
+  switch (layout) {
+    case Layout::NCHW:  // b, (a k), y, x
+      g.stride_x = 1, g.stride_y = width, g.stride_k = hw, g.stride_a = K * hw, g.stride_b = anchors * K * hw;
+      break;
+    case Layout::NAHWC:  // b, a, y, x, k
+      g.stride_k = 1, g.stride_x = K, g.stride_y = width * K, g.stride_a = hw * K, g.stride_b = anchors * hw * K;
+      break;
+    case Layout::NHWC:  // b, y, x, (a k)
+      g.stride_k = 1, g.stride_a = K, g.stride_x = anchors * K, g.stride_y = width * anchors * K,
+      g.stride_b = hw * anchors * K;
+      break;
+  }
+  return g;
+}
 
 const char* dtype_name(at::ScalarType t) {
   switch (t) {

@@ -13,7 +13,10 @@
 
 namespace yd {
 
-enum class Layout { NCHW, NAHWC };
+// Memory layouts of a head (docs/DESIGN.md §1): nchw [B, A*(5+C), H, W],
+// nahwc [B, A, H, W, 5+C], nhwc [B, H, W, A*(5+C)]. A scale's ScaleGeom turns
+// its layout into strides; kernels read strides (and cell_major()), not names.
+enum class Layout { NCHW, NAHWC, NHWC };
 enum class Impl { Fused, Reference };
 
 // Loss variants (README "Loss variants"). The defaults are docs/DESIGN.md §1.
@@ -34,6 +37,8 @@ struct Variant {
 };
 
 const char* layout_name(Layout layout);
+// The layout's shape in the API's notation, e.g. "[B, A*(5+C), H, W]".
+const char* layout_shape(Layout layout);
 // The API's name of a dtype ("float32", "float16", "bfloat16"; LibTorch's otherwise).
 const char* dtype_name(at::ScalarType t);
 
@@ -68,14 +73,32 @@ struct Result {
   std::vector<at::Tensor> grads;
 };
 
-// The geometry of one scale, read off a validated student tensor.
+// The geometry of one scale, read off a validated student tensor: sizes, and
+// the strides (in elements) of b, a, y, x and of the value index k.
 struct ScaleGeom {
   int64_t batch = 0, anchors = 0, height = 0, width = 0, classes = 0;
   Layout layout = Layout::NCHW;
+  int64_t stride_b = 0, stride_a = 0, stride_y = 0, stride_x = 0, stride_k = 0;
   int64_t cells() const { return batch * anchors * height * width; }
   int64_t per_anchor() const { return 5 + classes; }
   int64_t numel() const { return cells() * per_anchor(); }
+  // Each anchor's 5 + C values contiguous (nahwc, nhwc): the tensor is a run of
+  // cells of 5 + C values each, in memory order.
+  bool cell_major() const { return stride_k == 1; }
+  int64_t offset(int64_t b, int64_t a, int64_t y, int64_t x, int64_t k) const {
+    return b * stride_b + a * stride_a + y * stride_y + x * stride_x + k * stride_k;
+  }
+  // The index of cell (b, a, y, x) in the order the kernels visit cells: memory
+  // order of the cells for cell-major layouts, (b, a, y, x) for nchw.
+  int64_t cell_index(int64_t b, int64_t a, int64_t y, int64_t x) const {
+    return cell_major() ? offset(b, a, y, x, 0) / per_anchor()
+                        : ((b * anchors + a) * height + y) * width + x;
+  }
 };
+
+// The strides of a layout for the given sizes (the one place that knows them).
+ScaleGeom make_geom(Layout layout, int64_t batch, int64_t anchors, int64_t height, int64_t width,
+                    int64_t classes);
 
 // Checks options, scale counts, ranks, shapes, channels, dtypes, devices and the
 // optional grad_out tensors; throws yd::Error (with a stable code) naming the

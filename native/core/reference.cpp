@@ -70,12 +70,22 @@ Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<
     at::Tensor p = student[s].detach().to(work).clone().requires_grad_(opts.grad);
     at::Tensor t = teacher[s].detach().to(work);
     leaves.push_back(p);
-    at::Tensor pv = p, tv = t;
-    if (g.layout == Layout::NCHW) {
-      // [B, A*(5+C), H, W] -> [B, A, 5+C, H, W] -> [B, A, H, W, 5+C]
-      const std::vector<int64_t> v{g.batch, g.anchors, g.per_anchor(), g.height, g.width};
-      pv = p.view(v).permute({0, 1, 3, 4, 2});
-      tv = t.view(v).permute({0, 1, 3, 4, 2});
+    at::Tensor pv = p, tv = t;  // as [B, A, H, W, 5+C]
+    switch (g.layout) {
+      case Layout::NCHW: {  // [B, A*(5+C), H, W] -> [B, A, 5+C, H, W] -> [B, A, H, W, 5+C]
+        const std::vector<int64_t> v{g.batch, g.anchors, g.per_anchor(), g.height, g.width};
+        pv = p.view(v).permute({0, 1, 3, 4, 2});
+        tv = t.view(v).permute({0, 1, 3, 4, 2});
+        break;
+      }
+      case Layout::NHWC: {  // [B, H, W, A*(5+C)] -> [B, H, W, A, 5+C] -> [B, A, H, W, 5+C]
+        const std::vector<int64_t> v{g.batch, g.height, g.width, g.anchors, g.per_anchor()};
+        pv = p.view(v).permute({0, 3, 1, 2, 4});
+        tv = t.view(v).permute({0, 3, 1, 2, 4});
+        break;
+      }
+      case Layout::NAHWC:
+        break;
     }
     const at::Tensor w = at::sigmoid(tv.narrow(-1, 4, 1));  // teacher objectness, [..., 1]
     const Variant& v = opts.variant;

@@ -30,12 +30,12 @@ double channel_run(const float* __restrict p, const float* __restrict t, float* 
 
 void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int threads) {
   const int64_t H = g.height, W = g.width, K = g.per_anchor(), hw = H * W;
-  const bool nchw = g.layout == Layout::NCHW;
   const int64_t planes = g.batch * g.anchors;
-  // value k of cell (plane, j): nchw planes are [K][H*W], nahwc cells are [H*W][K].
-  auto at = [&](int64_t plane, int64_t j, int64_t k) {
-    return nchw ? t[(plane * K + k) * hw + j] : t[(plane * hw + j) * K + k];
+  // value k of cell j = y * W + x of plane (b, a), by the layout's strides.
+  auto offset = [&](int64_t plane, int64_t j, int64_t k) {
+    return g.offset(plane / g.anchors, plane % g.anchors, j / g.width, j % g.width, k);
   };
+  auto at = [&](int64_t plane, int64_t j, int64_t k) { return t[offset(plane, j, k)]; };
   run_blocks(planes, threads, hw * K, [&](int64_t p0, int64_t p1) {
     std::vector<int64_t> arg(static_cast<size_t>(hw));
     std::vector<float> best(static_cast<size_t>(hw));
@@ -61,7 +61,8 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
           const bool suppressed = fm_nms_suppressed(
               y, x, H, W, [&](int64_t jj) { return arg[jj]; },
               [&](int64_t jj) { return at(plane, jj, kObjChannel); });
-          keep[plane * hw + j] = suppressed ? 0 : 1;
+          // Indexed as the variant kernel visits cells (ScaleGeom::cell_index).
+          keep[g.cell_index(plane / g.anchors, plane % g.anchors, y, x)] = suppressed ? 0 : 1;
         }
       }
     }
@@ -73,7 +74,8 @@ RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleG
   const Variant& v = o.variant;
   const int64_t cells = geom.cells(), hw = geom.height * geom.width, K = geom.per_anchor();
   const int64_t C = geom.classes;
-  const bool nchw = geom.layout == Layout::NCHW;
+  // nchw: channel planes; nahwc and nhwc: cells of K contiguous values in memory order.
+  const bool nchw = !geom.cell_major();
   const double n = static_cast<double>(cells);
   // d loss / d (per-element derivative): lambda * g_term * gradScale / (n_term * N).
   const double cb = o.lambda * o.w_box * o.grad_scale / (4.0 * n);

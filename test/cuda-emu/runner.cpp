@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   l.width = static_cast<int64_t>(num("width"));
   l.classes = static_cast<int64_t>(num("classes"));
   l.nahwc = num("nahwc") != 0;
+  l.nhwc = kv.count("nhwc") && num("nhwc") != 0;
   l.coefs = yd::TermCoefs{static_cast<float>(num("coef_box")), static_cast<float>(num("coef_obj")),
                           static_cast<float>(num("coef_cls"))};
   const bool grad = num("grad") != 0;

@@ -21,11 +21,15 @@ import torch.nn.functional as F
 
 def as_cells(x, num_anchors, num_classes, layout):
     """A head as [B, A, H, W, 5+C]: nchw is viewed as (-1, A, 5+C, H, W) and
-    permuted (0, 1, 3, 4, 2); nahwc already is."""
-    if layout != "nchw":
-        return x
-    _, _, h, w = x.shape
-    return x.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+    permuted (0, 1, 3, 4, 2); nhwc [B, H, W, A*(5+C)] is viewed as
+    (-1, H, W, A, 5+C) and permuted (0, 3, 1, 2, 4); nahwc already is."""
+    if layout == "nchw":
+        _, _, h, w = x.shape
+        return x.view(-1, num_anchors, 5 + num_classes, h, w).permute(0, 1, 3, 4, 2)
+    if layout == "nhwc":
+        _, h, w, _ = x.shape
+        return x.view(-1, h, w, num_anchors, 5 + num_classes).permute(0, 3, 1, 2, 4)
+    return x
 
 
 def fm_nms_keep(t):

@@ -51,7 +51,7 @@ const MUTATIONS = {
 };
 
 const caseArb = fc.record({
-  layout: fc.constantFrom('nchw', 'nahwc'),
+  layout: fc.constantFrom('nchw', 'nahwc', 'nhwc'),
   A: fc.integer({ min: 1, max: 4 }),
   C: fc.integer({ min: 1, max: 12 }),
   B: fc.integer({ min: 1, max: 3 }),
@@ -141,7 +141,7 @@ function runCase(yd, h, c) {
     case 'numClassesZero': opts.numClasses = 0; break;
     case 'numClassesString': opts.numClasses = String(c.C); break;
     case 'numAnchorsFraction': opts.numAnchors = c.A + 0.5; break;
-    case 'badLayout': opts.layout = 'nhwc'; break;
+    case 'badLayout': opts.layout = 'nchwc'; break;
     case 'negativeLambda': opts.lambda = -1 - c.spread; break;
     case 'nanGradScale': opts.gradScale = NaN; break;
     case 'weightsString': opts.weights = { cls: 'x' }; break;
