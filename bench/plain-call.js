@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+'use strict';
+// The plain call (no gradOut: the addon hands out new gradient arrays every
+// call, and the caller drops them) against the call with a caller-owned
+// gradOut, on workload (a) (YOLOv5s heads at 640x640, B = 16, C = 80, nchw),
+// 2 threads, timed back to back in one run; then RSS over many plain calls.
+//   node bench/plain-call.js [--calls N]
+const m = require('../dist');
+
+const argv = process.argv.slice(2);
+const CALLS = Number(argv[argv.indexOf('--calls') + 1]) || 1000;
+const B = 16, C = 80, K = 3 * (5 + C);
+const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
+const numel = (s) => s.reduce((a, b) => a * b, 1);
+const fill = (n, seed) => {
+  const a = new Float32Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; a[i] = (x / 4294967296 - 0.5) * 6; }
+  return a;
+};
+const student = shapes.map((s, k) => ({ data: fill(numel(s), 1 + k), shape: s }));
+const teacher = shapes.map((s, k) => ({ data: fill(numel(s), 11 + k), shape: s }));
+const gradOut = shapes.map((s) => new Float32Array(numel(s)).fill(1));
+const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
+const time = (fn) => { const t0 = process.hrtime.bigint(); fn(); return Number(process.hrtime.bigint() - t0) / 1e6; };
+
+const withOut = [], plain = [];
+for (let i = 0; i < 3; i++) { m.distillationLoss(student, teacher, { numClasses: C, threads: 2, gradOut }); m.distillationLoss(student, teacher, { numClasses: C, threads: 2 }); }
+for (let i = 0; i < 20; i++) {
+  withOut.push(time(() => m.distillationLoss(student, teacher, { numClasses: C, threads: 2, gradOut })));
+  plain.push(time(() => m.distillationLoss(student, teacher, { numClasses: C, threads: 2 })));
+}
+const a = median(withOut), b = median(plain);
+console.log(`workload (a), 20 calls each, back to back: gradOut ${a.toFixed(2)} ms, plain call ${b.toFixed(2)} ms, plain / gradOut ${(b / a).toFixed(2)}`);
+const rss = () => process.memoryUsage().rss / 2 ** 20;
+const samples = [];
+const t0 = Date.now();
+for (let i = 1; i <= CALLS; i++) {
+  m.distillationLoss(student, teacher, { numClasses: C, threads: 2 });
+  if (i % (CALLS / 5) === 0) samples.push(rss().toFixed(0));
+}
+console.log(`RSS over ${CALLS} plain calls (MB, at each fifth): ${samples.join(' → ')} (${((Date.now() - t0) / CALLS).toFixed(2)} ms per call)`);
