@@ -33,7 +33,13 @@ export interface NativeBinding {
   Tensor: NativeTensorClass;
   distillationLoss(student: unknown, teacher: unknown, options: unknown): NativeResult;
   distillationLossAsync(student: unknown, teacher: unknown, options: unknown): Promise<NativeResult>;
-  backendInfo(): { libtorch: string; cuda: boolean; cudaDeviceCount: number; threads: number };
+  backendInfo(): {
+    libtorch: string;
+    cuda: boolean;
+    cudaDeviceCount: number;
+    threads: number;
+    backends: { name: string; device: string; available: boolean; reason?: string }[];
+  };
   streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
   heapInUse(): number;
   configure(hooks: { markAsUntransferable: (o: object) => void }): void;

@@ -97,6 +97,8 @@ export interface BackendInfo {
   cudaDeviceCount: number;
   /** Default thread count of the fused CPU kernel. */
   threads: number;
+  /** The backends of this build: cpu, cuda, reference; why one is unavailable. */
+  backends: { name: string; device: string; available: boolean; reason?: string }[];
 }
 
 /** Stable `code` values of the errors this package throws. */

@@ -50,6 +50,18 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
     o.Set("cuda", yd::cuda_compiled() && yd::cuda_device_count() > 0);
     o.Set("cudaDeviceCount", yd::cuda_device_count());
     o.Set("threads", yd::default_threads());
+    // The core's list of backends (native/core/loss.h), as it is on this machine.
+    const std::vector<yd::BackendDesc> list = yd::backends();
+    Napi::Array backends = Napi::Array::New(info.Env(), list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      Napi::Object b = Napi::Object::New(info.Env());
+      b.Set("name", list[i].name);
+      b.Set("device", list[i].device);
+      b.Set("available", list[i].available);
+      if (!list[i].available) b.Set("reason", list[i].why);
+      backends.Set(static_cast<uint32_t>(i), b);
+    }
+    o.Set("backends", backends);
     return o;
   });
 }

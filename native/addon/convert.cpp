@@ -14,6 +14,7 @@
 
 #include "addon_data.h"
 #include "js_errors.h"
+#include "names.h"
 #include "tensor_wrap.h"
 
 namespace yd_addon {
@@ -120,55 +121,44 @@ bool opt_bool(const Napi::Object& o, const char* key, bool fallback) {
   return v.As<Napi::Boolean>().Value();
 }
 
-std::string opt_enum(const Napi::Object& o, const char* key, const char* fallback,
-                     std::initializer_list<const char*> allowed) {
+// An enum option read through its names table (native/core/names.h).
+template <typename E, size_t N>
+E opt_enum(const Napi::Object& o, const char* key, E fallback, const yd::Named<E> (&table)[N]) {
   Napi::Value v;
   if (!has(o, key, &v)) return fallback;
-  std::string list;
-  for (const char* a : allowed) list += std::string(list.empty() ? "" : " | ") + "'" + a + "'";
   if (!v.IsString()) {
     fail_type(kInvalidArgType,
-              std::string("options.") + key + ": expected " + list + ", got " + describe(v));
+              std::string("options.") + key + ": expected " + yd::names_list(table) + ", got " + describe(v));
   }
   const std::string s = v.As<Napi::String>().Utf8Value();
-  for (const char* a : allowed) {
-    if (s == a) return s;
+  for (const yd::Named<E>& row : table) {
+    if (s == row.name) return row.value;
   }
-  fail_range(kInvalidOption, std::string("options.") + key + ": expected " + list + ", got \"" + s + "\"");
+  fail_range(kInvalidOption,
+             std::string("options.") + key + ": expected " + yd::names_list(table) + ", got \"" + s + "\"");
 }
 
+// Reads the options into the core's form: types are checked here, values
+// (ranges, combinations) by the core, once (yd::make_plan). Defaults come from
+// the core: the preset's options (yd::preset_options), which explicit options
+// override.
 yd::Options parse_options(const Napi::Value& v) {
   if (!v.IsObject() || v.IsArray() || v.IsFunction()) {
     fail_type(kInvalidArgType, "options: expected an object with at least numClasses, got " +
                                    describe(v));
   }
   const Napi::Object o = v.As<Napi::Object>();
-  yd::Options opts;
-  constexpr int64_t kMaxDim = int64_t{1} << 31;
-  opts.num_classes = opt_integer(o, "numClasses", 0, 1, kMaxDim, true);
-  opts.num_anchors = opt_integer(o, "numAnchors", 3, 1, kMaxDim, false);
-  {
-    const std::string layout = opt_enum(o, "layout", "nchw", {"nchw", "nahwc", "nhwc"});
-    opts.layout = layout == "nchw" ? yd::Layout::NCHW : layout == "nahwc" ? yd::Layout::NAHWC : yd::Layout::NHWC;
-  }
-  // preset: 'yolov5' (docs/DESIGN.md §1, the default) or 'paper' (Mehta & Ozturk 2018
-  // as published); explicit options override the preset's.
-  const bool paper = opt_enum(o, "preset", "yolov5", {"yolov5", "paper"}) == "paper";
+  // Integers are read as such (exactly representable); their ranges are the core's.
+  constexpr int64_t kSafe = int64_t{1} << 53;
+  const int64_t num_classes = opt_integer(o, "numClasses", 0, -kSafe, kSafe, true);
+  yd::Options opts = yd::preset_options(opt_enum(o, "preset", yd::Preset::Yolov5, yd::kPresetNames));
+  opts.num_classes = num_classes;
+  opts.num_anchors = opt_integer(o, "numAnchors", opts.num_anchors, -kSafe, kSafe, false);
+  opts.layout = opt_enum(o, "layout", opts.layout, yd::kLayoutNames);
   yd::Variant& var = opts.variant;
-  if (paper) {
-    var.box = yd::BoxTarget::Paper;
-    var.obj = yd::Target::Prob;
-    var.weighted_obj = false;
-    var.cls = yd::Target::Prob;
-  }
-  var.box = opt_enum(o, "boxTarget", paper ? "paper" : "logit", {"logit", "paper"}) == "paper"
-              ? yd::BoxTarget::Paper
-              : yd::BoxTarget::Logit;
-  auto target = [](const std::string& s) {
-    return s == "prob" ? yd::Target::Prob : s == "bce" ? yd::Target::Bce : s == "kl" ? yd::Target::Kl : yd::Target::Logit;
-  };
-  var.obj = target(opt_enum(o, "objTarget", paper ? "prob" : "logit", {"logit", "prob", "bce"}));
-  var.cls = target(opt_enum(o, "clsTarget", paper ? "prob" : "logit", {"logit", "prob", "bce", "kl"}));
+  var.box = opt_enum(o, "boxTarget", var.box, yd::kBoxTargetNames);
+  var.obj = opt_enum(o, "objTarget", var.obj, yd::kObjTargetNames);
+  var.cls = opt_enum(o, "clsTarget", var.cls, yd::kClsTargetNames);
   Napi::Value wdv;
   if (has(o, "weighted", &wdv)) {
     if (!wdv.IsObject() || wdv.IsArray() || wdv.IsFunction()) {
@@ -179,9 +169,9 @@ yd::Options parse_options(const Napi::Value& v) {
     var.weighted_obj = opt_bool(wd, "obj", var.weighted_obj);
     var.weighted_cls = opt_bool(wd, "cls", var.weighted_cls);
   }
-  var.temperature = opt_number(o, "temperature", "temperature", 1.0);
-  var.fm_nms = opt_bool(o, "fmNms", false);
-  opts.lambda = opt_number(o, "lambda", "lambda", paper ? 1.0 : 10.0);
+  var.temperature = opt_number(o, "temperature", "temperature", var.temperature);
+  var.fm_nms = opt_bool(o, "fmNms", var.fm_nms);
+  opts.lambda = opt_number(o, "lambda", "lambda", opts.lambda);
   Napi::Value wv;
   if (has(o, "weights", &wv)) {
     if (!wv.IsObject() || wv.IsArray() || wv.IsFunction()) {
@@ -189,23 +179,21 @@ yd::Options parse_options(const Napi::Value& v) {
                 "options.weights: expected an object { box?, obj?, cls? }, got " + describe(wv));
     }
     const Napi::Object w = wv.As<Napi::Object>();
-    opts.w_box = opt_number(w, "box", "weights.box", 1.0);
-    opts.w_obj = opt_number(w, "obj", "weights.obj", 1.0);
-    opts.w_cls = opt_number(w, "cls", "weights.cls", 1.0);
+    opts.w_box = opt_number(w, "box", "weights.box", opts.w_box);
+    opts.w_obj = opt_number(w, "obj", "weights.obj", opts.w_obj);
+    opts.w_cls = opt_number(w, "cls", "weights.cls", opts.w_cls);
   }
-  opts.grad = opt_bool(o, "grad", true);
-  opts.grad_scale = opt_number(o, "gradScale", "gradScale", 1.0);
-  opts.check_finite = opt_bool(o, "checkFinite", false);
-  opts.impl = opt_enum(o, "impl", "fused", {"fused", "reference"}) == "fused" ? yd::Impl::Fused
-                                                                              : yd::Impl::Reference;
-  opts.threads = static_cast<int>(opt_integer(o, "threads", 0, 0, 1024, false));
+  opts.grad = opt_bool(o, "grad", opts.grad);
+  opts.grad_scale = opt_number(o, "gradScale", "gradScale", opts.grad_scale);
+  opts.check_finite = opt_bool(o, "checkFinite", opts.check_finite);
+  opts.impl = opt_enum(o, "impl", opts.impl, yd::kImplNames);
+  opts.threads = opt_integer(o, "threads", opts.threads, -kSafe, kSafe, false);
   Napi::Value dv;
   if (has(o, "device", &dv)) {
     if (!dv.IsString()) {
       fail_type(kInvalidArgType, "options.device: expected 'cpu', 'cuda' or 'cuda:N', got " + describe(dv));
     }
-    opts.device = dv.As<Napi::String>().Utf8Value();
-    yd::resolve_device(opts.device, "options.device");  // coded error now, not mid-call
+    opts.device = dv.As<Napi::String>().Utf8Value();  // resolved by yd::make_plan
   }
   return opts;
 }
@@ -462,8 +450,8 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     call.pins.push_back(data);
     (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data, a.shape);
   }
-  // Validate the heads before touching gradients so errors name the heads first.
-  yd::validate(call.student, call.teacher, call.opts, {});
+  // Every check of the heads and options, once; gradients are checked next.
+  call.plan = yd::make_plan(call.student, call.teacher, call.opts);
 
   if (call.opts.grad) {
     for (size_t s = 0; s < call.student.size(); ++s) {
@@ -488,9 +476,8 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
         call.grad_js[s] = ga;
       }
     }
-    // gradOut shapes, dtypes and overlaps are checked by yd::distillation_loss,
-    // which validates everything again before it computes.
   }
+  yd::attach_grad_out(call.plan, call.grad_out);  // shapes, dtypes, devices, overlaps
   return call;
 }
 

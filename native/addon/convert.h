@@ -16,6 +16,8 @@ struct PreparedCall {
   yd::Options opts;
   // Whether the call runs off the main thread (distillationLossAsync).
   bool async = false;
+  // The checked call (yd::make_plan + yd::attach_grad_out): what runs.
+  yd::Plan plan;
   // JS objects whose memory the tensors above borrow (kept alive by async calls).
   std::vector<Napi::Object> pins;
   // Per scale: the JS gradient object to return (a Float32Array the native side

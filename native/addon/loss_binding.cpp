@@ -34,7 +34,7 @@ class LossWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      result_ = yd::distillation_loss(call_.student, call_.teacher, call_.opts, call_.grad_out);
+      result_ = yd::run(call_.plan);
     } catch (...) {
       error_ = current_exception_info();
       SetError(error_.message);
@@ -86,7 +86,7 @@ class LossWorker : public Napi::AsyncWorker {
 Napi::Value DistillationLoss(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     const PreparedCall call = prepare_call(info, false);
-    const yd::Result r = yd::distillation_loss(call.student, call.teacher, call.opts, call.grad_out);
+    const yd::Result r = yd::run(call.plan);
     return build_result(info.Env(), r, call);
   });
 }

@@ -23,12 +23,13 @@ cuda::DType dtype_of(const at::Tensor& t) {
 }
 
 int kind_of(Target t) {
-  switch (t) {
-    case Target::Prob: return 1;
-    case Target::Bce: return 2;
-    case Target::Kl: return 3;
-    default: return 0;
+  switch (t) {  // no default: -Werror=switch catches a kind missing here
+    case Target::Logit: return kKindLogit;
+    case Target::Prob: return kKindProb;
+    case Target::Bce: return kKindBce;
+    case Target::Kl: return kKindKl;
   }
+  return kKindLogit;
 }
 
 cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {

@@ -8,7 +8,7 @@
 
 namespace yd {
 
-// Inputs validated, all on one CUDA device. Kernels run on the current LibTorch
+// Inputs from a plan (yd::make_plan), all on one CUDA device. Kernels run on the current LibTorch
 // CUDA stream of that device; only the scalar sums are copied to the host.
 Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
                        const std::vector<ScaleGeom>& geoms, const Options& opts,

@@ -46,13 +46,20 @@ void check_option(bool ok, const Msg& msg) {
   if (!ok) throw_range(code::kInvalidOption, msg());
 }
 
+// The ranges of every option (their types are the addon's business): the one
+// place that checks them.
 void validate_options(const Options& o) {
-  check_option(o.num_classes >= 1, [&] {
-    return "options.numClasses must be an integer >= 1, got " + std::to_string(o.num_classes);
-  });
-  check_option(o.num_anchors >= 1, [&] {
-    return "options.numAnchors must be an integer >= 1, got " + std::to_string(o.num_anchors);
-  });
+  auto in_range = [](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    check_option(v >= lo && v <= hi, [&] {
+      return std::string("options.") + name + ": expected an integer in [" + std::to_string(lo) + ", " +
+             std::to_string(hi) + "], got number " + std::to_string(v);
+    });
+  };
+  // Dimensions up to 2^31 keep A * (5 + C) and the element counts in int64.
+  constexpr int64_t kMaxDim = int64_t{1} << 31;
+  in_range("numClasses", o.num_classes, 1, kMaxDim);
+  in_range("numAnchors", o.num_anchors, 1, kMaxDim);
+  in_range("threads", o.threads, 0, 1024);
   auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0.0; };
   auto bad = [](const char* name, double v, const char* want) {
     std::ostringstream os;
@@ -75,9 +82,7 @@ void validate_options(const Options& o) {
   check_option(o.variant.obj != Target::Kl, [&] {
     return std::string("options.objTarget: 'kl' is for classes only; use 'logit', 'prob' or 'bce'");
   });
-  check_option(o.threads >= 0 && o.threads <= 1024, [&] {
-    return "options.threads must be an integer in [0, 1024], got " + std::to_string(o.threads);
-  });
+
 }
 
 // Checks one head's rank, dims and channels against the options; returns its geometry.
@@ -249,9 +254,10 @@ const char* dtype_name(at::ScalarType t) {
   }
 }
 
-std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
-                                const std::vector<at::Tensor>& teacher, const Options& opts,
-                                const std::vector<at::Tensor>& grad_out) {
+// Options, scale counts, ranks, shapes, channels, dtypes and devices of the
+// heads; returns the geometry of every scale.
+std::vector<ScaleGeom> check_heads(const std::vector<at::Tensor>& student,
+                                   const std::vector<at::Tensor>& teacher, const Options& opts) {
   validate_options(opts);
   if (student.empty()) {
     throw_range(code::kScaleCount, "expected at least one scale, got 0 student heads");
@@ -260,11 +266,6 @@ std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
     throw_range(code::kScaleCount, "expected as many teacher heads as student heads (" +
                                        std::to_string(student.size()) + "), got " +
                                        std::to_string(teacher.size()));
-  }
-  if (!grad_out.empty() && grad_out.size() != student.size()) {
-    throw_range(code::kGradOut, "options.gradOut must have one entry per scale (" +
-                                    std::to_string(student.size()) + "), got " +
-                                    std::to_string(grad_out.size()));
   }
   std::vector<ScaleGeom> geoms;
   geoms.reserve(student.size());
@@ -295,7 +296,21 @@ std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
                                             student[0].device().str() + ", got " +
                                             student[s].device().str());
     }
-    if (!grad_out.empty() && grad_out[s].defined()) {
+    geoms.push_back(g);
+  }
+  return geoms;
+}
+
+// The optional gradOut tensors: count, shape, dtype, device, overlaps.
+void check_grad_out(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
+                    const std::vector<at::Tensor>& grad_out) {
+  if (!grad_out.empty() && grad_out.size() != student.size()) {
+    throw_range(code::kGradOut, "options.gradOut must have one entry per scale (" +
+                                    std::to_string(student.size()) + "), got " +
+                                    std::to_string(grad_out.size()));
+  }
+  for (size_t s = 0; s < grad_out.size(); ++s) {
+    if (grad_out[s].defined()) {
       const at::Tensor& go = grad_out[s];
       if (go.sizes() != student[s].sizes()) {
         throw_range(code::kGradOut, where(s, "gradOut") + ": expected the student's shape " +
@@ -323,59 +338,46 @@ std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
                                                 std::to_string(r));
         }
       }
-    }
-    geoms.push_back(g);
   }
-  return geoms;
+  }
 }
 
-Result distillation_loss(const std::vector<at::Tensor>& student,
-                         const std::vector<at::Tensor>& teacher, const Options& opts,
-                         const std::vector<at::Tensor>& grad_out) {
-  const std::vector<ScaleGeom> geoms = validate(student, teacher, opts, grad_out);
-  if (opts.check_finite) {
-    for (size_t s = 0; s < student.size(); ++s) {
-      check_finite(student[s], s, "student", geoms[s]);
-      check_finite(teacher[s], s, "teacher", geoms[s]);
+Plan make_plan(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
+               const Options& opts) {
+  Plan plan;
+  plan.geoms = check_heads(student, teacher, opts);
+  plan.student = student;
+  plan.teacher = teacher;
+  plan.opts = opts;
+  plan.threads = opts.threads > 0 ? static_cast<int>(opts.threads) : default_threads();
+  // Where to compute: options.device, else where the heads are.
+  plan.device = opts.device.empty() ? student[0].device() : resolve_device(opts.device, "options.device");
+  plan.backend = opts.impl == Impl::Reference ? BackendId::Reference
+                 : plan.device.is_cuda()      ? BackendId::CudaFused
+                                              : BackendId::CpuFused;
+  for (const BackendDesc& b : backends()) {
+    if (b.id == plan.backend && !b.available) {
+      throw Error(ErrorKind::Generic, code::kNoCuda, "CUDA tensors given, but " + b.why);
     }
   }
-  // A device asked for in the options: copy the inputs there, compute, and copy
-  // the gradients back into CPU buffers.
-  if (!opts.device.empty()) {
-    const at::Device dev = resolve_device(opts.device, "options.device");
-    if (dev != student[0].device()) {
-      std::vector<at::Tensor> st, te;
-      for (size_t s = 0; s < student.size(); ++s) {
-        st.push_back(student[s].to(dev));
-        te.push_back(teacher[s].to(dev));
-      }
-      Options moved = opts;
-      moved.device.clear();
-      moved.check_finite = false;  // already checked
-      Result r = distillation_loss(st, te, moved, {});
-      for (size_t s = 0; s < r.grads.size(); ++s) {
-        const at::Tensor home = r.grads[s].to(student[s].device());
-        if (!grad_out.empty() && grad_out[s].defined()) {
-          grad_out[s].copy_(home);
-          r.grads[s] = grad_out[s];
-        } else {
-          r.grads[s] = home;
-        }
-      }
-      return r;
-    }
-  }
-  if (opts.impl == Impl::Reference) return reference_loss(student, teacher, geoms, opts, grad_out);
-  if (student[0].device().is_cuda()) {
-#ifdef YD_WITH_CUDA
-    return fused_cuda_loss(student, teacher, geoms, opts, grad_out);
-#else
-    throw Error(ErrorKind::Generic, code::kNoCuda,
-                "CUDA tensors given, but this build of yolo-distill has no CUDA kernels");
-#endif
-  }
+  return plan;
+}
 
-  const int threads = opts.threads > 0 ? opts.threads : default_threads();
+void attach_grad_out(Plan& plan, const std::vector<at::Tensor>& grad_out) {
+  check_grad_out(plan.student, plan.teacher, grad_out);
+  plan.grad_out = grad_out;
+}
+
+namespace {
+
+// The fused CPU backend: per scale, the default kernel or the variant kernel.
+Result cpu_loss(const Plan& plan) {
+  const std::vector<at::Tensor>& student = plan.student;
+  const std::vector<at::Tensor>& teacher = plan.teacher;
+  const std::vector<at::Tensor>& grad_out = plan.grad_out;
+  const std::vector<ScaleGeom>& geoms = plan.geoms;
+  const Options& opts = plan.opts;
+  const int threads = plan.threads;
   Result r;
   r.scales.reserve(student.size());
   for (size_t s = 0; s < student.size(); ++s) {
@@ -421,6 +423,97 @@ Result distillation_loss(const std::vector<at::Tensor>& student,
   r.loss = total_loss(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, r.total.box, r.total.obj,
                       r.total.cls);
   return r;
+}
+
+// The backend a plan names, on the plan's tensors (already on plan.device).
+Result compute(const Plan& plan) {
+  switch (plan.backend) {
+    case BackendId::Reference:
+      return reference_loss(plan.student, plan.teacher, plan.geoms, plan.opts, plan.grad_out);
+    case BackendId::CudaFused:
+#ifdef YD_WITH_CUDA
+      return fused_cuda_loss(plan.student, plan.teacher, plan.geoms, plan.opts, plan.grad_out);
+#else
+      throw Error(ErrorKind::Generic, code::kNoCuda,
+                  "CUDA tensors given, but this build of yolo-distill has no CUDA kernels");
+#endif
+    case BackendId::CpuFused:
+      return cpu_loss(plan);
+  }
+  throw Error(ErrorKind::Generic, code::kInternal, "unknown backend");
+}
+
+}  // namespace
+
+Result run(const Plan& plan) {
+  if (plan.opts.check_finite) {
+    for (size_t s = 0; s < plan.student.size(); ++s) {
+      check_finite(plan.student[s], s, "student", plan.geoms[s]);
+      check_finite(plan.teacher[s], s, "teacher", plan.geoms[s]);
+    }
+  }
+  if (plan.device == plan.student[0].device()) return compute(plan);
+  // options.device: copy the inputs there, compute, and copy the gradients
+  // back (into the caller's gradOut buffers where given). Same plan, moved
+  // tensors: nothing is checked again.
+  Plan moved = plan;
+  moved.grad_out.clear();
+  for (size_t s = 0; s < plan.student.size(); ++s) {
+    moved.student[s] = plan.student[s].to(plan.device);
+    moved.teacher[s] = plan.teacher[s].to(plan.device);
+  }
+  Result r = compute(moved);
+  for (size_t s = 0; s < r.grads.size(); ++s) {
+    const at::Tensor home = r.grads[s].to(plan.student[s].device());
+    if (!plan.grad_out.empty() && plan.grad_out[s].defined()) {
+      plan.grad_out[s].copy_(home);
+      r.grads[s] = plan.grad_out[s];
+    } else {
+      r.grads[s] = home;
+    }
+  }
+  return r;
+}
+
+Result distillation_loss(const std::vector<at::Tensor>& student,
+                         const std::vector<at::Tensor>& teacher, const Options& opts,
+                         const std::vector<at::Tensor>& grad_out) {
+  Plan plan = make_plan(student, teacher, opts);
+  attach_grad_out(plan, grad_out);
+  return run(plan);
+}
+
+std::vector<BackendDesc> backends() {
+  std::vector<BackendDesc> list;
+  list.push_back({BackendId::CpuFused, "cpu", "cpu", true, ""});
+  BackendDesc cuda{BackendId::CudaFused, "cuda", "cuda", false, ""};
+  if (!cuda_compiled()) {
+    cuda.why = "this build of yolo-distill has no CUDA kernels (LibTorch " + libtorch_version() +
+               " without CUDA)";
+  } else if (cuda_device_count() == 0) {
+    cuda.why = "no CUDA device is visible";
+  } else {
+    cuda.available = true;
+  }
+  list.push_back(cuda);
+  list.push_back({BackendId::Reference, "reference", "cpu or cuda", true, ""});
+  return list;
+}
+
+Options preset_options(Preset preset) {
+  Options o;
+  switch (preset) {
+    case Preset::Yolov5:
+      break;
+    case Preset::Paper:
+      o.lambda = 1.0;
+      o.variant.box = BoxTarget::Paper;
+      o.variant.obj = Target::Prob;
+      o.variant.weighted_obj = false;
+      o.variant.cls = Target::Prob;
+      break;
+  }
+  return o;
 }
 
 int default_threads() {

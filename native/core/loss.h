@@ -18,6 +18,9 @@ namespace yd {
 // its layout into strides; kernels read strides (and cell_major()), not names.
 enum class Layout { NCHW, NAHWC, NHWC };
 enum class Impl { Fused, Reference };
+// Named sets of defaults (README "Loss variants"): yolov5 is docs/DESIGN.md §1;
+// paper is Mehta & Ozturk 2018 as published. Rules: preset_options().
+enum class Preset { Yolov5, Paper };
 
 // Loss variants (README "Loss variants"). The defaults are docs/DESIGN.md §1.
 enum class BoxTarget { Logit, Paper };           // paper: sigmoid(tx), sigmoid(ty); raw tw, th
@@ -30,11 +33,18 @@ struct Variant {
   bool weighted_box = true, weighted_obj = true, weighted_cls = true;  // times w_i
   double temperature = 1.0;                                           // cls 'kl'
   bool fm_nms = false;                                                // feature-map NMS
+  // Whether this is the default formula, which the fused default kernels
+  // compute; every other combination goes to the variant kernels.
   bool is_default() const {
     return box == BoxTarget::Logit && obj == Target::Logit && cls == Target::Logit &&
            weighted_box && weighted_obj && weighted_cls && !fm_nms;
   }
 };
+// A new field of Variant must be read by is_default() above (else calls that
+// set it would take the default kernels, which ignore it): this assertion
+// fails when the struct changes, as a reminder to update is_default(), the
+// kernels' dispatch and native/core/README.md.
+static_assert(sizeof(Variant) == 32, "Variant changed: update is_default() and the kernel dispatch");
 
 const char* layout_name(Layout layout);
 // The layout's shape in the API's notation, e.g. "[B, A*(5+C), H, W]".
@@ -42,6 +52,8 @@ const char* layout_shape(Layout layout);
 // The API's name of a dtype ("float32", "float16", "bfloat16"; LibTorch's otherwise).
 const char* dtype_name(at::ScalarType t);
 
+// Every option of a call, resolved (defaults and preset applied). The defaults
+// of the API are the initialisers here and preset_options().
 struct Options {
   int64_t num_classes = 0;  // C, required (>= 1)
   int64_t num_anchors = 3;  // A
@@ -52,12 +64,17 @@ struct Options {
   double grad_scale = 1.0;
   bool check_finite = false;
   Impl impl = Impl::Fused;
-  int threads = 0;  // 0: default_threads()
+  int64_t threads = 0;  // 0: default_threads()
   Variant variant;
   // Where to compute: "" (where the inputs are), "cpu", "cuda" or "cuda:N".
   // CPU inputs with a CUDA device are copied there, and gradients copied back.
   std::string device;
 };
+
+// The options a preset starts from (the caller's explicit options then
+// override any of them): yolov5 = the defaults above; paper = boxTarget
+// 'paper', objTarget 'prob' not weighted, clsTarget 'prob', lambda 1.
+Options preset_options(Preset preset);
 
 struct Terms {
   double box = 0.0, obj = 0.0, cls = 0.0;
@@ -100,15 +117,43 @@ struct ScaleGeom {
 ScaleGeom make_geom(Layout layout, int64_t batch, int64_t anchors, int64_t height, int64_t width,
                     int64_t classes);
 
-// Checks options, scale counts, ranks, shapes, channels, dtypes, devices and the
-// optional grad_out tensors; throws yd::Error (with a stable code) naming the
-// scale and tensor on the first problem. Returns the geometry of every scale.
-std::vector<ScaleGeom> validate(const std::vector<at::Tensor>& student,
-                                const std::vector<at::Tensor>& teacher, const Options& opts,
-                                const std::vector<at::Tensor>& grad_out);
+// The backends that compute a plan, listed once: backendInfo() and device
+// resolution read this list (native/core/README.md: adding a device).
+enum class BackendId { CpuFused, CudaFused, Reference };
+struct BackendDesc {
+  BackendId id;
+  const char* name;    // "cpu", "cuda", "reference"
+  const char* device;  // where it computes
+  bool available;      // built and usable on this machine
+  std::string why;     // why not, when not
+};
+std::vector<BackendDesc> backends();
 
-// Computes loss, terms and (when opts.grad) gradients. grad_out is either empty
-// or has one entry per scale; an undefined entry means "allocate". Validates first.
+// A checked, ready-to-run call (docs/DESIGN.md §4): every check of a call runs
+// once, in make_plan and attach_grad_out, with the coded errors of errors.h;
+// run() and the backends take only a plan.
+struct Plan {
+  std::vector<at::Tensor> student, teacher;
+  std::vector<at::Tensor> grad_out;  // empty, or one per scale (undefined: allocate)
+  std::vector<ScaleGeom> geoms;      // per scale: sizes and strides
+  Options opts;                      // resolved
+  at::Device device = at::Device(at::kCPU);  // where the kernels run
+  BackendId backend = BackendId::CpuFused;
+  int threads = 1;                   // CPU threads
+};
+
+// Checks options, scale counts, ranks, shapes, channels, dtypes and devices
+// (throws yd::Error naming the scale and tensor on the first problem).
+Plan make_plan(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
+               const Options& opts);
+// Checks and attaches the caller's gradient buffers (count, shape, dtype,
+// device, overlaps).
+void attach_grad_out(Plan& plan, const std::vector<at::Tensor>& grad_out);
+// Computes loss, terms and (when opts.grad) gradients. checkFinite's data scan
+// runs here (off the event loop for async calls).
+Result run(const Plan& plan);
+
+// make_plan + attach_grad_out + run.
 Result distillation_loss(const std::vector<at::Tensor>& student,
                          const std::vector<at::Tensor>& teacher, const Options& opts,
                          const std::vector<at::Tensor>& grad_out = {});

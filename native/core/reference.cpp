@@ -21,11 +21,14 @@ at::Tensor element_loss(Target kind, const at::Tensor& p, const at::Tensor& t) {
     }
     case Target::Bce:
       return at::binary_cross_entropy_with_logits(p, at::sigmoid(t), {}, {}, at::Reduction::None);
-    default: {
+    case Target::Logit: {
       const at::Tensor d = p - t;
       return d * d;
     }
+    case Target::Kl:  // per cell over the classes: computed where the cls term is
+      break;
   }
+  throw Error(ErrorKind::Generic, code::kInternal, "element_loss: 'kl' is not elementwise");
 }
 
 // FM-NMS keep mask [B, A, H, W, 1] (1 keep, 0 suppressed) from the teacher in

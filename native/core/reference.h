@@ -8,7 +8,7 @@
 
 namespace yd {
 
-// Inputs must already be validated (geoms from validate()).
+// Inputs come from a plan (yd::make_plan): checked, geoms per scale.
 Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
                       const std::vector<ScaleGeom>& geoms, const Options& opts,
                       const std::vector<at::Tensor>& grad_out);

@@ -57,7 +57,6 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
       }
       for (int64_t y = 0; y < H; ++y) {
         for (int64_t x = 0; x < W; ++x) {
-          const int64_t j = y * W + x;
           const bool suppressed = fm_nms_suppressed(
               y, x, H, W, [&](int64_t jj) { return arg[jj]; },
               [&](int64_t jj) { return at(plane, jj, kObjChannel); });
@@ -121,7 +120,8 @@ RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleG
       switch (kind) {  // the target kind is fixed per channel: keep it out of the loop
         case Target::Prob: *sum += channel_run<Target::Prob>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
         case Target::Bce: *sum += channel_run<Target::Bce>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
-        default: *sum += channel_run<Target::Logit>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
+        case Target::Logit: *sum += channel_run<Target::Logit>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef); break;
+        case Target::Kl: throw Error(ErrorKind::Generic, code::kInternal, "'kl' is a per-cell kind, not per channel");
       }
     };
     for (int64_t k = 0; k < kBoxChannels; ++k) {
