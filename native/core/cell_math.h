@@ -138,6 +138,40 @@ YD_HD S variant_element(int kind, S p, S t, S* loss) {
   return S(2) * d;
 }
 
+// The variant kernels' coefficients: d loss / d (element derivative) per term,
+// lambda * g_term * gradScale / (n_term * N), n_term = 4 (box), 1 (obj),
+// C (cls) or 1 (cls 'kl', normalised per cell). Kept in double.
+struct VariantCoefs {
+  double box, obj, cls;
+};
+YD_HD VariantCoefs variant_coefs(double lambda, double g_box, double g_obj, double g_cls,
+                                 double grad_scale, int64_t num_classes, int64_t cells, bool cls_kl) {
+  const double n = static_cast<double>(cells);
+  return VariantCoefs{lambda * g_box * grad_scale / (4.0 * n), lambda * g_obj * grad_scale / n,
+                      lambda * g_cls * grad_scale / (cls_kl ? n : static_cast<double>(num_classes) * n)};
+}
+
+// clsTarget 'kl', tau^2 KL(softmax(T/tau) || softmax(P/tau)) of one cell, in
+// three steps over its classes (the callers loop over the classes; the CPU
+// kernel many cells at a time, the CUDA kernel one cell per thread):
+//   1. m = max_c x_c / tau and 2. ls = log sum_c exp(x_c / tau - m), for the
+//      student and the teacher;
+//   3. per class: log p = kl_log_prob(x, tau, m, ls) (grouped as log_softmax:
+//      (x/tau - m) - ls; m + ls first would lose ls to rounding when |x/tau|
+//      is huge), q = exp(log q), the cell's sum += kl_class_term(q, log q,
+//      log p), and the gradient kl_grad(...);
+//   then kl_cell_value(sum, tau): clamped at 0 (KL >= 0; a sum of terms of both
+//   signs can round below), times tau^2.
+template <typename S>
+YD_HD S kl_log_prob(S x, S tau, S m, S ls) { return (x / tau - m) - ls; }
+template <typename S>
+YD_HD S kl_class_term(S q, S logq, S logp) { return q * (logq - logp); }
+// d (tau^2 KL) / d P_c = tau * (p_c - q_c), times the coefficient and mask.
+template <typename S>
+YD_HD S kl_grad(S coef_mask, S tau, S logp, S q) { return coef_mask * tau * (exp_(logp) - q); }
+template <typename S>
+YD_HD S kl_cell_value(S sum, S tau) { return (sum < S(0) ? S(0) : sum) * tau * tau; }
+
 // FM-NMS: whether cell (y, x) of an H x W plane is suppressed: another cell of
 // its 3x3 neighbourhood has the same teacher class argmax (arg_at(j)) and a
 // higher teacher objectness logit (obj_at(j)), ties going to the earlier cell

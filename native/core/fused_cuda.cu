@@ -273,12 +273,13 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
       const float lsp = logf(zp), lsq = logf(zq);
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
-        const float logp = (to_f(p[e]) / tau - mp) - lsp, logq = (to_f(t[e]) / tau - mq) - lsq;
+        const float logp = kl_log_prob<float>(to_f(p[e]), tau, mp, lsp);
+        const float logq = kl_log_prob<float>(to_f(t[e]), tau, mq, lsq);
         const float q = expf(logq);
-        sum += q * (logq - logp);
-        if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(mc * tau * (expf(logp) - q))));
+        sum += kl_class_term(q, logq, logp);
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(kl_grad(mc, tau, logp, q))));
       }
-      sum = fmaxf(sum, 0.f) * (tau * tau);  // KL >= 0; rounding can dip below
+      sum = kl_cell_value(sum, tau);
     } else {
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;

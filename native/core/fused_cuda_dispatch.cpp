@@ -34,7 +34,6 @@ int kind_of(Target t) {
 
 cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {
   const Variant& v = o.variant;
-  const double n = static_cast<double>(g.cells());
   cuda::VariantParams p;
   p.box_paper = v.box == BoxTarget::Paper;
   p.obj_kind = kind_of(v.obj);
@@ -44,9 +43,11 @@ cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {
   p.weighted_cls = v.weighted_cls;
   p.fm_nms = v.fm_nms;
   p.temperature = static_cast<float>(v.temperature);
-  p.cb = o.lambda * o.w_box * o.grad_scale / (4.0 * n);
-  p.co = o.lambda * o.w_obj * o.grad_scale / n;
-  p.cc = o.lambda * o.w_cls * o.grad_scale / (v.cls == Target::Kl ? n : static_cast<double>(g.classes) * n);
+  const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, g.classes,
+                                        g.cells(), v.cls == Target::Kl);
+  p.cb = vc.box;
+  p.co = vc.obj;
+  p.cc = vc.cls;
   return p;
 }
 

@@ -75,11 +75,10 @@ RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleG
   const int64_t C = geom.classes;
   // nchw: channel planes; nahwc and nhwc: cells of K contiguous values in memory order.
   const bool nchw = !geom.cell_major();
-  const double n = static_cast<double>(cells);
   // d loss / d (per-element derivative): lambda * g_term * gradScale / (n_term * N).
-  const double cb = o.lambda * o.w_box * o.grad_scale / (4.0 * n);
-  const double co = o.lambda * o.w_obj * o.grad_scale / n;
-  const double cc = o.lambda * o.w_cls * o.grad_scale / (v.cls == Target::Kl ? n : C * n);
+  const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, C, cells,
+                                        v.cls == Target::Kl);
+  const double cb = vc.box, co = vc.obj, cc = vc.cls;
   const double tau = v.temperature;
 
   std::vector<unsigned char> keep;
@@ -163,15 +162,15 @@ RawSums variant_scale_cpu(const float* p, const float* t, float* g, const ScaleG
       const int64_t off = base + (kClsOffset + c) * step_k;
       for (int64_t j = 0; j < len; ++j) {
         const int64_t e = off + j * step_c;
-        const double logp = (p[e] / tau - mp[j]) - lsp[j], logq = (t[e] / tau - mq[j]) - lsq[j];
+        const double logp = kl_log_prob<double>(p[e], tau, mp[j], lsp[j]);
+        const double logq = kl_log_prob<double>(t[e], tau, mq[j], lsq[j]);
         const double q = std::exp(logq);
-        kl[j] += q * (logq - logp);
-        if (g) g[e] = static_cast<float>(cc * mc[j] * tau * (std::exp(logp) - q));
+        kl[j] += kl_class_term(q, logq, logp);
+        if (g) g[e] = static_cast<float>(kl_grad(cc * mc[j], tau, logp, q));
       }
     }
-    // KL >= 0; a sum of terms of both signs can round below zero.
-    for (int64_t j = 0; j < len; ++j) kl[j] = kl[j] < 0.0 ? 0.0 : kl[j];
-    for (int64_t j = 0; j < len; ++j) acc.cls += mc[j] * kl[j] * tau * tau;
+    for (int64_t j = 0; j < len; ++j) kl[j] = kl_cell_value(kl[j], tau);  // tau^2 KL, >= 0
+    for (int64_t j = 0; j < len; ++j) acc.cls += mc[j] * kl[j];
   });
 }
 

@@ -154,6 +154,51 @@ int main() {
     check(!yd::fm_nms_suppressed(1, 1, H, W, same, nan_at), "FM-NMS: a NaN cell is not suppressed by finite ones");
   }
 
+  // variant_coefs: lambda * g * gradScale / (n_term * N); 'kl' per cell.
+  {
+    const yd::VariantCoefs c = yd::variant_coefs(10, 1, 2, 3, 0.5, 4, 100, false);
+    check(c.box == 10 * 1 * 0.5 / 400.0 && c.obj == 10 * 2 * 0.5 / 100.0 && c.cls == 10 * 3 * 0.5 / 400.0, "variant_coefs");
+    check(yd::variant_coefs(10, 1, 2, 3, 0.5, 4, 100, true).cls == 10 * 3 * 0.5 / 100.0, "variant_coefs kl");
+  }
+  // The KL steps: one cell of C classes against a double-precision reference,
+  // gradients summing to 0, and huge logits (1e16) where m + log sum would
+  // lose log sum: KL 0 for equal distributions.
+  {
+    auto kl_of = [](const std::vector<double>& x, const std::vector<double>& y, double tau, std::vector<double>* grad) {
+      double mp = -INFINITY, mq = -INFINITY, zp = 0, zq = 0, sum = 0;
+      for (size_t c = 0; c < x.size(); ++c) mp = std::max(mp, x[c] / tau), mq = std::max(mq, y[c] / tau);
+      for (size_t c = 0; c < x.size(); ++c) zp += std::exp(x[c] / tau - mp), zq += std::exp(y[c] / tau - mq);
+      const double lsp = std::log(zp), lsq = std::log(zq);
+      grad->assign(x.size(), 0);
+      for (size_t c = 0; c < x.size(); ++c) {
+        const double lp = yd::kl_log_prob(x[c], tau, mp, lsp), lq = yd::kl_log_prob(y[c], tau, mq, lsq);
+        const double q = std::exp(lq);
+        sum += yd::kl_class_term(q, lq, lp);
+        (*grad)[c] = yd::kl_grad(1.0, tau, lp, q);
+      }
+      return yd::kl_cell_value(sum, tau);
+    };
+    std::vector<double> g;
+    const std::vector<double> x = {0.5, -1.0, 2.0}, y = {1.0, 0.0, -0.5};
+    // Direct: sum_c softmax(y/tau)_c * (log softmax(y/tau)_c - log softmax(x/tau)_c) * tau^2.
+    const double tau = 2.0;
+    double zx = 0, zy = 0;
+    for (int c = 0; c < 3; ++c) zx += std::exp(x[c] / tau), zy += std::exp(y[c] / tau);
+    double want = 0, gsum = 0;
+    for (int c = 0; c < 3; ++c) {
+      const double q = std::exp(y[c] / tau) / zy;
+      want += q * (std::log(q) - std::log(std::exp(x[c] / tau) / zx));
+    }
+    want *= tau * tau;
+    const double got = kl_of(x, y, tau, &g);
+    for (double v : g) gsum += v;
+    check(close(got, want, 1e-14), "KL of one cell", got, want);
+    check(std::fabs(gsum) < 1e-15, "KL gradient sums to 0 over the classes", gsum, 0);
+    const double huge = kl_of({1e16, 1e16}, {0.0, 0.0}, 1.0, &g);
+    check(huge == 0.0 && g[0] == 0.0 && g[1] == 0.0, "KL at logits 1e16: 0, not -log 2", huge, 0);
+    check(yd::kl_cell_value(-1e-18, 3.0) == 0.0, "KL clamped at 0");
+  }
+
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
