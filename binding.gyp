@@ -5,7 +5,6 @@
       "sources": [
         "native/core/loss.cpp",
         "native/core/fused_cpu.cpp",
-        "native/core/variants_cpu.cpp",
         "native/core/reference.cpp",
         "native/addon/addon.cpp",
         "native/addon/convert.cpp",

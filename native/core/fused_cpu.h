@@ -1,5 +1,5 @@
-// The fused CPU kernel: one pass over student and teacher per scale that
-// accumulates the three weighted sums of squares and writes the gradient.
+// The CPU kernel: one pass over student and teacher per scale that accumulates
+// the three term sums and writes the gradient.
 #pragma once
 
 #include <cstdint>
@@ -10,18 +10,33 @@
 
 namespace yd {
 
-// Raw (un-normalised) weighted sums of squares of one scale:
-// box = sum_i w_i sum_{k<4} d^2, obj = sum_i w_i d_4^2, cls = sum_i w_i sum_{k>=5} d^2.
+// Raw (un-normalised) masked sums of one scale's element terms, e.g. for the
+// default formula box = sum_i w_i sum_{k<4} d^2, obj = sum_i w_i d_4^2,
+// cls = sum_i w_i sum_{k>=5} d^2.
 struct RawSums {
   double box = 0.0, obj = 0.0, cls = 0.0;
 };
 
-// p, t: contiguous fp32 student and teacher of one scale in geom's layout.
-// g: contiguous fp32 gradient output of the same size, or nullptr for no gradient.
-// The result is bit-identical for every thread count: the work is cut into
-// blocks that do not depend on `threads`, and block partials are summed in order.
-RawSums fused_scale_cpu(const float* p, const float* t, float* g, const ScaleGeom& geom,
-                        const TermCoefs& coefs, int threads);
+// One scale through the CPU kernel (fused_cpu.cpp: one template whose
+// compile-time parameters are the term kinds and FM-NMS; the default formula
+// is its all-logit instantiation). p, t: contiguous fp32 student and teacher in
+// geom's layout; g: contiguous fp32 gradient output of the same size, or
+// nullptr for none. Returns the raw sums (see scale_terms). Bit-identical for
+// every thread count: the work is cut into blocks that do not depend on
+// `threads`, and block partials are summed in order.
+RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& opts,
+                  int threads);
+
+// The per-scale terms from cpu_scale's raw sums: box / (4 N), obj / N,
+// cls / (C N), or cls / N for 'kl'.
+Terms scale_terms(const RawSums& raw, const ScaleGeom& geom, const Variant& v);
+
+// FM-NMS keep mask (1 keep, 0 suppressed) per cell of one scale, indexed by
+// ScaleGeom::cell_index: a cell is suppressed when another cell of its 3x3
+// neighbourhood (same image and anchor) has the same teacher class argmax and
+// a higher teacher objectness logit, ties going to the earlier cell in
+// row-major order.
+void fm_nms_mask(const float* t, const ScaleGeom& geom, unsigned char* keep, int threads);
 
 // Runs fn(first_block, end_block) over [0, blocks) on up to `threads` threads of
 // LibTorch's intra-op pool (at::parallel_for), contiguous ranges per thread;

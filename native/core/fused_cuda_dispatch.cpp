@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "fused_cuda.h"
-#include "variants_cpu.h"
+#include "fused_cpu.h"  // RawSums, scale_terms
 
 namespace yd {
 
@@ -125,10 +125,7 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
 
   Result r;
   for (size_t s = 0; s < S; ++s) {
-    const int64_t n = geoms[s].cells();
-    const Terms terms = variant ? variant_terms(RawSums{h[3 * s], h[3 * s + 1], h[3 * s + 2]}, geoms[s], opts.variant)
-                                : Terms{box_term(h[3 * s], n), obj_term(h[3 * s + 1], n),
-                                        cls_term(h[3 * s + 2], geoms[s].classes, n)};
+    const Terms terms = scale_terms(RawSums{h[3 * s], h[3 * s + 1], h[3 * s + 2]}, geoms[s], opts.variant);
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;

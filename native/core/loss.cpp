@@ -17,7 +17,6 @@
 #include "cell_math.h"
 #include "fused_cpu.h"
 #include "reference.h"
-#include "variants_cpu.h"
 #ifdef YD_WITH_CUDA
 #include "fused_cuda_dispatch.h"
 #endif
@@ -193,11 +192,6 @@ void check_finite(const at::Tensor& x, size_t s, const char* name, const ScaleGe
      << " (b=" << b << ", a=" << a << ", y=" << y << ", x=" << xx << ", k=" << k
      << ") and checkFinite is set";
   throw_range(code::kNonFinite, os.str());
-}
-
-Terms to_terms(const RawSums& raw, const ScaleGeom& g) {
-  const int64_t n = g.cells();
-  return Terms{box_term(raw.box, n), obj_term(raw.obj, n), cls_term(raw.cls, g.classes, n)};
 }
 
 }  // namespace
@@ -394,17 +388,8 @@ Result cpu_loss(const Plan& plan) {
       }
     }
     float* gp = opts.grad ? gw.data_ptr<float>() : nullptr;
-    Terms terms;
-    if (opts.variant.is_default() &&
-        coefs_fit_fp32(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
-                       g.cells())) {
-      const TermCoefs coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
-                                         opts.grad_scale, g.classes, g.cells());
-      terms = to_terms(fused_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, coefs, threads), g);
-    } else {
-      terms = variant_terms(variant_scale_cpu(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, opts, threads),
-                            g, opts.variant);
-    }
+    const Terms terms = scale_terms(cpu_scale(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, opts, threads),
+                                    g, opts.variant);
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;

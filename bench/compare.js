@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+'use strict';
+// Two builds side by side in one process, timings interleaved (A B A B ...),
+// medians, 2 threads, caller-owned gradOut: every workload of `npm run bench`
+// (a, b, c, d, e, v) plus nhwc, and whether the two builds' results (loss and
+// every gradient bit) are identical. For "no slowdown, same results" checks of
+// a kernel change:
+//   node bench/compare.js BEFORE_ROOT [AFTER_ROOT] [--runs N]
+// BEFORE_ROOT is a built checkout of the earlier commit (a git worktree with
+// its own build/ and dist/); AFTER_ROOT defaults to this checkout.
+const path = require('path');
+
+const argv = process.argv.slice(2);
+const runsAt = argv.indexOf('--runs');
+const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : 11;
+const roots = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs');
+const before = require(path.resolve(roots[0]));
+const after = require(path.resolve(roots[1] || path.join(__dirname, '..')));
+
+const A = 3;
+const yolo = (B, C, size, layout) => [8, 16, 32].map((s) => {
+  const g = size / s;
+  return layout === 'nchw' ? [B, A * (5 + C), g, g] : layout === 'nhwc' ? [B, g, g, A * (5 + C)] : [B, A, g, g, 5 + C];
+});
+const numel = (s) => s.reduce((a, b) => a * b, 1);
+const fill = (n, seed) => {
+  const a = new Float32Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; a[i] = (x / 4294967296 - 0.5) * 6; }
+  return a;
+};
+const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
+const sameBits = (a, b) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+
+const rows = [
+  ['a: YOLOv5s 640, B=16, C=80, nchw', 80, 'nchw', yolo(16, 80, 640, 'nchw'), {}],
+  ['b: B=16, C=8, nchw', 8, 'nchw', yolo(16, 8, 640, 'nchw'), {}],
+  ['c: one image 320, C=80', 80, 'nchw', yolo(1, 80, 320, 'nchw'), {}],
+  ['d: B=16, C=80, nahwc', 80, 'nahwc', yolo(16, 80, 640, 'nahwc'), {}],
+  ['nhwc: B=16, C=80', 80, 'nhwc', yolo(16, 80, 640, 'nhwc'), {}],
+  ['e: tiny call (2000 calls)', 80, 'nchw', [[1, 255, 2, 2]], {}, 2000],
+  ["v: preset 'paper'", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { preset: 'paper' }],
+  ["v: objTarget 'bce'", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { objTarget: 'bce' }],
+  ["v: clsTarget 'kl'", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { clsTarget: 'kl' }],
+  ['v: fmNms', 80, 'nchw', yolo(16, 80, 640, 'nchw'), { fmNms: true }],
+  ["v: preset 'paper' + fmNms", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { preset: 'paper', fmNms: true }],
+  ["v: weighted {cls: false}, nahwc", 80, 'nahwc', yolo(16, 80, 640, 'nahwc'), { weighted: { cls: false } }],
+];
+
+console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
+for (const [name, C, layout, shapes, extra, reps = 1] of rows) {
+  const student = shapes.map((s, k) => ({ data: fill(numel(s), 1 + k), shape: s }));
+  const teacher = shapes.map((s, k) => ({ data: fill(numel(s), 11 + k), shape: s }));
+  const gA = shapes.map((s) => new Float32Array(numel(s)).fill(1));
+  const gB = shapes.map((s) => new Float32Array(numel(s)).fill(1));
+  const opts = (g) => ({ numClasses: C, layout, threads: 2, gradOut: g, ...extra });
+  const ra = before.distillationLoss(student, teacher, opts(gA));
+  const rb = after.distillationLoss(student, teacher, opts(gB));
+  const identical = ra.loss === rb.loss && gA.every((g, k) => sameBits(g, gB[k]));
+  const ta = [], tb = [];
+  for (let i = 0; i < RUNS; i++) {
+    let t0 = process.hrtime.bigint();
+    for (let r = 0; r < reps; r++) before.distillationLoss(student, teacher, opts(gA));
+    ta.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    t0 = process.hrtime.bigint();
+    for (let r = 0; r < reps; r++) after.distillationLoss(student, teacher, opts(gB));
+    tb.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  const a = median(ta), b = median(tb);
+  console.log(`${name.padEnd(36)} ${a.toFixed(2).padStart(10)} ${b.toFixed(2).padStart(10)}  ${(b / a).toFixed(3).padStart(12)}  ${identical ? 'yes' : `NO (loss ${ra.loss} vs ${rb.loss})`}`);
+}
