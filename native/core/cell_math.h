@@ -104,8 +104,12 @@ YD_HD double total_loss(double lambda, double g_box, double g_obj, double g_cls,
 // ---- loss variants (README "Loss variants"), shared by the CPU variant kernel
 // (S = double) and the CUDA variant kernel (S = float). ----
 
-// Target kinds of an obj/cls term (values of yd::Target).
+// Target kinds of an obj/cls term, and as plain ints for variant_element.
+// obj: Logit | Prob | Bce; cls: all four.
 constexpr int kKindLogit = 0, kKindProb = 1, kKindBce = 2, kKindKl = 3;
+enum class Target : int { Logit = kKindLogit, Prob = kKindProb, Bce = kKindBce, Kl = kKindKl };
+// boxTarget: paper = sigmoid(tx), sigmoid(ty); raw tw, th.
+enum class BoxTarget : int { Logit, Paper };
 
 YD_HD float exp_(float x) { return ::expf(x); }
 YD_HD double exp_(double x) { return ::exp(x); }

@@ -222,8 +222,10 @@ __global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg
 }
 
 // The variants: a thread per cell (values at base + k * step), fp32 math,
-// double per-thread sums, block partials like the fused kernels.
-template <typename T>
+// double per-thread sums, block partials like the fused kernels. The term
+// kinds are compile-time parameters (launch_variant_typed dispatches); FM-NMS
+// is the keep map (null when off), weighting per term a flag.
+template <typename T, BoxTarget kBox, Target kObj, Target kCls>
 __global__ void __launch_bounds__(kThreads)
 variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g, int64_t cells,
                int64_t hw, int per_anchor, bool nchw, VariantParams v,
@@ -243,19 +245,20 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
     float s = 0.f, sum = 0.f;
     for (int k = 0; k < kBoxChannels; ++k) {
       const int64_t e = base + k * step;
-      const float d = variant_element<float>(v.box_paper && k < 2 ? kKindProb : kKindLogit, to_f(p[e]), to_f(t[e]), &s);
+      const float d = variant_element<float>(kBox == BoxTarget::Paper && k < 2 ? kKindProb : kKindLogit, to_f(p[e]),
+                                             to_f(t[e]), &s);
       sum += s;
       if (g) g[e] = from_f<T>(static_cast<float>(v.cb * static_cast<double>(mb * d)));
     }
     box += static_cast<double>(mb) * sum;
     {
       const int64_t e = base + kObjChannel * step;
-      const float d = variant_element<float>(v.obj_kind, to_f(p[e]), to_f(t[e]), &s);
+      const float d = variant_element<float>(static_cast<int>(kObj), to_f(p[e]), to_f(t[e]), &s);
       obj += static_cast<double>(mo) * s;
       if (g) g[e] = from_f<T>(static_cast<float>(v.co * static_cast<double>(mo * d)));
     }
     sum = 0.f;
-    if (v.cls_kind == kKindKl) {
+    if (kCls == Target::Kl) {
       // tau^2 KL(softmax(T/tau) || softmax(P/tau)); d/dP_k = tau * (p_k - q_k).
       float mp = -INFINITY, mq = -INFINITY;
       for (int c = 0; c < classes; ++c) {
@@ -269,7 +272,7 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
         zp += expf(to_f(p[e]) / tau - mp);
         zq += expf(to_f(t[e]) / tau - mq);
       }
-      // (x/tau - m) - log z, grouped as log_softmax does (see variants_cpu.cpp).
+      // (x/tau - m) - log z, grouped as log_softmax does (see cell_math.h).
       const float lsp = logf(zp), lsq = logf(zq);
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
@@ -283,7 +286,7 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
     } else {
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
-        const float d = variant_element<float>(v.cls_kind, to_f(p[e]), to_f(t[e]), &s);
+        const float d = variant_element<float>(static_cast<int>(kCls), to_f(p[e]), to_f(t[e]), &s);
         sum += s;
         if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(mc * d)));
       }
@@ -296,6 +299,39 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
 int64_t variant_grid(const ScaleLaunch& l) {
   const int64_t cells = l.batch * l.anchors * l.height * l.width;
   return std::max<int64_t>(1, std::min<int64_t>((cells + kThreads - 1) / kThreads, kMaxGrid));
+}
+
+// The variant kernel for the kinds of v: runtime kinds to compile-time
+// parameters, a switch per kind with no default (a kind missing here does
+// not build with -Werror=switch). objTarget 'kl' is refused by make_plan.
+template <typename T, BoxTarget kBox, Target kObj>
+void launch_cls(const VariantParams& v, int64_t grid, cudaStream_t stream, const T* p, const T* t, T* g,
+                int64_t cells, int64_t hw, int per_anchor, bool nchw, const unsigned char* keep, double* partials) {
+  switch (v.cls) {
+    case Target::Logit:
+      YD_LAUNCH(grid, kThreads, stream, variant_kernel<T, kBox, kObj, Target::Logit>)(p, t, g, cells, hw, per_anchor, nchw, v, keep, partials);
+      return;
+    case Target::Prob:
+      YD_LAUNCH(grid, kThreads, stream, variant_kernel<T, kBox, kObj, Target::Prob>)(p, t, g, cells, hw, per_anchor, nchw, v, keep, partials);
+      return;
+    case Target::Bce:
+      YD_LAUNCH(grid, kThreads, stream, variant_kernel<T, kBox, kObj, Target::Bce>)(p, t, g, cells, hw, per_anchor, nchw, v, keep, partials);
+      return;
+    case Target::Kl:
+      YD_LAUNCH(grid, kThreads, stream, variant_kernel<T, kBox, kObj, Target::Kl>)(p, t, g, cells, hw, per_anchor, nchw, v, keep, partials);
+      return;
+  }
+}
+
+template <typename T, BoxTarget kBox>
+void launch_obj(const VariantParams& v, int64_t grid, cudaStream_t stream, const T* p, const T* t, T* g,
+                int64_t cells, int64_t hw, int per_anchor, bool nchw, const unsigned char* keep, double* partials) {
+  switch (v.obj) {
+    case Target::Logit: return launch_cls<T, kBox, Target::Logit>(v, grid, stream, p, t, g, cells, hw, per_anchor, nchw, keep, partials);
+    case Target::Prob: return launch_cls<T, kBox, Target::Prob>(v, grid, stream, p, t, g, cells, hw, per_anchor, nchw, keep, partials);
+    case Target::Bce: return launch_cls<T, kBox, Target::Bce>(v, grid, stream, p, t, g, cells, hw, per_anchor, nchw, keep, partials);
+    case Target::Kl: return;  // unreachable: refused by make_plan
+  }
 }
 
 template <typename T>
@@ -314,8 +350,14 @@ void launch_variant_typed(const ScaleLaunch& l, const VariantParams& v, char* ws
     YD_LAUNCH(grid, kThreads, stream, keep_kernel<T>)(t, arg, cells, l.height, l.width, per_anchor, !l.nahwc,
                                                       l.anchors, l.nhwc, keep);
   }
-  YD_LAUNCH(grid, kThreads, stream, variant_kernel<T>)(static_cast<const T*>(l.p), t, static_cast<T*>(l.g), cells, hw,
-                                                   per_anchor, !l.nahwc, v, keep, partials);
+  const T* p = static_cast<const T*>(l.p);
+  T* g = static_cast<T*>(l.g);
+  switch (v.box) {
+    case BoxTarget::Logit:
+      return launch_obj<T, BoxTarget::Logit>(v, grid, stream, p, t, g, cells, hw, per_anchor, !l.nahwc, keep, partials);
+    case BoxTarget::Paper:
+      return launch_obj<T, BoxTarget::Paper>(v, grid, stream, p, t, g, cells, hw, per_anchor, !l.nahwc, keep, partials);
+  }
 }
 
 bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }

@@ -35,12 +35,12 @@ int64_t workspace_doubles(const ScaleLaunch& l);
 // atomics: repeated launches give bit-identical results. Returns a cudaError_t.
 int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums, void* stream);
 
-// Loss variants (README "Loss variants") for the CUDA variant kernel. Kinds:
-// 0 logit, 1 prob, 2 bce, 3 kl (cls only). Coefficients are
-// lambda * g_term * gradScale / (n_term * N), n_cls = 1 for kl.
+// Loss variants (README "Loss variants") for the CUDA variant kernel.
+// Coefficients are variant_coefs() of cell_math.h.
 struct VariantParams {
-  int box_paper = 0;
-  int obj_kind = 0, cls_kind = 0;
+  // Compile-time parameters of the variant kernel (fused_cuda.cu dispatches).
+  BoxTarget box = BoxTarget::Logit;
+  Target obj = Target::Logit, cls = Target::Logit;
   int weighted_box = 1, weighted_obj = 1, weighted_cls = 1;
   int fm_nms = 0;
   float temperature = 1.0f;

@@ -22,22 +22,12 @@ cuda::DType dtype_of(const at::Tensor& t) {
   }
 }
 
-int kind_of(Target t) {
-  switch (t) {  // no default: -Werror=switch catches a kind missing here
-    case Target::Logit: return kKindLogit;
-    case Target::Prob: return kKindProb;
-    case Target::Bce: return kKindBce;
-    case Target::Kl: return kKindKl;
-  }
-  return kKindLogit;
-}
-
 cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {
   const Variant& v = o.variant;
   cuda::VariantParams p;
-  p.box_paper = v.box == BoxTarget::Paper;
-  p.obj_kind = kind_of(v.obj);
-  p.cls_kind = kind_of(v.cls);
+  p.box = v.box;
+  p.obj = v.obj;
+  p.cls = v.cls;
   p.weighted_box = v.weighted_box;
   p.weighted_obj = v.weighted_obj;
   p.weighted_cls = v.weighted_cls;

@@ -23,9 +23,8 @@ enum class Impl { Fused, Reference };
 enum class Preset { Yolov5, Paper };
 
 // Loss variants (README "Loss variants"). The defaults are docs/DESIGN.md §1.
-enum class BoxTarget { Logit, Paper };           // paper: sigmoid(tx), sigmoid(ty); raw tw, th
-// obj: Logit | Prob | Bce; cls: all four. Values are cell_math.h's kKind*.
-enum class Target { Logit = kKindLogit, Prob = kKindProb, Bce = kKindBce, Kl = kKindKl };
+// BoxTarget and Target (the term kinds) are in cell_math.h, which the CUDA
+// kernels share.
 struct Variant {
   BoxTarget box = BoxTarget::Logit;
   Target obj = Target::Logit;

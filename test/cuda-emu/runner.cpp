@@ -127,9 +127,9 @@ int main(int argc, char** argv) {
   int err;
   if (num("variant") != 0) {
     VariantParams v;
-    v.box_paper = static_cast<int>(num("box_paper"));
-    v.obj_kind = static_cast<int>(num("obj_kind"));
-    v.cls_kind = static_cast<int>(num("cls_kind"));
+    v.box = num("box_paper") != 0 ? yd::BoxTarget::Paper : yd::BoxTarget::Logit;
+    v.obj = static_cast<yd::Target>(static_cast<int>(num("obj_kind")));
+    v.cls = static_cast<yd::Target>(static_cast<int>(num("cls_kind")));
     v.weighted_box = static_cast<int>(num("weighted_box"));
     v.weighted_obj = static_cast<int>(num("weighted_obj"));
     v.weighted_cls = static_cast<int>(num("weighted_cls"));
