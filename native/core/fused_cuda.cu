@@ -462,6 +462,23 @@ int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_w
   return static_cast<int>(cudaGetLastError());
 }
 
+namespace {
+bool default_formula(const VariantParams& v) {
+  return v.box == BoxTarget::Logit && v.obj == Target::Logit && v.cls == Target::Logit && v.weighted_box &&
+         v.weighted_obj && v.weighted_cls && !v.fm_nms && v.coefs_fit;
+}
+}  // namespace
+
+int launch_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums, void* stream) {
+  return default_formula(v) ? launch_fused_scale(l, static_cast<double*>(d_workspace), d_sums, stream)
+                            : launch_variant_scale(l, v, d_workspace, d_sums, stream);
+}
+
+int64_t scale_workspace_bytes(const ScaleLaunch& l, const VariantParams& v) {
+  return default_formula(v) ? workspace_doubles(l) * static_cast<int64_t>(sizeof(double))
+                            : variant_workspace_bytes(l, v);
+}
+
 const char* error_string(int err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
 
 }  // namespace cuda

@@ -45,7 +45,18 @@ struct VariantParams {
   int fm_nms = 0;
   float temperature = 1.0f;
   double cb = 0.0, co = 0.0, cc = 0.0;
+  bool coefs_fit = true;  // ScaleLaunch::coefs represent the coefficients in fp32
 };
+
+// The one entry of a scale: the kernel template's instantiation for the kinds
+// of v (fused_cuda.cu). For the default formula (every term 'logit' and
+// weighted, no FM-NMS, coefficients that fit fp32) that is the fused default
+// kernels; otherwise the variant kernel. Raw sums (box, obj, cls) to
+// d_sums[0..2], before their normalisers (scale_terms). Returns a cudaError_t.
+int launch_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums,
+                 void* stream);
+// Bytes of device workspace launch_scale needs.
+int64_t scale_workspace_bytes(const ScaleLaunch& l, const VariantParams& v);
 
 // Bytes of device workspace the variant launch needs (partials, and the FM-NMS
 // argmax and keep maps when fm_nms).

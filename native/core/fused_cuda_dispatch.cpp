@@ -38,6 +38,10 @@ cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {
   p.cb = vc.box;
   p.co = vc.obj;
   p.cc = vc.cls;
+  // The default kernels multiply by fp32 coefficients; where one does not fit
+  // fp32 (cell_math.h, coef_fits_fp32) the variant kernel, which multiplies in
+  // double, computes the default formula instead.
+  p.coefs_fit = coefs_fit_fp32(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, g.classes, g.cells());
   return p;
 }
 
@@ -49,13 +53,7 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   const c10::cuda::CUDAGuard guard(student[0].device());
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(student[0].device().index());
   const size_t S = student.size();
-  // The default kernels multiply by fp32 coefficients; where one does not fit
-  // fp32 (cell_math.h, coef_fits_fp32) the variant kernel, which multiplies in
-  // double, computes the default formula instead.
-  bool coefs_fit = true;
   for (const ScaleGeom& g : geoms) {
-    coefs_fit = coefs_fit && coefs_fit_fp32(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls,
-                                            opts.grad_scale, g.classes, g.cells());
     // The kernels index a tile's values (kTileCells cells of 5 + C) with 32-bit ints.
     if (5 + g.classes >= (int64_t{1} << 31) / 32) {
       throw_range(code::kInvalidOption,
@@ -63,7 +61,6 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
                       " classes on CUDA, got " + std::to_string(g.classes));
     }
   }
-  const bool variant = !opts.variant.is_default() || !coefs_fit;
   const auto dev_double = at::TensorOptions().dtype(at::kDouble).device(student[0].device());
 
   std::vector<at::Tensor> ps(S), ts(S), gs(S);
@@ -92,19 +89,15 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
     l.coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
                          g.cells());
     l.dtype = dtype_of(ps[s]);
-    if (variant) params[s] = variant_params(opts, g);
-    ws_size = std::max(ws_size, variant ? (cuda::variant_workspace_bytes(l, params[s]) + 7) / 8
-                                        : cuda::workspace_doubles(l));
+    params[s] = variant_params(opts, g);
+    ws_size = std::max(ws_size, (cuda::scale_workspace_bytes(l, params[s]) + 7) / 8);
   }
   // Scales run one after another on one stream, so they can share a workspace.
   at::Tensor workspace = at::empty({ws_size}, dev_double);
   at::Tensor sums = at::empty({static_cast<int64_t>(3 * S)}, dev_double);
   for (size_t s = 0; s < S; ++s) {
-    const int err =
-        variant ? cuda::launch_variant_scale(launches[s], params[s], workspace.data_ptr<double>(),
-                                             sums.data_ptr<double>() + 3 * s, stream.stream())
-                : cuda::launch_fused_scale(launches[s], workspace.data_ptr<double>(),
-                                           sums.data_ptr<double>() + 3 * s, stream.stream());
+    const int err = cuda::launch_scale(launches[s], params[s], workspace.data_ptr<double>(),
+                                       sums.data_ptr<double>() + 3 * s, stream.stream());
     if (err != 0) {
       throw Error(ErrorKind::Generic, code::kLibTorch,
                   std::string("CUDA kernel launch failed: ") + cuda::error_string(err));

@@ -124,9 +124,10 @@ int main(int argc, char** argv) {
   l.g = grad ? bg.ptr() : nullptr;
 
   double sums[3] = {0, 0, 0};
-  int err;
+  // The kernels' one entry (launch_scale): the default formula's fused kernels
+  // or the variant kernel's instantiation for the kinds below.
+  VariantParams v;
   if (num("variant") != 0) {
-    VariantParams v;
     v.box = num("box_paper") != 0 ? yd::BoxTarget::Paper : yd::BoxTarget::Logit;
     v.obj = static_cast<yd::Target>(static_cast<int>(num("obj_kind")));
     v.cls = static_cast<yd::Target>(static_cast<int>(num("cls_kind")));
@@ -138,12 +139,9 @@ int main(int argc, char** argv) {
     v.cb = num("cb");
     v.co = num("co");
     v.cc = num("cc");
-    std::vector<double> ws((variant_workspace_bytes(l, v) + 7) / 8 + 1);
-    err = launch_variant_scale(l, v, ws.data(), sums, nullptr);
-  } else {
-    std::vector<double> ws(workspace_doubles(l));
-    err = launch_fused_scale(l, ws.data(), sums, nullptr);
   }
+  std::vector<double> ws((scale_workspace_bytes(l, v) + 7) / 8 + 1);
+  const int err = launch_scale(l, v, ws.data(), sums, nullptr);
   std::FILE* out = std::fopen((dir + "/out.txt").c_str(), "w");
   std::fprintf(out, "%.17g %.17g %.17g %lld %d\n", sums[0], sums[1], sums[2],
                static_cast<long long>(yd_emu::launches_made()), err);
