@@ -92,7 +92,7 @@ function runTorchReference(cases) {
     for (const c of cases) {
       manifest.cases.push({
         id: c.id, layout: c.layout, numAnchors: c.numAnchors, numClasses: c.numClasses,
-        lambda: c.lambda ?? 10, weights: c.weights ?? {}, gradScale: c.gradScale ?? 1,
+        lambda: c.lambda ?? null, weights: c.weights ?? {}, gradScale: c.gradScale ?? 1,
         shapes: c.shapes, grad: true, device: c.device ?? 'cpu', dtype: c.dtype ?? 'float32',
         variant: c.variant ?? null, compute: c.compute ?? 'float32',
       });

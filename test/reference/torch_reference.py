@@ -65,9 +65,23 @@ def element_loss(kind, p, t):
     return torch.nn.MSELoss(reduction="none")(p, t)
 
 
+PAPER_PRESET = {"boxTarget": "paper", "objTarget": "prob", "clsTarget": "prob", "weighted": {"obj": False}}
+
+
+def resolve_preset(v, lam):
+    """The README's presets: 'paper' (Mehta & Ozturk 2018 as published) starts from
+    boxTarget 'paper', objTarget 'prob' not weighted, clsTarget 'prob', lambda 1;
+    'yolov5' from the defaults (lambda 10). Explicit options override."""
+    paper = v.get("preset") == "paper"
+    base = dict(PAPER_PRESET) if paper else {}
+    weighted = {**base.get("weighted", {}), **v.get("weighted", {})}
+    out = {**base, **{k: x for k, x in v.items() if k != "preset"}, "weighted": weighted}
+    return out, (lam if lam is not None else (1.0 if paper else 10.0))
+
+
 def variant_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box, g_obj, g_cls, v):
     """The loss variants: v has boxTarget, objTarget, clsTarget, weighted {box,
-    obj, cls}, temperature, fmNms."""
+    obj, cls}, temperature, fmNms (and optionally a preset, resolved by the caller)."""
     box = obj = cls = 0.0
     per_scale = []
     weighted = {"box": True, "obj": True, "cls": True, **v.get("weighted", {})}
@@ -143,10 +157,11 @@ def main(folder):
         teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, dt, cp)
                    for k, s in enumerate(case["shapes"])]
         wts = case.get("weights", {})
+        variant, lam = resolve_preset(case.get("variant") or {}, case.get("lambda"))
         args = (student, teacher, case["numAnchors"], case["numClasses"], case["layout"],
-                case["lambda"], wts.get("box", 1.0), wts.get("obj", 1.0), wts.get("cls", 1.0))
+                lam, wts.get("box", 1.0), wts.get("obj", 1.0), wts.get("cls", 1.0))
         if case.get("variant"):
-            loss, box, obj, cls, per_scale = variant_loss(*args, case["variant"])
+            loss, box, obj, cls, per_scale = variant_loss(*args, variant)
         else:
             loss, box, obj, cls, per_scale = distillation_loss(*args)
         out = {
