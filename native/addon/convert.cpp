@@ -271,9 +271,9 @@ void advise_huge_pages(void* data, size_t bytes) {
 #endif
 }
 
-at::Tensor borrow(Napi::Float32Array a, const std::vector<int64_t>& shape) {
-  // Zero copy: the tensor views the array's memory (honouring byteOffset).
-  return at::from_blob(a.Data(), shape, at::TensorOptions().dtype(at::kFloat));
+at::Tensor borrow(float* data, const std::vector<int64_t>& shape) {
+  // Zero copy: the tensor views the array's memory (the pointer honours byteOffset).
+  return at::from_blob(data, shape, at::TensorOptions().dtype(at::kFloat));
 }
 
 }  // namespace
@@ -307,14 +307,20 @@ void check_float32_array_type(const Napi::Value& v, const std::string& what) {
 
 Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what) {
   check_float32_array_type(v, what);
-  guard_buffer(v.Env(), v, what, false);
+  guard_buffer(v.Env(), v, what, "", false);
   return v.As<Napi::Float32Array>();
 }
 
-void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, bool pin_buffer) {
-  const Napi::Value buffer = v.As<Napi::TypedArray>().ArrayBuffer();
+void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix,
+                  bool pin_buffer) {
+  napi_value buffer = nullptr;
+  if (napi_get_typedarray_info(env, v, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) {
+    fail_type(kInvalidArgType, what + suffix + ": expected a Float32Array");
+  }
   // SharedArrayBuffers are not ArrayBuffers here; a growable one never shrinks.
-  if (!buffer.IsArrayBuffer()) return;
+  bool is_ab = false;
+  napi_is_arraybuffer(env, buffer, &is_ab);
+  if (!is_ab) return;
   AddonData* data = AddonData::Of(env);
   // Whether a buffer is resizable never changes: a buffer found fixed-length once
   // carries a type tag (a private symbol, invisible to JavaScript) that spares
@@ -322,13 +328,13 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, 
   static const napi_type_tag kFixedLength = {0x79642d6669786564ULL, 0x2d6c656e67746821ULL};
   bool fixed = false;
   if (napi_check_object_type_tag(env, buffer, &kFixedLength, &fixed) == napi_ok && fixed) {
-    fixed = true;
+    // known fixed-length
   } else if (!data->resizable_getter.IsEmpty() &&
              data->resizable_getter.Value().Call(buffer, {}).ToBoolean().Value()) {
     fail_type(yd::code::kResizableBuffer,
-              what + ": the Float32Array views a resizable ArrayBuffer, which could shrink under the "
-                     "call; copy it into a fixed-length Float32Array (new Float32Array(a)), or use a "
-                     "growable SharedArrayBuffer (they never shrink)");
+              what + suffix + ": the Float32Array views a resizable ArrayBuffer, which could shrink under the "
+                              "call; copy it into a fixed-length Float32Array (new Float32Array(a)), or use a "
+                              "growable SharedArrayBuffer (they never shrink)");
   } else {
     napi_type_tag_object(env, buffer, &kFixedLength);  // fails harmlessly if tagged by another addon
   }
@@ -337,18 +343,23 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, 
       fail_type(yd::code::kInternal, "the native addon was loaded without the package's loader "
                                      "(lib/binding.ts), which async calls need; load 'yolo-distill'");
     }
-    data->mark_untransferable.Value().Call({buffer});
+    data->mark_untransferable.Value().Call({Napi::Value(env, buffer)});
   }
 }
 
-Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
+BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix) {
   // napi_get_typedarray_info now, after every user getter of the call has run.
-  Napi::Float32Array a(env, v);
-  if (a.ArrayBuffer().IsDetached()) {
-    fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer was detached (transferred) "
-                                      "by JavaScript that ran during the call (a getter or Proxy)");
+  napi_value buffer = nullptr;
+  void* ptr = nullptr;
+  size_t length = 0;
+  napi_typedarray_type type;
+  bool detached = true;
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &buffer, nullptr) != napi_ok ||
+      napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) {
+    fail_type(kDetachedBuffer, what + suffix + ": the Float32Array's ArrayBuffer was detached (transferred) "
+                                               "by JavaScript that ran during the call (a getter or Proxy)");
   }
-  return a;
+  return BoundArray{static_cast<float*>(ptr), length};
 }
 
 std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what) {
@@ -433,22 +444,22 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
                              std::to_string(student.size()) + "), got " +
                              std::to_string(grad_out_js.size()));
   }
-  for (const PendingArray& a : arrays) guard_buffer(env, a.value, a.what + ".data", async);
+  for (const PendingArray& a : arrays) guard_buffer(env, a.value, a.what, ".data", async);
   for (size_t s = 0; s < grad_is_array.size(); ++s) {
-    if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], scale_name(s, "gradOut"), async);
+    if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], scale_name(s, "gradOut"), "", async);
   }
   // From here on only Node-API calls that run no JavaScript at all: take the
   // pointers of the caller's arrays, now that nothing can detach them.
   for (const PendingArray& a : arrays) {
-    const int64_t numel = shape_numel(a.shape, a.what + ".shape");
-    const Napi::Float32Array data = bind_float32_array(env, a.value, a.what + ".data");
-    if (static_cast<int64_t>(data.ElementLength()) != numel) {
-      fail_range(kDataLength, a.what + ": data has " + std::to_string(data.ElementLength()) +
-                                  " elements but shape " + shape_str(a.shape) + " needs " +
-                                  std::to_string(numel));
+    int64_t numel = 1;
+    for (int64_t d : a.shape) numel *= d;  // no overflow: checked in phase 1
+    const BoundArray data = bind_float32_array(env, a.value, a.what, ".data");
+    if (static_cast<int64_t>(data.length) != numel) {
+      fail_range(kDataLength, a.what + ": data has " + std::to_string(data.length) + " elements but shape " +
+                                  shape_str(a.shape) + " needs " + std::to_string(numel));
     }
-    call.pins.push_back(data);
-    (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data, a.shape);
+    call.pins.push_back(a.value.As<Napi::Object>());
+    (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data.data, a.shape);
   }
   // Every check of the heads and options, once; gradients are checked next.
   call.plan = yd::make_plan(call.student, call.teacher, call.opts);
@@ -457,22 +468,21 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     for (size_t s = 0; s < call.student.size(); ++s) {
       const at::Tensor& st = call.student[s];
       if (grad_is_array[s]) {
-        const std::string what = scale_name(s, "gradOut");
-        const Napi::Float32Array ga = bind_float32_array(env, call.grad_js[s], what);
-        if (static_cast<int64_t>(ga.ElementLength()) != st.numel()) {
-          fail_range(kGradOut, what + ": expected a Float32Array of " + std::to_string(st.numel()) +
-                                   " elements (the student's size), got " +
-                                   std::to_string(ga.ElementLength()));
+        const BoundArray ga = bind_float32_array(env, call.grad_js[s], scale_name(s, "gradOut"), "");
+        if (static_cast<int64_t>(ga.length) != st.numel()) {
+          fail_range(kGradOut, scale_name(s, "gradOut") + ": expected a Float32Array of " +
+                                   std::to_string(st.numel()) + " elements (the student's size), got " +
+                                   std::to_string(ga.length));
         }
-        call.pins.push_back(ga);
-        call.grad_out[s] = borrow(ga, st.sizes().vec());
+        call.pins.push_back(call.grad_js[s].As<Napi::Object>());
+        call.grad_out[s] = borrow(ga.data, st.sizes().vec());
       } else if (call.grad_js[s].IsUndefined() && student_is_array[s]) {
         // A Float32Array head: its gradient is a new Float32Array, written in
         // place; nobody else can reach it before the call returns or settles.
         Napi::Float32Array ga = Napi::Float32Array::New(env, static_cast<size_t>(st.numel()));
         advise_huge_pages(ga.Data(), ga.ByteLength());
         call.pins.push_back(ga);
-        call.grad_out[s] = borrow(ga, st.sizes().vec());
+        call.grad_out[s] = borrow(ga.Data(), st.sizes().vec());
         call.grad_js[s] = ga;
       }
     }

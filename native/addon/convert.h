@@ -52,10 +52,16 @@ void check_float32_array_type(const Napi::Value& v, const std::string& what);
 // ArrayBuffer (ERR_RESIZABLE_BUFFER); when `pin_buffer`, marks the ArrayBuffer
 // untransferable so that it cannot be detached (and its memory freed) while an
 // async call uses it. Runs only the engine's own functions.
-void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, bool pin_buffer);
+// (`what` + `suffix` names the array in messages; built only on failure.)
+void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix,
+                  bool pin_buffer);
 // Phase 2, last step (runs no JavaScript at all): the array as it is now,
 // checked not detached; the caller checks its length.
-Napi::Float32Array bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what);
+struct BoundArray {
+  float* data;
+  size_t length;  // elements
+};
+BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix);
 // The element count of a shape, ERR_INVALID_SHAPE if it overflows.
 int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what);
 std::string shape_str(const std::vector<int64_t>& shape);

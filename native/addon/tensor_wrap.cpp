@@ -194,14 +194,14 @@ Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
       device = parse_device(o.Get("device"));
     }
     // Phase 2: after the last user JavaScript; copy straight away.
-    guard_buffer(info.Env(), info[0], what, false);
-    const Napi::Float32Array data = bind_float32_array(info.Env(), info[0], what);
-    if (static_cast<int64_t>(data.ElementLength()) != numel) {
-      fail_range(yd::code::kDataLength, "Tensor.fromFloat32Array: data has " +
-                                            std::to_string(data.ElementLength()) + " elements but the shape " +
-                                            shape_str(shape) + " needs " + std::to_string(numel));
+    guard_buffer(info.Env(), info[0], what, "", false);
+    const BoundArray data = bind_float32_array(info.Env(), info[0], what, "");
+    if (static_cast<int64_t>(data.length) != numel) {
+      fail_range(yd::code::kDataLength, "Tensor.fromFloat32Array: data has " + std::to_string(data.length) +
+                                            " elements but the shape " + shape_str(shape) + " needs " +
+                                            std::to_string(numel));
     }
-    const at::Tensor view = at::from_blob(const_cast<float*>(data.Data()), shape, at::TensorOptions().dtype(at::kFloat));
+    const at::Tensor view = at::from_blob(data.data, shape, at::TensorOptions().dtype(at::kFloat));
     const at::Tensor owned =
         device.is_cpu() && dtype == at::kFloat ? view.clone() : view.to(device, dtype);
     return NewInstance(info.Env(), owned);

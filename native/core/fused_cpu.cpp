@@ -210,7 +210,7 @@ constexpr int64_t kVariantChunk = 256;
 // sum_j m_j * loss_j over one channel of a unit's cells (stride `step` between
 // cells), writing g_j = coef * m_j * d loss_j / d p_j when g is not null.
 template <Target kKind>
-double channel_run(const float* __restrict p, const float* __restrict t, float* __restrict g,
+__attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t, float* __restrict g,
                    int64_t step, int64_t len, const double* __restrict m, double coef) {
   double acc = 0.0;
   for (int64_t j = 0; j < len; ++j) {
@@ -441,43 +441,64 @@ Terms scale_terms(const RawSums& raw, const ScaleGeom& g, const Variant& v) {
 }
 
 
-void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int threads) {
-  const int64_t H = g.height, W = g.width, K = g.per_anchor(), hw = H * W;
-  const int64_t planes = g.batch * g.anchors;
-  // value k of cell j = y * W + x of plane (b, a), by the layout's strides.
-  auto offset = [&](int64_t plane, int64_t j, int64_t k) {
-    return g.offset(plane / g.anchors, plane % g.anchors, j / g.width, j % g.width, k);
-  };
-  auto at = [&](int64_t plane, int64_t j, int64_t k) { return t[offset(plane, j, k)]; };
-  run_blocks(planes, threads, hw * K, [&](int64_t p0, int64_t p1) {
-    std::vector<int64_t> arg(static_cast<size_t>(hw));
-    std::vector<float> best(static_cast<size_t>(hw));
-    for (int64_t plane = p0; plane < p1; ++plane) {
-      // Classes outer, cells inner: contiguous runs in the nchw layout. The
-      // first maximal class wins, and NaN counts as the largest, as in torch.argmax.
+namespace {
+
+// The FM-NMS keep mask of planes [p0, p1); cell j = y * W + x of a plane is at
+// plane_base + cell_off(j) + k * stride_k.
+template <typename CellOff>
+void fm_nms_planes(const float* t, const ScaleGeom& g, unsigned char* keep, int64_t p0, int64_t p1,
+                   const CellOff& cell_off) {
+  const int64_t H = g.height, W = g.width, hw = H * W, sk = g.stride_k;
+  std::vector<int64_t> arg(static_cast<size_t>(hw));
+  std::vector<float> best(static_cast<size_t>(hw));
+  for (int64_t plane = p0; plane < p1; ++plane) {
+    const int64_t b = plane / g.anchors, a = plane % g.anchors;
+    const float* tp = t + b * g.stride_b + a * g.stride_a;
+    // Classes outer, cells inner: contiguous runs in the nchw layout. The
+    // first maximal class wins, and NaN counts as the largest, as in torch.argmax.
+    const float* t0 = tp + kClsOffset * sk;
+    for (int64_t j = 0; j < hw; ++j) {
+      arg[j] = 0;
+      best[j] = t0[cell_off(j)];
+    }
+    for (int64_t c = 1; c < g.classes; ++c) {
+      const float* tc = tp + (kClsOffset + c) * sk;
       for (int64_t j = 0; j < hw; ++j) {
-        arg[j] = 0;
-        best[j] = at(plane, j, kClsOffset);
-      }
-      for (int64_t c = 1; c < g.classes; ++c) {
-        for (int64_t j = 0; j < hw; ++j) {
-          const float v = at(plane, j, kClsOffset + c);
-          if (argmax_takes(v, best[j])) {
-            best[j] = v;
-            arg[j] = c;
-          }
-        }
-      }
-      for (int64_t y = 0; y < H; ++y) {
-        for (int64_t x = 0; x < W; ++x) {
-          const bool suppressed = fm_nms_suppressed(
-              y, x, H, W, [&](int64_t jj) { return arg[jj]; },
-              [&](int64_t jj) { return at(plane, jj, kObjChannel); });
-          // Indexed as the variant kernel visits cells (ScaleGeom::cell_index).
-          keep[g.cell_index(plane / g.anchors, plane % g.anchors, y, x)] = suppressed ? 0 : 1;
+        const float v = tc[cell_off(j)];
+        if (argmax_takes(v, best[j])) {
+          best[j] = v;
+          arg[j] = c;
         }
       }
     }
+    const float* tobj = tp + kObjChannel * sk;
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t x = 0; x < W; ++x) {
+        const bool suppressed = fm_nms_suppressed(
+            y, x, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return tobj[cell_off(jj)]; });
+        // Indexed as the kernel visits cells (ScaleGeom::cell_index).
+        keep[g.cell_index(b, a, y, x)] = suppressed ? 0 : 1;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int threads) {
+  const int64_t W = g.width, hw = g.height * W;
+  const int64_t planes = g.batch * g.anchors;
+  if (g.stride_x == 1 && g.stride_y == W) {  // nchw: a plane's cells are contiguous
+    run_blocks(planes, threads, hw * g.per_anchor(), [&](int64_t p0, int64_t p1) {
+      fm_nms_planes(t, g, keep, p0, p1, [](int64_t j) { return j; });
+    });
+    return;
+  }
+  // Other layouts: the offset of each cell of a plane, once per scale.
+  std::vector<int64_t> off(static_cast<size_t>(hw));
+  for (int64_t j = 0; j < hw; ++j) off[j] = (j / W) * g.stride_y + (j % W) * g.stride_x;
+  run_blocks(planes, threads, hw * g.per_anchor(), [&](int64_t p0, int64_t p1) {
+    fm_nms_planes(t, g, keep, p0, p1, [&](int64_t j) { return off[j]; });
   });
 }
 

@@ -349,9 +349,9 @@ Plan make_plan(const std::vector<at::Tensor>& student, const std::vector<at::Ten
   plan.backend = opts.impl == Impl::Reference ? BackendId::Reference
                  : plan.device.is_cuda()      ? BackendId::CudaFused
                                               : BackendId::CpuFused;
-  for (const BackendDesc& b : backends()) {
-    if (b.id == plan.backend && !b.available) {
-      throw Error(ErrorKind::Generic, code::kNoCuda, "CUDA tensors given, but " + b.why);
+  if (plan.backend == BackendId::CudaFused && !(cuda_compiled() && cuda_device_count() > 0)) {
+    for (const BackendDesc& b : backends()) {  // (the CPU backends are always there)
+      if (b.id == plan.backend) throw Error(ErrorKind::Generic, code::kNoCuda, "CUDA tensors given, but " + b.why);
     }
   }
   return plan;
