@@ -20,13 +20,13 @@ export interface NativeTensorClass {
 }
 
 /** @internal What the facade passes to the addon for one scale. */
-export type NativeHead = { data: Float32Array; shape: readonly number[] } | NativeTensor;
+export type NativeHead = { data: Float32Array | Uint16Array; shape: readonly number[]; dtype?: string } | NativeTensor;
 
 /**
  * @internal The raw result the addon returns: terms = [loss, box, obj, cls, then
  * box, obj, cls of every scale], and the gradients (null when grad is false).
  */
-export type NativeResult = [terms: Float64Array, grads: (Float32Array | NativeTensor)[] | null];
+export type NativeResult = [terms: Float64Array, grads: (Float32Array | Uint16Array | NativeTensor)[] | null];
 
 /** @internal */
 export interface NativeBinding {

@@ -159,7 +159,7 @@ function demo(args: DemoArgs): void {
       `${String(it).padStart(4)}  ${fmt(r.loss)}  ${fmt(r.box)}  ${fmt(r.obj)}  ${fmt(r.cls)}  ${ms.toFixed(1).padStart(9)}`,
     );
     if (it < args.steps) {
-      for (let s = 0; s < shapes.length; s++) step(s, r.grads![s] as Float32Array, student[s].data);
+      for (let s = 0; s < shapes.length; s++) step(s, r.grads![s] as Float32Array, student[s].data as Float32Array);
     }
   }
   const perCall = kernelMs / args.steps / 1000;

@@ -1,15 +1,23 @@
 // yolo-distill: the objectness-scaled distillation loss for YOLO detectors and
 // its gradient, fused in one native pass (LibTorch, CPU; CUDA builds too).
 import { native, NativeResult, NativeTensor } from './binding';
-import { Device, Tensor } from './tensor';
+import { Device, DType, Tensor } from './tensor';
 
 export { Tensor } from './tensor';
 export type { Device, DType } from './tensor';
 
-/** One scale given as a flat Float32Array and its shape (nothing is copied). */
+/**
+ * One scale given as a flat typed array and its shape (nothing is copied): a
+ * Float32Array, or a Uint16Array holding the raw bits of float16 or bfloat16
+ * values (what onnxruntime-node hands out for fp16 outputs) with `dtype` saying
+ * which. Student and teacher dtypes may differ; the gradient of a student comes
+ * in its own dtype (a Uint16Array for 16-bit students, rounded to nearest even).
+ */
 export interface HeadArray {
-  data: Float32Array;
+  data: Float32Array | Uint16Array;
   shape: readonly number[];
+  /** 'float32' (default; a Float32Array), 'float16' or 'bfloat16' (a Uint16Array). */
+  dtype?: DType;
 }
 /** One scale's head outputs: a Float32Array with its shape, or a Tensor handle. */
 export type Head = HeadArray | Tensor;
@@ -67,7 +75,7 @@ export interface DistillationOptions {
    * length, or a Tensor of its shape/dtype/device; null to allocate). Filled in
    * place and returned in `grads`, so a training loop allocates nothing per step.
    */
-  gradOut?: (Float32Array | Tensor | null | undefined)[];
+  gradOut?: (Float32Array | Uint16Array | Tensor | null | undefined)[];
 }
 
 export interface TermValues {
@@ -85,8 +93,11 @@ export interface DistillationResult {
   cls: number;
   /** Per-scale terms. */
   scales: TermValues[];
-  /** Per scale, same kind, shape and layout as the student; null when grad is false. */
-  grads: (Float32Array | Tensor)[] | null;
+  /**
+   * Per scale, same kind, shape, layout and dtype as the student (a Uint16Array
+   * for a float16/bfloat16 array student); null when grad is false.
+   */
+  grads: (Float32Array | Uint16Array | Tensor)[] | null;
 }
 
 export interface BackendInfo {
@@ -153,7 +164,7 @@ function fromNative([terms, nativeGrads]: NativeResult, options: DistillationOpt
   };
   const grads = nativeGrads
     ? nativeGrads.map((g, s) => {
-        if (ArrayBuffer.isView(g)) return g as Float32Array;
+        if (ArrayBuffer.isView(g)) return g as Float32Array | Uint16Array;
         const mine = given(s);
         return mine && Tensor._native(mine) === g ? mine : Tensor._wrap(g as NativeTensor);
       })

@@ -168,7 +168,13 @@ async function main() {
     const codeOf = (fn) => { try { fn(); } catch (e) { return e.code; } return 'no error'; };
     const opts = { numClasses: c0.numClasses };
     assert(codeOf(() => distillationLoss([s], [tCpu], opts)) === 'ERR_DEVICE_MISMATCH', 'device mismatch');
-    assert(codeOf(() => distillationLoss([s], [tHalf], opts)) === 'ERR_DTYPE_MISMATCH', 'dtype mismatch');
+    // Mixed dtypes compute (both widened to fp32), equal to the CPU's result.
+    const mixed = distillationLoss([s], [tHalf], opts);
+    const sCpu = Tensor.fromFloat32Array(c0.student[0].data, c0.shapes[0]);
+    const tCpuHalf = Tensor.fromFloat32Array(c0.teacher[0].data, c0.shapes[0], { dtype: 'float16' });
+    const onCpu = distillationLoss([sCpu], [tCpuHalf], opts);
+    h.expectRelClose(mixed.loss, onCpu.loss, 1e-5, 'mixed dtypes on the GPU vs the CPU');
+    assert(mixed.grads[0].dtype === 'float32', 'gradient in the student dtype');
     assert(codeOf(() => Tensor.fromFloat32Array(new Float32Array(1), [1], { device: `cuda:${info.cudaDeviceCount}` })) === 'ERR_NO_CUDA', 'device index past the count');
   });
 

@@ -56,7 +56,7 @@ const cases = [
   ['threads negative', withOpt({ threads: -2 }), RangeError, 'ERR_INVALID_OPTION', /threads/],
   ['no scales', call([], [], opts), RangeError, 'ERR_SCALE_COUNT', /at least one scale/],
   ['scale counts differ', call(S, [T[0]], opts), RangeError, 'ERR_SCALE_COUNT', /teacher heads.*\(2\), got 1/],
-  ['data is a Float64Array', withHead(1, { data: new Float64Array(n), shape }), TypeError, 'ERR_INVALID_ARG_TYPE', /scale 1, student\.data: expected a Float32Array, got Float64Array/],
+  ['data is a Float64Array', withHead(1, { data: new Float64Array(n), shape }), TypeError, 'ERR_INVALID_ARG_TYPE', /scale 1, student\.data: expected a Float32Array, or a Uint16Array with dtype 'float16' \| 'bfloat16', got Float64Array/],
   ['data is a plain array', withHead(0, { data: [1, 2, 3], shape }, 'teacher'), TypeError, 'ERR_INVALID_ARG_TYPE', /scale 0, teacher\.data.*got Array/],
   ['data too short', withHead(1, { data: new Float32Array(n - 1), shape }), RangeError, 'ERR_DATA_LENGTH', /scale 1, student: data has 125 elements but shape \[1, 21, 2, 3\] needs 126/],
   ['a zero dimension', withHead(0, { data: new Float32Array(0), shape: [1, 21, 0, 3] }), RangeError, 'ERR_INVALID_SHAPE', /scale 0, student\.shape\[2\]: expected a positive integer, got number 0/],
@@ -75,7 +75,7 @@ const cases = [
   ['a typed array as a head', withHead(0, new Float32Array(n)), TypeError, 'ERR_INVALID_ARG_TYPE', /got Float32Array/],
   ['gradOut count', withOpt({ gradOut: [new Float32Array(n)] }), RangeError, 'ERR_GRAD_OUT', /one entry per scale \(2\), got 1/],
   ['gradOut length', withOpt({ gradOut: [new Float32Array(n), new Float32Array(n + 1)] }), RangeError, 'ERR_GRAD_OUT', /scale 1, gradOut: expected a Float32Array of 126 elements.*got 127/],
-  ['gradOut kind', withOpt({ gradOut: [new Float64Array(n), null] }), TypeError, 'ERR_INVALID_ARG_TYPE', /scale 0, gradOut: expected a Float32Array, got Float64Array/],
+  ['gradOut kind', withOpt({ gradOut: [new Float64Array(n), null] }), TypeError, 'ERR_INVALID_ARG_TYPE', /scale 0, gradOut: expected a Float32Array \(a Uint16Array for a float16 or bfloat16 student\) or a Tensor, got Float64Array/],
   ['gradOut is not an array', withOpt({ gradOut: new Float32Array(n) }), TypeError, 'ERR_INVALID_ARG_TYPE', /gradOut: expected an array/],
   ['gradOut aliases the student', withOpt({ gradOut: [null, S[1].data] }), RangeError, 'ERR_BUFFER_OVERLAP', /scale 1, gradOut: its memory overlaps the student head of scale 1/],
   ['gradOut scales share memory', () => { const b = new Float32Array(n); return distillationLoss(S, T, { ...opts, gradOut: [b, b] }); }, RangeError, 'ERR_BUFFER_OVERLAP', /gradOut of scale 0/],
@@ -85,11 +85,13 @@ const cases = [
   ['Tensor with an unknown dtype', () => Tensor.fromFloat32Array(new Float32Array(4), [4], { dtype: 'int8' }), RangeError, 'ERR_INVALID_OPTION', /dtype.*"int8"/],
   ['Tensor with a bad device string', () => Tensor.fromFloat32Array(new Float32Array(4), [4], { device: 'gpu' }), RangeError, 'ERR_INVALID_OPTION', /device/],
   ['Tensor data/shape mismatch', () => Tensor.fromFloat32Array(new Float32Array(4), [5]), RangeError, 'ERR_DATA_LENGTH', /4 elements but the shape \[5\] needs 5/],
-  ['student float32 vs teacher float16', () => {
+  // (student and teacher dtypes may differ: test/half.test.js)
+  ['a float16 Tensor gradOut for a float32 student', () => {
     const s = Tensor.fromFloat32Array(S[0].data, shape);
     const t = Tensor.fromFloat32Array(T[0].data, shape, { dtype: 'float16' });
-    return distillationLoss([s], [t], opts);
-  }, TypeError, 'ERR_DTYPE_MISMATCH', /scale 0, teacher: expected the student's dtype float32, got float16/],
+    const g = Tensor.fromFloat32Array(new Float32Array(S[0].data.length), shape, { dtype: 'float16' });
+    return distillationLoss([s], [t], { ...opts, gradOut: [g] });
+  }, TypeError, 'ERR_GRAD_OUT', /scale 0, gradOut: expected dtype float32 on cpu, got float16 on cpu/],
 ];
 
 describe('malformed calls give coded errors', () => {

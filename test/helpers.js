@@ -95,6 +95,7 @@ function runTorchReference(cases) {
         lambda: c.lambda ?? null, weights: c.weights ?? {}, gradScale: c.gradScale ?? 1,
         shapes: c.shapes, grad: true, device: c.device ?? 'cpu', dtype: c.dtype ?? 'float32',
         variant: c.variant ?? null, compute: c.compute ?? 'float32',
+        studentDtype: c.studentDtype ?? null, teacherDtype: c.teacherDtype ?? null,
       });
       c.shapes.forEach((_, k) => {
         fs.writeFileSync(path.join(dir, `${c.id}.s${k}.student.f32`), Buffer.from(c.student[k].data.buffer));

@@ -207,7 +207,44 @@ struct PendingArray {
   std::string what;  // "scale 0, student.data"
   enum Role { Student, Teacher, GradOut } role;
   size_t scale;
+  at::ScalarType dtype;  // float32 (Float32Array), float16 or bfloat16 (Uint16Array)
 };
+
+// The dtype of a head array: a Float32Array is float32; a Uint16Array holds the
+// raw bits of float16 or bfloat16 values and must say which (docs/DESIGN.md §1c).
+at::ScalarType head_dtype(const Napi::Value& data, const Napi::Value& dtype, const std::string& what) {
+  const bool is_typed = data.IsTypedArray();
+  const napi_typedarray_type type = is_typed ? data.As<Napi::TypedArray>().TypedArrayType() : napi_int8_array;
+  if (!is_typed || (type != napi_float32_array && type != napi_uint16_array)) {
+    fail_type(kInvalidArgType, what + ".data: expected a Float32Array, or a Uint16Array with dtype 'float16' | "
+                                      "'bfloat16', got " + describe(data));
+  }
+  std::string name;
+  if (!dtype.IsUndefined()) {
+    if (!dtype.IsString()) {
+      fail_type(kInvalidArgType, what + ".dtype: expected 'float32' | 'float16' | 'bfloat16', got " + describe(dtype));
+    }
+    name = dtype.As<Napi::String>().Utf8Value();
+    if (name != "float32" && name != "float16" && name != "bfloat16") {
+      fail_range(kInvalidOption, what + ".dtype: expected 'float32' | 'float16' | 'bfloat16', got \"" + name + "\"");
+    }
+  }
+  if (type == napi_float32_array) {
+    if (!name.empty() && name != "float32") {
+      fail_type(yd::code::kDtypeMismatch, what + ": dtype '" + name + "' needs a Uint16Array of the raw " + name +
+                                              " bits, got a Float32Array (leave dtype out, or say 'float32')");
+    }
+    return at::kFloat;
+  }
+  if (name.empty()) {
+    fail_type(kInvalidArgType, what + ": a Uint16Array head needs dtype: 'float16' or 'bfloat16' (its values "
+                                      "are the raw 16-bit patterns, e.g. onnxruntime-node's float16 output)");
+  }
+  if (name == "float32") {
+    fail_type(yd::code::kDtypeMismatch, what + ": dtype 'float32' needs a Float32Array, got a Uint16Array");
+  }
+  return name == "float16" ? at::kHalf : at::kBFloat16;
+}
 
 // Phase 1 of one head: { data: Float32Array, shape: number[] } (kept as a JS
 // value) or a native Tensor handle (its tensor taken now: refcounted, owned).
@@ -234,10 +271,11 @@ void read_head(const Napi::Env& env, const Napi::Value& v, size_t s, const char*
                        "that created them; send the values, e.g. tensor.toFloat32Array(), instead)");
     }
   }
-  check_float32_array_type(data_v, what + ".data");
+  const at::ScalarType dtype = head_dtype(data_v, o.Get("dtype"), what);
+  check_not_detached(data_v, what + ".data");
   std::vector<int64_t> shape = parse_shape(o.Get("shape"), what + ".shape");
   shape_numel(shape, what + ".shape");
-  arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s});
+  arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s, dtype});
 }
 
 std::vector<Napi::Value> expect_array(const Napi::Value& v, const char* what) {
@@ -271,9 +309,9 @@ void advise_huge_pages(void* data, size_t bytes) {
 #endif
 }
 
-at::Tensor borrow(float* data, const std::vector<int64_t>& shape) {
+at::Tensor borrow(void* data, const std::vector<int64_t>& shape, at::ScalarType dtype = at::kFloat) {
   // Zero copy: the tensor views the array's memory (the pointer honours byteOffset).
-  return at::from_blob(data, shape, at::TensorOptions().dtype(at::kFloat));
+  return at::from_blob(data, shape, at::TensorOptions().dtype(dtype));
 }
 
 }  // namespace
@@ -299,6 +337,10 @@ void check_float32_array_type(const Napi::Value& v, const std::string& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     fail_type(kInvalidArgType, what + ": expected a Float32Array, got " + describe(v));
   }
+  check_not_detached(v, what);
+}
+
+void check_not_detached(const Napi::Value& v, const std::string& what) {
   if (v.As<Napi::TypedArray>().ArrayBuffer().IsDetached()) {
     fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer is detached "
                                       "(transferred or neutered)");
@@ -356,10 +398,10 @@ BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::st
   bool detached = true;
   if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &buffer, nullptr) != napi_ok ||
       napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) {
-    fail_type(kDetachedBuffer, what + suffix + ": the Float32Array's ArrayBuffer was detached (transferred) "
+    fail_type(kDetachedBuffer, what + suffix + ": the array's ArrayBuffer was detached (transferred) "
                                                "by JavaScript that ran during the call (a getter or Proxy)");
   }
-  return BoundArray{static_cast<float*>(ptr), length};
+  return BoundArray{ptr, length};
 }
 
 std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what) {
@@ -431,7 +473,12 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
       if (!g.IsTypedArray() && TensorWrap::IsInstance(env, g)) {
         call.grad_out[s] = TensorWrap::Get(g, what);
       } else {
-        check_float32_array_type(g, what);
+        if (!g.IsTypedArray() || (g.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array &&
+                                  g.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)) {
+          fail_type(kInvalidArgType, what + ": expected a Float32Array (a Uint16Array for a float16 or "
+                                            "bfloat16 student) or a Tensor, got " + describe(g));
+        }
+        check_not_detached(g, what);
         grad_is_array[s] = true;
       }
       call.grad_js[s] = g;
@@ -459,7 +506,7 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
                                   shape_str(a.shape) + " needs " + std::to_string(numel));
     }
     call.pins.push_back(a.value.As<Napi::Object>());
-    (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data.data, a.shape);
+    (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data.data, a.shape, a.dtype);
   }
   // Every check of the heads and options, once; gradients are checked next.
   call.plan = yd::make_plan(call.student, call.teacher, call.opts);
@@ -468,21 +515,35 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     for (size_t s = 0; s < call.student.size(); ++s) {
       const at::Tensor& st = call.student[s];
       if (grad_is_array[s]) {
+        // A Float32Array for a float32 student, a Uint16Array (its raw bits)
+        // for a float16 or bfloat16 one: gradients come in the student's dtype.
+        const bool half = st.scalar_type() != at::kFloat;
+        const bool u16 = call.grad_js[s].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+        if (half != u16) {
+          fail_type(kGradOut, scale_name(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
+                                  " (gradients come in the student's dtype, " + yd::dtype_name(st.scalar_type()) +
+                                  "), got a " + (u16 ? "Uint16Array" : "Float32Array"));
+        }
         const BoundArray ga = bind_float32_array(env, call.grad_js[s], scale_name(s, "gradOut"), "");
         if (static_cast<int64_t>(ga.length) != st.numel()) {
-          fail_range(kGradOut, scale_name(s, "gradOut") + ": expected a Float32Array of " +
-                                   std::to_string(st.numel()) + " elements (the student's size), got " +
+          fail_range(kGradOut, scale_name(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
+                                   " of " + std::to_string(st.numel()) + " elements (the student's size), got " +
                                    std::to_string(ga.length));
         }
         call.pins.push_back(call.grad_js[s].As<Napi::Object>());
-        call.grad_out[s] = borrow(ga.data, st.sizes().vec());
+        call.grad_out[s] = borrow(ga.data, st.sizes().vec(), st.scalar_type());
       } else if (call.grad_js[s].IsUndefined() && student_is_array[s]) {
         // A Float32Array head: its gradient is a new Float32Array, written in
         // place; nobody else can reach it before the call returns or settles.
-        Napi::Float32Array ga = Napi::Float32Array::New(env, static_cast<size_t>(st.numel()));
-        advise_huge_pages(ga.Data(), ga.ByteLength());
+        // A Uint16Array of the student's dtype for a float16/bfloat16 student.
+        const size_t n = static_cast<size_t>(st.numel());
+        Napi::TypedArray ga = st.scalar_type() == at::kFloat ? Napi::TypedArray(Napi::Float32Array::New(env, n))
+                                                             : Napi::TypedArray(Napi::Uint16Array::New(env, n));
+        void* gp = st.scalar_type() == at::kFloat ? static_cast<void*>(ga.As<Napi::Float32Array>().Data())
+                                                  : static_cast<void*>(ga.As<Napi::Uint16Array>().Data());
+        advise_huge_pages(gp, ga.ByteLength());
         call.pins.push_back(ga);
-        call.grad_out[s] = borrow(ga.Data(), st.sizes().vec());
+        call.grad_out[s] = borrow(gp, st.sizes().vec(), st.scalar_type());
         call.grad_js[s] = ga;
       }
     }

@@ -48,6 +48,8 @@ Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string&
 // Phase 1 of a Float32Array argument: checks its type (and that it is not
 // detached yet) without taking its pointer.
 void check_float32_array_type(const Napi::Value& v, const std::string& what);
+// ERR_DETACHED_BUFFER if a typed array's buffer is detached now.
+void check_not_detached(const Napi::Value& v, const std::string& what);
 // Phase 2: call after the last user JavaScript of the call. Refuses a resizable
 // ArrayBuffer (ERR_RESIZABLE_BUFFER); when `pin_buffer`, marks the ArrayBuffer
 // untransferable so that it cannot be detached (and its memory freed) while an
@@ -58,7 +60,7 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, 
 // Phase 2, last step (runs no JavaScript at all): the array as it is now,
 // checked not detached; the caller checks its length.
 struct BoundArray {
-  float* data;
+  void* data;
   size_t length;  // elements
 };
 BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix);

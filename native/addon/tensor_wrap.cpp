@@ -201,7 +201,7 @@ Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
                                             " elements but the shape " + shape_str(shape) + " needs " +
                                             std::to_string(numel));
     }
-    const at::Tensor view = at::from_blob(data.data, shape, at::TensorOptions().dtype(at::kFloat));
+    const at::Tensor view = at::from_blob(data.data, shape, at::TensorOptions().dtype(at::kFloat));  // a Float32Array
     const at::Tensor owned =
         device.is_cpu() && dtype == at::kFloat ? view.clone() : view.to(device, dtype);
     return NewInstance(info.Env(), owned);

@@ -69,11 +69,17 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   int64_t ws_size = 1;
   for (size_t s = 0; s < S; ++s) {
     const ScaleGeom& g = geoms[s];
-    ps[s] = student[s].contiguous();
-    ts[s] = teacher[s].contiguous();
+    // Same dtype: the kernels read it in place. Mixed dtypes (an fp16 teacher,
+    // an fp32 student): both widened to fp32, the gradient rounded to the
+    // student's dtype afterwards.
+    const bool mixed = student[s].scalar_type() != teacher[s].scalar_type();
+    ps[s] = mixed ? student[s].to(at::kFloat).contiguous() : student[s].contiguous();
+    ts[s] = mixed ? teacher[s].to(at::kFloat).contiguous() : teacher[s].contiguous();
     if (opts.grad) {
       const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
-      gs[s] = out.defined() && out.is_contiguous() ? out : at::empty(ps[s].sizes(), ps[s].options());
+      gs[s] = out.defined() && out.is_contiguous() && out.scalar_type() == ps[s].scalar_type()
+                  ? out
+                  : at::empty(ps[s].sizes(), ps[s].options());
     }
     cuda::ScaleLaunch& l = launches[s];
     l.p = ps[s].data_ptr();
@@ -115,8 +121,10 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
     r.total.cls += terms.cls;
     if (opts.grad) {
       const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
-      if (out.defined() && !gs[s].is_same(out)) out.copy_(gs[s]);
-      r.grads.push_back(out.defined() ? out : gs[s]);
+      if (out.defined() && !gs[s].is_same(out)) out.copy_(gs[s]);  // copy_ rounds to out's dtype
+      r.grads.push_back(out.defined() ? out
+                        : gs[s].scalar_type() == student[s].scalar_type() ? gs[s]
+                                                                          : gs[s].to(student[s].scalar_type()));
     }
   }
   r.loss = total_loss(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, r.total.box, r.total.obj,

@@ -152,9 +152,11 @@ def main(folder):
         cid = case["id"]
         dev, dt = case.get("device", "cpu"), case.get("dtype", "float32")
         cp = case.get("compute", "float32")
-        student = [load(os.path.join(folder, f"{cid}.s{k}.student.f32"), s, dev, dt, cp).requires_grad_(True)
+        # Student and teacher may be of different dtypes (an fp16 teacher, an fp32 student).
+        sdt, tdt = case.get("studentDtype") or dt, case.get("teacherDtype") or dt
+        student = [load(os.path.join(folder, f"{cid}.s{k}.student.f32"), s, dev, sdt, cp).requires_grad_(True)
                    for k, s in enumerate(case["shapes"])]
-        teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, dt, cp)
+        teacher = [load(os.path.join(folder, f"{cid}.s{k}.teacher.f32"), s, dev, tdt, cp)
                    for k, s in enumerate(case["shapes"])]
         wts = case.get("weights", {})
         variant, lam = resolve_preset(case.get("variant") or {}, case.get("lambda"))

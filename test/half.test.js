@@ -1,0 +1,197 @@
+'use strict';
+// Half-precision arrays (docs/DESIGN.md §1c): heads given as { data: Uint16Array
+// (the raw float16 or bfloat16 bits), shape, dtype }, as onnxruntime-node hands
+// out fp16 outputs; student and teacher dtypes may differ; a 16-bit student's
+// gradient comes back as a Uint16Array in its dtype (round to nearest even).
+// Compared with the independent PyTorch implementation (inputs rounded to their
+// dtypes, computed in float64): loss within 1e-5, every gradient element within
+// one unit in the last place of the reference rounded to the student's dtype.
+const h = require('./helpers');
+
+const { distillationLoss, distillationLossAsync, Tensor } = h.pkg;
+const torch = h.torchAvailable();
+const withTorch = torch.ok ? test : test.skip;
+if (!torch.ok) console.log(`PyTorch comparisons skipped: ${torch.reason}`);
+
+// float32 -> float16 / bfloat16 bits (round to nearest even) and back.
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+function toHalf(x) {
+  f32[0] = x;
+  const b = u32[0];
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let man = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) { // subnormal half
+    if (e < -10) return sign;
+    man |= 0x800000;
+    const shift = 14 - e;
+    let r = man >>> shift;
+    const rem = man & ((1 << shift) - 1), half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (r & 1))) r++;
+    return sign | r;
+  }
+  let r = (e << 10) | (man >>> 13);
+  const rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
+  return sign | r;
+}
+function fromHalf(hb) {
+  const s = hb & 0x8000 ? -1 : 1, e = (hb >>> 10) & 0x1f, m = hb & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+function toBf16(x) {
+  f32[0] = x;
+  const b = u32[0];
+  if (((b >>> 23) & 0xff) === 0xff && (b & 0x7fffff)) return (b >>> 16) | 0x40;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+function fromBf16(hb) {
+  u32[0] = hb << 16;
+  return f32[0];
+}
+const enc = { float16: toHalf, bfloat16: toBf16 };
+const dec = { float16: fromHalf, bfloat16: fromBf16 };
+const ulp = (dtype, v) => {
+  const a = Math.abs(v);
+  if (dtype === 'float16') return a < 2 ** -14 ? 2 ** -24 : 2 ** (Math.floor(Math.log2(a)) - 10);
+  return a < 2 ** -126 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(a)) - 7);
+};
+
+// A head of the dtype: a Uint16Array of the bits, or the Float32Array as it is.
+function asHead(x, dtype) {
+  if (dtype === 'float32') return { data: x.data, shape: x.shape };
+  return { data: Uint16Array.from(x.data, enc[dtype]), shape: x.shape, dtype };
+}
+
+function makeCases() {
+  const r = h.rng(0xf16);
+  const cases = [];
+  const pairs = [['float16', 'float16'], ['bfloat16', 'bfloat16'], ['float32', 'float16'], ['float16', 'float32'],
+    ['bfloat16', 'float16'], ['float32', 'bfloat16']];
+  let i = 0;
+  for (const [sd, td] of pairs) {
+    for (const layout of ['nchw', 'nahwc', 'nhwc']) {
+      i++;
+      const C = r.pick([1, 3, 8]);
+      const A = r.int(1, 3);
+      const shapes = [h.headShape(layout, r.int(1, 2), A, C, r.int(1, 6), r.int(1, 7)), h.headShape(layout, 1, A, C, 1, 1)];
+      const c = { id: `half${i}`, layout, numAnchors: A, numClasses: C, shapes, studentDtype: sd, teacherDtype: td, compute: 'float64' };
+      if (i % 4 === 0) c.variant = { clsTarget: 'kl', temperature: 2 };
+      if (i % 5 === 0) c.variant = { preset: 'paper', fmNms: true };
+      if (i % 3 === 0) c.lambda = 3;
+      Object.assign(c, h.makeHeads(r, shapes, 2));
+      cases.push(c);
+    }
+  }
+  return cases;
+}
+
+const cases = makeCases();
+
+withTorch(`${cases.length} configurations of half-precision arrays (fp16, bf16, mixed, every layout) agree with PyTorch`, () => {
+  expect(cases.length).toBeGreaterThanOrEqual(18);
+  const want = h.runTorchReference(cases);
+  for (const c of cases) {
+    const opts = { numClasses: c.numClasses, numAnchors: c.numAnchors, layout: c.layout, ...(c.variant || {}) };
+    if (c.lambda) opts.lambda = c.lambda;
+    const got = distillationLoss(c.student.map((x) => asHead(x, c.studentDtype)), c.teacher.map((x) => asHead(x, c.teacherDtype)), opts);
+    const w = want[c.id];
+    h.expectRelClose(got.loss, w.loss, 1e-5, `${c.id} loss`, 1e-12);
+    got.grads.forEach((g, k) => {
+      if (c.studentDtype === 'float32') {
+        expect(Object.prototype.toString.call(g)).toBe('[object Float32Array]');
+        h.expectArraysClose(g, w.grads[k], 1e-6, 1e-5, `${c.id} grad ${k}`);
+        return;
+      }
+      expect(Object.prototype.toString.call(g)).toBe('[object Uint16Array]');
+      expect(g.length).toBe(w.grads[k].length);
+      for (let j = 0; j < g.length; j++) {
+        const ref = dec[c.studentDtype](enc[c.studentDtype](w.grads[k][j]));
+        const mine = dec[c.studentDtype](g[j]);
+        if (!(Math.abs(mine - ref) <= ulp(c.studentDtype, ref))) {
+          throw new Error(`${c.id} grad ${k}[${j}]: ${mine} vs ${ref} (${c.studentDtype}, ${c.layout}, teacher ${c.teacherDtype})`);
+        }
+      }
+    });
+  }
+});
+
+test('Uint16Array heads equal Tensor handles of the same dtype, bit for bit; async = sync; gradOut Uint16Array filled in place', async () => {
+  const c = cases[0]; // float16 / float16
+  const opts = { numClasses: c.numClasses, numAnchors: c.numAnchors, layout: c.layout };
+  const st = c.student.map((x) => asHead(x, 'float16'));
+  const te = c.teacher.map((x) => asHead(x, 'float16'));
+  const a = distillationLoss(st, te, opts);
+  const handles = [...c.student, ...c.teacher].map((x) => Tensor.fromFloat32Array(x.data, x.shape, { dtype: 'float16' }));
+  const b = distillationLoss(handles.slice(0, 2), handles.slice(2), opts);
+  expect(a.loss).toBe(b.loss);
+  b.grads.forEach((g, k) => {
+    expect(g.dtype).toBe('float16');
+    const bits = Uint16Array.from(g.toFloat32Array(), toHalf);
+    expect(h.sameBits(bits, a.grads[k])).toBe(true);
+  });
+  const async = await distillationLossAsync(st, te, opts);
+  expect(async.loss).toBe(a.loss);
+  async.grads.forEach((g, k) => expect(h.sameBits(g, a.grads[k])).toBe(true));
+  const outs = st.map((x) => new Uint16Array(x.data.length));
+  const r = distillationLoss(st, te, { ...opts, gradOut: outs });
+  r.grads.forEach((g, k) => {
+    expect(g).toBe(outs[k]);
+    expect(h.sameBits(g, a.grads[k])).toBe(true);
+  });
+  handles.forEach((x) => x.dispose());
+});
+
+test('mixed dtypes: an fp16 teacher with an fp32 student equals the fp32 call on the teacher rounded to fp16', () => {
+  const c = cases[6]; // float32 student, float16 teacher
+  expect([c.studentDtype, c.teacherDtype]).toEqual(['float32', 'float16']);
+  const opts = { numClasses: c.numClasses, numAnchors: c.numAnchors, layout: c.layout };
+  const mixed = distillationLoss(c.student.map((x) => asHead(x, 'float32')), c.teacher.map((x) => asHead(x, 'float16')), opts);
+  const rounded = c.teacher.map((x) => ({ data: Float32Array.from(x.data, (v) => fromHalf(toHalf(v))), shape: x.shape }));
+  const plain = distillationLoss(c.student.map((x) => asHead(x, 'float32')), rounded, opts);
+  expect(mixed.loss).toBe(plain.loss);
+  mixed.grads.forEach((g, k) => expect(h.sameBits(g, plain.grads[k])).toBe(true));
+  // Tensor handles of different dtypes likewise.
+  const ts = Tensor.fromFloat32Array(c.student[0].data, c.shapes[0]);
+  const tt = Tensor.fromFloat32Array(c.teacher[0].data, c.shapes[0], { dtype: 'float16' });
+  const hr = distillationLoss([ts], [tt], opts);
+  const ar = distillationLoss([asHead(c.student[0], 'float32')], [asHead(c.teacher[0], 'float16')], opts);
+  expect(hr.loss).toBe(ar.loss);
+  expect(hr.grads[0].dtype).toBe('float32');
+  ts.dispose();
+  tt.dispose();
+  hr.grads[0].dispose();
+});
+
+describe('bad half-precision arguments get coded errors naming the scale and tensor', () => {
+  const shape = [1, 21, 1, 1];
+  const u = new Uint16Array(21);
+  const f = new Float32Array(21);
+  const cases = [
+    ['a Uint16Array without dtype', () => distillationLoss([{ data: u, shape }], [{ data: f, shape }], { numClasses: 2 }), 'TypeError', 'ERR_INVALID_ARG_TYPE', /scale 0, student: a Uint16Array head needs dtype/],
+    ['a Float32Array with dtype float16', () => distillationLoss([{ data: f, shape }], [{ data: f, shape, dtype: 'float16' }], { numClasses: 2 }), 'TypeError', 'ERR_DTYPE_MISMATCH', /scale 0, teacher: dtype 'float16' needs a Uint16Array/],
+    ['a Uint16Array with dtype float32', () => distillationLoss([{ data: u, shape, dtype: 'float32' }], [{ data: f, shape }], { numClasses: 2 }), 'TypeError', 'ERR_DTYPE_MISMATCH', /scale 0, student: dtype 'float32' needs a Float32Array/],
+    ['an unknown dtype', () => distillationLoss([{ data: u, shape, dtype: 'float8' }], [{ data: f, shape }], { numClasses: 2 }), 'RangeError', 'ERR_INVALID_OPTION', /scale 0, student\.dtype: expected 'float32' \| 'float16' \| 'bfloat16', got "float8"/],
+    ['an Int16Array', () => distillationLoss([{ data: new Int16Array(21), shape, dtype: 'float16' }], [{ data: f, shape }], { numClasses: 2 }), 'TypeError', 'ERR_INVALID_ARG_TYPE', /scale 0, student\.data: expected a Float32Array, or a Uint16Array/],
+    ['a Float32Array gradOut for a float16 student', () => distillationLoss([{ data: u, shape, dtype: 'float16' }], [{ data: f, shape }], { numClasses: 2, gradOut: [new Float32Array(21)] }), 'TypeError', 'ERR_GRAD_OUT', /scale 0, gradOut: expected a Uint16Array .*float16/],
+    ['a Uint16Array gradOut for a float32 student', () => distillationLoss([{ data: f, shape }], [{ data: u, shape, dtype: 'bfloat16' }], { numClasses: 2, gradOut: [new Uint16Array(21)] }), 'TypeError', 'ERR_GRAD_OUT', /scale 0, gradOut: expected a Float32Array .*float32/],
+    ['a Uint16Array gradOut of the wrong length', () => distillationLoss([{ data: u, shape, dtype: 'bfloat16' }], [{ data: f, shape }], { numClasses: 2, gradOut: [new Uint16Array(20)] }), 'RangeError', 'ERR_GRAD_OUT', /expected a Uint16Array of 21 elements/],
+  ];
+  test.each(cases)('%s', (_name, fn, cls, code, pattern) => {
+    let err;
+    try {
+      fn();
+    } catch (e) {
+      err = e;
+    }
+    expect(err && err.constructor.name).toBe(cls);
+    expect(err.code).toBe(code);
+    expect(err.message).toMatch(pattern);
+  });
+});
