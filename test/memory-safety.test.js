@@ -46,6 +46,12 @@ describe('buffers of an async call cannot be detached under it (marked untransfe
     expect(out.ok).toBe(true);
     expect(out.sameAsSync).toBe(true);
   });
+  test('uint16_transfer_gradout_during_async: a float16 gradOut stays attached and filled', () => {
+    const out = scenario('uint16_transfer_gradout_during_async');
+    expect(out.ok).toBe(true);
+    expect(out.detachedAfter).toBe(false);
+    expect(out.grads).toEqual([1 * 21 * 160 * 160]);
+  });
   test('postmessage_gradout_during_async', () => {
     expect(scenario('postmessage_gradout_during_async').ok).toBe(true);
   });
@@ -61,6 +67,7 @@ describe('user JavaScript that detaches an array already read gets ERR_DETACHED_
     'option_getter_detaches_async',
     'proxy_head_detaches',
     'proxy_options_detaches',
+    'uint16_dtype_getter_detaches_student',
     'from_float32array_dtype_getter_detaches',
     'from_float32array_device_getter_detaches',
     'from_float32array_shape_getter_detaches',

@@ -33,7 +33,7 @@ function describe(e) {
   return { ok: false, name: e && e.constructor && e.constructor.name, code: e && e.code, message: String(e && e.message) };
 }
 function summary(r) {
-  return { ok: true, loss: r.loss, grads: r.grads ? r.grads.map((g) => (g instanceof Float32Array ? g.length : 'tensor')) : null };
+  return { ok: true, loss: r.loss, grads: r.grads ? r.grads.map((g) => (ArrayBuffer.isView(g) ? g.length : 'tensor')) : null };
 }
 async function run(fn) {
   try { return summary(await fn()); } catch (e) { return describe(e); }
@@ -186,6 +186,25 @@ const scenarios = {
       get(target, key) { if (key === 'checkFinite') detach(p0.buffer); return target[key]; },
     });
     return run(() => distillationLoss([{ data: p0, shape: big }], [{ data: filled(n, 2), shape: big }], proxy));
+  },
+  // the same rules for Uint16Array (float16/bfloat16) heads and gradOut
+  async uint16_dtype_getter_detaches_student() {
+    const n = numel(big);
+    const p0 = new Uint16Array(n).fill(0x3c00); // 1.0 in float16
+    const t = { data: new Uint16Array(n).fill(0x3800), shape: big };
+    Object.defineProperty(t, 'dtype', { get() { detach(p0.buffer); return 'float16'; } });
+    return run(() => distillationLoss([{ data: p0, shape: big, dtype: 'float16' }], [t], opts));
+  },
+  async uint16_transfer_gradout_during_async() {
+    const n = numel(big);
+    const g = new Uint16Array(n);
+    const pending = run(() => distillationLossAsync([{ data: new Uint16Array(n).fill(0x3c00), shape: big, dtype: 'float16' }],
+      [{ data: new Uint16Array(n).fill(0x3800), shape: big, dtype: 'float16' }], { ...opts, gradOut: [g] }));
+    let threw = null;
+    try { detach(g.buffer); } catch (e) { threw = e.name; }
+    gcNow();
+    const out = await pending;
+    return { ...out, transferThrew: threw, detachedAfter: g.length === 0 };
   },
   async from_float32array_dtype_getter_detaches() {
     const n = 1 << 20;
