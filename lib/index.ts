@@ -25,8 +25,18 @@ export type Head = HeadArray | Tensor;
 export interface DistillationOptions {
   /** C, the number of classes (>= 1). */
   numClasses: number;
-  /** A, anchors per grid cell. Default 3. */
+  /** A, anchors per grid cell. Default 3 (anchor heads); 1 or absent for anchor-free heads. */
   numAnchors?: number;
+  /**
+   * 'anchor' (default): YOLOv3/v5/v7 heads, 5 + C values per anchor with an objectness channel.
+   * 'anchorFree': YOLOv8/YOLO11/YOLO26 heads, 4 * regMax box-distribution logits then C class
+   * logits per cell, weighted by the teacher's top class probability (README "Anchor-free heads").
+   */
+  head?: 'anchor' | 'anchorFree';
+  /** Anchor-free heads: bins per box side (DFL reg_max). Default 16; 1 = four direct box values (YOLO26). */
+  regMax?: number;
+  /** Anchor-free heads with regMax > 1: the temperature of the box distributions' KL. Default 10. */
+  boxTemperature?: number;
   /**
    * 'nchw': [B, A*(5+C), H, W] (default, a conv output); 'nahwc': [B, A, H, W, 5+C]
    * (YOLOv5's Detect in training mode); 'nhwc': [B, H, W, A*(5+C)] (a channels-last

@@ -96,6 +96,7 @@ function runTorchReference(cases) {
         shapes: c.shapes, grad: true, device: c.device ?? 'cpu', dtype: c.dtype ?? 'float32',
         variant: c.variant ?? null, compute: c.compute ?? 'float32',
         studentDtype: c.studentDtype ?? null, teacherDtype: c.teacherDtype ?? null,
+        head: c.head ?? 'anchor', regMax: c.regMax ?? 16, boxTemperature: c.boxTemperature ?? 10,
       });
       c.shapes.forEach((_, k) => {
         fs.writeFileSync(path.join(dir, `${c.id}.s${k}.student.f32`), Buffer.from(c.student[k].data.buffer));

@@ -153,7 +153,14 @@ yd::Options parse_options(const Napi::Value& v) {
   const int64_t num_classes = opt_integer(o, "numClasses", 0, -kSafe, kSafe, true);
   yd::Options opts = yd::preset_options(opt_enum(o, "preset", yd::Preset::Yolov5, yd::kPresetNames));
   opts.num_classes = num_classes;
-  opts.num_anchors = opt_integer(o, "numAnchors", opts.num_anchors, -kSafe, kSafe, false);
+  {
+    Napi::Value na;
+    opts.num_anchors_given = has(o, "numAnchors", &na);
+    opts.num_anchors = opt_integer(o, "numAnchors", opts.num_anchors, -kSafe, kSafe, false);
+  }
+  opts.head = opt_enum(o, "head", opts.head, yd::kHeadNames);
+  opts.reg_max = opt_integer(o, "regMax", opts.reg_max, -kSafe, kSafe, false);
+  opts.box_temperature = opt_number(o, "boxTemperature", "boxTemperature", opts.box_temperature);
   opts.layout = opt_enum(o, "layout", opts.layout, yd::kLayoutNames);
   yd::Variant& var = opts.variant;
   var.box = opt_enum(o, "boxTarget", var.box, yd::kBoxTargetNames);

@@ -59,6 +59,30 @@ void validate_options(const Options& o) {
   in_range("numClasses", o.num_classes, 1, kMaxDim);
   in_range("numAnchors", o.num_anchors, 1, kMaxDim);
   in_range("threads", o.threads, 0, 1024);
+  if (o.head == Head::AnchorFree) {
+    check_option(!o.num_anchors_given || o.num_anchors == 1, [&] {
+      return "options.numAnchors: an anchor-free head predicts once per cell (numAnchors 1 or absent), got " +
+             std::to_string(o.num_anchors);
+    });
+    check_option(o.layout != Layout::NAHWC, [&] {
+      return std::string("options.layout: 'nahwc' is for anchor heads; an anchor-free head is 'nchw' "
+                         "[B, 4*regMax+C, H, W] or 'nhwc' [B, H, W, 4*regMax+C]");
+    });
+    in_range("regMax", o.reg_max, 1, int64_t{1} << 20);
+    check_option(o.box_temperature >= kMinTemperature && o.box_temperature <= kMaxTemperature, [&] {
+      std::ostringstream os;
+      os << "options.boxTemperature must be a number in [1.1754944e-38, 3.4028235e38] (> 0, finite), got "
+         << o.box_temperature;
+      return os.str();
+    });
+    check_option(o.variant.box == BoxTarget::Logit, [&] {
+      return std::string("options.boxTarget 'paper' (or preset 'paper') is for anchor heads; an anchor-free "
+                         "head's box term is the distribution KL (regMax > 1) or squared differences");
+    });
+    check_option(o.variant.obj == Target::Logit, [&] {
+      return std::string("options.objTarget: an anchor-free head has no objectness channel");
+    });
+  }
   auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0.0; };
   auto bad = [](const char* name, double v, const char* want) {
     std::ostringstream os;
@@ -84,6 +108,40 @@ void validate_options(const Options& o) {
 
 }
 
+// An anchor-free head: nchw [B, 4R+C, H, W] or nhwc [B, H, W, 4R+C].
+ScaleGeom anchor_free_geom(const at::Tensor& x, size_t s, const char* name, const Options& o) {
+  const int64_t R = o.reg_max, C = o.num_classes, K = 4 * R + C;
+  const char* shape = o.layout == Layout::NCHW ? "[B, 4*regMax+C, H, W]" : "[B, H, W, 4*regMax+C]";
+  if (x.dim() != 4) {
+    throw_range(code::kInvalidShape, where(s, name) + ": expected a 4-D " + layout_name(o.layout) +
+                                         " anchor-free head " + shape + ", got shape " + shape_str(x.sizes()));
+  }
+  for (int64_t d = 0; d < 4; ++d) {
+    if (x.size(d) < 1) {
+      throw_range(code::kInvalidShape, where(s, name) + ": every dimension must be >= 1, got shape " +
+                                           shape_str(x.sizes()));
+    }
+  }
+  const int64_t dim = o.layout == Layout::NCHW ? 1 : 3, got = x.size(dim);
+  if (got != K) {
+    std::string hint;
+    if (got > C && (got - C) % 4 == 0) {
+      hint += "; it fits regMax = " + std::to_string((got - C) / 4) + " with numClasses " + std::to_string(C);
+    }
+    if (got % (5 + C) == 0) {
+      hint += std::string(hint.empty() ? "; " : ", or ") + "an anchor head ('anchor') with numAnchors = " +
+              std::to_string(got / (5 + C));
+    }
+    throw_range(code::kChannelMismatch,
+                where(s, name) + ": expected 4*regMax + C = 4*" + std::to_string(R) + " + " + std::to_string(C) +
+                    " = " + std::to_string(K) + " channels in dim " + std::to_string(dim) + ", got " +
+                    std::to_string(got) + " in shape " + shape_str(x.sizes()) + hint);
+  }
+  return o.layout == Layout::NCHW
+             ? make_geom(o.layout, x.size(0), 1, x.size(2), x.size(3), C, Head::AnchorFree, R)
+             : make_geom(o.layout, x.size(0), 1, x.size(1), x.size(2), C, Head::AnchorFree, R);
+}
+
 // Checks one head's rank, dims and channels against the options; returns its geometry.
 ScaleGeom head_geom(const at::Tensor& x, size_t s, const char* name, const Options& o) {
   if (!x.defined()) throw_type(code::kInvalidArgType, where(s, name) + ": tensor is undefined");
@@ -93,6 +151,7 @@ ScaleGeom head_geom(const at::Tensor& x, size_t s, const char* name, const Optio
                                             ": expected dtype float32, float16 or bfloat16, got " +
                                             dtype_name(dtype));
   }
+  if (o.head == Head::AnchorFree) return anchor_free_geom(x, s, name, o);
   const int64_t per_anchor = 5 + o.num_classes;
   const int64_t want_rank = o.layout == Layout::NAHWC ? 5 : 4;
   if (x.dim() != want_rank) {
@@ -215,15 +274,17 @@ const char* layout_shape(Layout layout) {
 }
 
 ScaleGeom make_geom(Layout layout, int64_t batch, int64_t anchors, int64_t height, int64_t width,
-                    int64_t classes) {
+                    int64_t classes, Head head, int64_t reg_max) {
   ScaleGeom g;
   g.layout = layout;
+  g.head = head;
+  g.reg_max = reg_max;
   g.batch = batch;
   g.anchors = anchors;
   g.height = height;
   g.width = width;
   g.classes = classes;
-  const int64_t K = 5 + classes, hw = height * width;
+  const int64_t K = g.per_anchor(), hw = height * width;
   switch (layout) {
     case Layout::NCHW:  // b, (a k), y, x
       g.stride_x = 1, g.stride_y = width, g.stride_k = hw, g.stride_a = K * hw, g.stride_b = anchors * K * hw;
@@ -340,12 +401,15 @@ Plan make_plan(const std::vector<at::Tensor>& student, const std::vector<at::Ten
   plan.student = student;
   plan.teacher = teacher;
   plan.opts = opts;
+  if (opts.head == Head::AnchorFree) plan.opts.num_anchors = 1;
   plan.threads = opts.threads > 0 ? static_cast<int>(opts.threads) : default_threads();
   // Where to compute: options.device, else where the heads are.
   plan.device = opts.device.empty() ? student[0].device() : resolve_device(opts.device, "options.device");
-  plan.backend = opts.impl == Impl::Reference ? BackendId::Reference
-                 : plan.device.is_cuda()      ? BackendId::CudaFused
-                                              : BackendId::CpuFused;
+  // Anchor-free heads run on the LibTorch-ops path for now (no fused kernels
+  // yet; README "Anchor-free heads"), on the CPU and CUDA alike.
+  plan.backend = opts.impl == Impl::Reference || opts.head == Head::AnchorFree ? BackendId::Reference
+                 : plan.device.is_cuda()                                        ? BackendId::CudaFused
+                                                                                : BackendId::CpuFused;
   if (plan.backend == BackendId::CudaFused && !(cuda_compiled() && cuda_device_count() > 0)) {
     for (const BackendDesc& b : backends()) {  // (the CPU backends are always there)
       if (b.id == plan.backend) throw Error(ErrorKind::Generic, code::kNoCuda, "CUDA tensors given, but " + b.why);

@@ -21,6 +21,10 @@ enum class Impl { Fused, Reference };
 // Named sets of defaults (README "Loss variants"): yolov5 is docs/DESIGN.md §1;
 // paper is Mehta & Ozturk 2018 as published. Rules: preset_options().
 enum class Preset { Yolov5, Paper };
+// Anchor heads (YOLOv3/v5/v7, YOLOX as A = 1): 5 + C values per anchor, with an
+// objectness channel. Anchor-free heads (YOLOv8, YOLO11, YOLO26; docs/DESIGN.md
+// §1b): 4 * regMax box-distribution logits then C class logits per cell.
+enum class Head { Anchor, AnchorFree };
 
 // Loss variants (README "Loss variants"). The defaults are docs/DESIGN.md §1.
 // BoxTarget and Target (the term kinds) are in cell_math.h, which the CUDA
@@ -55,7 +59,11 @@ const char* dtype_name(at::ScalarType t);
 // of the API are the initialisers here and preset_options().
 struct Options {
   int64_t num_classes = 0;  // C, required (>= 1)
-  int64_t num_anchors = 3;  // A
+  int64_t num_anchors = 3;  // A (anchor heads; an anchor-free head has 1)
+  bool num_anchors_given = false;  // whether the caller set numAnchors
+  Head head = Head::Anchor;
+  int64_t reg_max = 16;            // anchor-free: bins per box side (1: direct values)
+  double box_temperature = 10.0;   // anchor-free, regMax > 1: tau of the box KL
   Layout layout = Layout::NCHW;
   double lambda = 10.0;
   double w_box = 1.0, w_obj = 1.0, w_cls = 1.0;
@@ -94,9 +102,12 @@ struct Result {
 struct ScaleGeom {
   int64_t batch = 0, anchors = 0, height = 0, width = 0, classes = 0;
   Layout layout = Layout::NCHW;
+  Head head = Head::Anchor;
+  int64_t reg_max = 0;  // anchor-free only
   int64_t stride_b = 0, stride_a = 0, stride_y = 0, stride_x = 0, stride_k = 0;
   int64_t cells() const { return batch * anchors * height * width; }
-  int64_t per_anchor() const { return 5 + classes; }
+  // Values per anchor (anchor head, 5 + C) or per cell (anchor-free, 4R + C).
+  int64_t per_anchor() const { return head == Head::AnchorFree ? 4 * reg_max + classes : 5 + classes; }
   int64_t numel() const { return cells() * per_anchor(); }
   // Each anchor's 5 + C values contiguous (nahwc, nhwc): the tensor is a run of
   // cells of 5 + C values each, in memory order.
@@ -114,7 +125,7 @@ struct ScaleGeom {
 
 // The strides of a layout for the given sizes (the one place that knows them).
 ScaleGeom make_geom(Layout layout, int64_t batch, int64_t anchors, int64_t height, int64_t width,
-                    int64_t classes);
+                    int64_t classes, Head head = Head::Anchor, int64_t reg_max = 0);
 
 // The backends that compute a plan, listed once: backendInfo() and device
 // resolution read this list (native/core/README.md: adding a device).

@@ -25,6 +25,7 @@ inline constexpr Named<Target> kObjTargetNames[] = {
     {"logit", Target::Logit}, {"prob", Target::Prob}, {"bce", Target::Bce}};
 inline constexpr Named<Target> kClsTargetNames[] = {
     {"logit", Target::Logit}, {"prob", Target::Prob}, {"bce", Target::Bce}, {"kl", Target::Kl}};
+inline constexpr Named<Head> kHeadNames[] = {{"anchor", Head::Anchor}, {"anchorFree", Head::AnchorFree}};
 inline constexpr Named<Impl> kImplNames[] = {{"fused", Impl::Fused}, {"reference", Impl::Reference}};
 
 // The name of v in a table ("?" if absent).

@@ -31,11 +31,11 @@ at::Tensor element_loss(Target kind, const at::Tensor& p, const at::Tensor& t) {
   throw Error(ErrorKind::Generic, code::kInternal, "element_loss: 'kl' is not elementwise");
 }
 
-// FM-NMS keep mask [B, A, H, W, 1] (1 keep, 0 suppressed) from the teacher in
-// [B, A, H, W, 5+C] view, built from shifted copies of the argmax and objectness maps.
-at::Tensor fm_nms_keep(const at::Tensor& tv) {
-  const at::Tensor arg = tv.narrow(-1, kClsOffset, tv.size(-1) - kClsOffset).argmax(-1);
-  const at::Tensor obj = tv.select(-1, kObjChannel);
+// FM-NMS keep mask [B, A, H, W, 1] (1 keep, 0 suppressed) from a score map
+// [B, A, H, W] and the teacher's class argmax [B, A, H, W], built from shifted
+// copies of both: suppressed where a 3x3 neighbour has the same argmax and a
+// higher score (ties: the earlier cell in row-major order).
+at::Tensor fm_nms_keep(const at::Tensor& obj, const at::Tensor& arg) {
   const int64_t H = obj.size(2), W = obj.size(3);
   const at::Tensor obj_pad = at::constant_pad_nd(obj, {1, 1, 1, 1}, -INFINITY);
   const at::Tensor arg_pad = at::constant_pad_nd(arg, {1, 1, 1, 1}, -1);
@@ -54,6 +54,42 @@ at::Tensor fm_nms_keep(const at::Tensor& tv) {
   return at::logical_not(suppressed).to(obj.scalar_type()).unsqueeze(-1);
 }
 
+// tau^2 KL(softmax(T/tau) || softmax(P/tau)) over the last dim, keepdim.
+at::Tensor kl_last(const at::Tensor& p, const at::Tensor& t, double tau) {
+  const at::Tensor lp = at::log_softmax(p / tau, -1);
+  const at::Tensor lq = at::log_softmax(t / tau, -1);
+  return (at::exp(lq) * (lq - lp)).sum(-1, /*keepdim=*/true) * (tau * tau);
+}
+
+// The terms of an anchor-free scale (docs/DESIGN.md §1b) on pv, tv viewed as
+// [B, 1, H, W, 4R+C]: box (distribution KL per side, or squared differences for
+// R = 1), cls (any clsTarget), weighted by w = max_c sigmoid(T_cls).
+void anchor_free_terms(const at::Tensor& pv, const at::Tensor& tv, const ScaleGeom& g, const Options& o,
+                       at::Tensor* box, at::Tensor* cls) {
+  const Variant& v = o.variant;
+  const int64_t R = g.reg_max, C = g.classes;
+  const at::Tensor tc = tv.narrow(-1, 4 * R, C);
+  const at::Tensor w = std::get<0>(at::sigmoid(tc).max(-1, /*keepdim=*/true));  // [B, 1, H, W, 1]
+  const at::Tensor keep =
+      v.fm_nms ? fm_nms_keep(w.squeeze(-1), tc.argmax(-1)) : at::ones_like(w);
+  const at::Tensor m_box = v.weighted_box ? w * keep : keep;
+  const at::Tensor m_cls = v.weighted_cls ? w * keep : keep;
+  if (R > 1) {
+    at::Tensor kl;
+    for (int64_t j = 0; j < 4; ++j) {
+      const at::Tensor side = kl_last(pv.narrow(-1, j * R, R), tv.narrow(-1, j * R, R), o.box_temperature);
+      kl = j == 0 ? side : kl + side;
+    }
+    *box = at::mean(m_box * kl) / 4.0;
+  } else {
+    const at::Tensor d = pv.narrow(-1, 0, 4) - tv.narrow(-1, 0, 4);
+    *box = at::mean(m_box * d * d);
+  }
+  const at::Tensor pc = pv.narrow(-1, 4 * R, C);
+  *cls = v.cls == Target::Kl ? at::mean(m_cls * kl_last(pc, tc, v.temperature))
+                             : at::mean(m_cls * element_loss(v.cls, pc, tc));
+}
+
 }  // namespace
 
 Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<at::Tensor>& teacher,
@@ -69,7 +105,8 @@ Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<
     // fp32 like a PyTorch training loop for the default formula; the variants'
     // transcendental terms (KL of near-equal distributions above all) lose digits
     // to cancellation in fp32, so they are computed in fp64.
-    const at::ScalarType work = opts.variant.is_default() ? at::kFloat : at::kDouble;
+    const at::ScalarType work =
+        opts.variant.is_default() && opts.head == Head::Anchor ? at::kFloat : at::kDouble;
     at::Tensor p = student[s].detach().to(work).clone().requires_grad_(opts.grad);
     at::Tensor t = teacher[s].detach().to(work);
     leaves.push_back(p);
@@ -90,36 +127,40 @@ Result reference_loss(const std::vector<at::Tensor>& student, const std::vector<
       case Layout::NAHWC:
         break;
     }
-    const at::Tensor w = at::sigmoid(tv.narrow(-1, 4, 1));  // teacher objectness, [..., 1]
-    const Variant& v = opts.variant;
     at::Tensor box, obj, cls;
-    if (v.is_default()) {
-      auto term = [&](int64_t k0, int64_t n) {
-        const at::Tensor d = pv.narrow(-1, k0, n) - tv.narrow(-1, k0, n);
-        return at::mean(w * d * d);  // MSELoss(reduction='none') * weight, mean
-      };
-      box = term(0, 4);
-      obj = term(4, 1);
-      cls = term(5, g.classes);
+    if (g.head == Head::AnchorFree) {
+      anchor_free_terms(pv, tv, g, opts, &box, &cls);
+      obj = at::zeros({}, p.options().requires_grad(false));  // no objectness channel
     } else {
-      const at::Tensor keep = v.fm_nms ? fm_nms_keep(tv) : at::ones_like(w);
-      auto weight = [&](bool weighted) { return weighted ? w * keep : keep; };
-      auto P = [&](int64_t k0, int64_t n) { return pv.narrow(-1, k0, n); };
-      auto T = [&](int64_t k0, int64_t n) { return tv.narrow(-1, k0, n); };
-      const at::Tensor box_e =
-          v.box == BoxTarget::Paper
-              ? at::cat({element_loss(Target::Prob, P(0, 2), T(0, 2)), element_loss(Target::Logit, P(2, 2), T(2, 2))}, -1)
-              : element_loss(Target::Logit, P(0, 4), T(0, 4));
-      box = at::mean(weight(v.weighted_box) * box_e);
-      obj = at::mean(weight(v.weighted_obj) * element_loss(v.obj, P(4, 1), T(4, 1)));
-      if (v.cls == Target::Kl) {
-        const double tau = v.temperature;
-        const at::Tensor lp = at::log_softmax(P(5, g.classes) / tau, -1);
-        const at::Tensor lq = at::log_softmax(T(5, g.classes) / tau, -1);
-        const at::Tensor kl = (at::exp(lq) * (lq - lp)).sum(-1, /*keepdim=*/true) * (tau * tau);
-        cls = at::mean(weight(v.weighted_cls) * kl);  // over the N cells
+      const at::Tensor w = at::sigmoid(tv.narrow(-1, 4, 1));  // teacher objectness, [..., 1]
+      const Variant& v = opts.variant;
+      if (v.is_default()) {
+        auto term = [&](int64_t k0, int64_t n) {
+          const at::Tensor d = pv.narrow(-1, k0, n) - tv.narrow(-1, k0, n);
+          return at::mean(w * d * d);  // MSELoss(reduction='none') * weight, mean
+        };
+        box = term(0, 4);
+        obj = term(4, 1);
+        cls = term(5, g.classes);
       } else {
-        cls = at::mean(weight(v.weighted_cls) * element_loss(v.cls, P(5, g.classes), T(5, g.classes)));
+        const at::Tensor keep =
+            v.fm_nms ? fm_nms_keep(tv.select(-1, kObjChannel), tv.narrow(-1, kClsOffset, g.classes).argmax(-1))
+                     : at::ones_like(w);
+        auto weight = [&](bool weighted) { return weighted ? w * keep : keep; };
+        auto P = [&](int64_t k0, int64_t n) { return pv.narrow(-1, k0, n); };
+        auto T = [&](int64_t k0, int64_t n) { return tv.narrow(-1, k0, n); };
+        const at::Tensor box_e =
+            v.box == BoxTarget::Paper
+                ? at::cat({element_loss(Target::Prob, P(0, 2), T(0, 2)), element_loss(Target::Logit, P(2, 2), T(2, 2))}, -1)
+                : element_loss(Target::Logit, P(0, 4), T(0, 4));
+        box = at::mean(weight(v.weighted_box) * box_e);
+        obj = at::mean(weight(v.weighted_obj) * element_loss(v.obj, P(4, 1), T(4, 1)));
+        if (v.cls == Target::Kl) {
+          const at::Tensor kl = kl_last(P(5, g.classes), T(5, g.classes), v.temperature);
+          cls = at::mean(weight(v.weighted_cls) * kl);  // over the N cells
+        } else {
+          cls = at::mean(weight(v.weighted_cls) * element_loss(v.cls, P(5, g.classes), T(5, g.classes)));
+        }
       }
     }
     r.scales.push_back(Terms{box.item<double>(), obj.item<double>(), cls.item<double>()});

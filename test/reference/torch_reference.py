@@ -110,6 +110,65 @@ def variant_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box,
     return loss, box, obj, cls, per_scale
 
 
+def nms_keep_2d(score, arg):
+    """FM-NMS on per-cell maps [B, H, W]: 1 where kept, 0 where a 3x3 neighbour
+    has the same class argmax and a higher score (ties: the earlier cell in
+    row-major order). Returns [B, H, W]."""
+    _, h, w = score.shape
+    keep = torch.ones_like(score, dtype=torch.bool)
+    for y in range(h):
+        for x in range(w):
+            for yy in range(max(0, y - 1), min(h, y + 2)):
+                for xx in range(max(0, x - 1), min(w, x + 2)):
+                    if (yy, xx) == (y, x):
+                        continue
+                    higher = score[:, yy, xx] > score[:, y, x]
+                    if yy * w + xx < y * w + x:
+                        higher = higher | (score[:, yy, xx] == score[:, y, x])
+                    keep[:, y, x] &= ~((arg[:, yy, xx] == arg[:, y, x]) & higher)
+    return keep.to(score.dtype)
+
+
+def anchor_free_loss(student, teacher, num_classes, layout, lam, g_box, g_cls, v, reg_max, box_tau):
+    """Anchor-free heads (YOLOv8/YOLO11/YOLO26): per cell 4*R box-distribution
+    logits (side-major: left, top, right, bottom) then C class logits; the weight
+    is the teacher's top class probability; the box term is tau^2 KL of the
+    teacher's side distributions against the student's (R > 1, localization
+    distillation) or squared differences (R = 1); no objectness term."""
+    box = cls = 0.0
+    per_scale = []
+    weighted = {"box": True, "cls": True, **v.get("weighted", {})}
+    tau = v.get("temperature", 1.0)
+    R, C = reg_max, num_classes
+    for p, t in zip(student, teacher):
+        if layout == "nchw":
+            p, t = p.permute(0, 2, 3, 1), t.permute(0, 2, 3, 1)  # [B, H, W, 4R+C]
+        tc, pc = t[..., 4 * R:], p[..., 4 * R:]
+        w = torch.sigmoid(tc).max(-1).values  # [B, H, W]
+        keep = nms_keep_2d(w, tc.argmax(-1)) if v.get("fmNms") else torch.ones_like(w)
+        m_box = (w if weighted["box"] else 1.0) * keep
+        m_cls = (w if weighted["cls"] else 1.0) * keep
+        if R > 1:
+            kl = 0.0
+            for j in range(4):
+                ps, ts = p[..., j * R:(j + 1) * R], t[..., j * R:(j + 1) * R]
+                kl = kl + F.kl_div(F.log_softmax(ps / box_tau, -1), F.softmax(ts / box_tau, -1),
+                                   reduction="none").sum(-1) * box_tau * box_tau
+            box_s = torch.mean(m_box * kl) / 4
+        else:
+            box_s = torch.mean((p[..., 0:4] - t[..., 0:4]) ** 2 * m_box.unsqueeze(-1))
+        if v.get("clsTarget", "logit") == "kl":
+            kl_c = F.kl_div(F.log_softmax(pc / tau, -1), F.softmax(tc / tau, -1), reduction="none").sum(-1) * tau * tau
+            cls_s = torch.mean(m_cls * kl_c)
+        else:
+            cls_s = torch.mean(element_loss(v.get("clsTarget", "logit"), pc, tc) * m_cls.unsqueeze(-1))
+        zero = torch.zeros((), dtype=p.dtype, device=p.device)
+        per_scale.append((box_s, zero, cls_s))
+        box, cls = box + box_s, cls + cls_s
+    loss = lam * (g_box * box + g_cls * cls)
+    return loss, box, torch.zeros((), dtype=loss.dtype), cls, per_scale
+
+
 def distillation_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box, g_obj, g_cls):
     mse = torch.nn.MSELoss(reduction="none")
     box = obj = cls = 0.0
@@ -162,7 +221,11 @@ def main(folder):
         variant, lam = resolve_preset(case.get("variant") or {}, case.get("lambda"))
         args = (student, teacher, case["numAnchors"], case["numClasses"], case["layout"],
                 lam, wts.get("box", 1.0), wts.get("obj", 1.0), wts.get("cls", 1.0))
-        if case.get("variant"):
+        if case.get("head") == "anchorFree":
+            loss, box, obj, cls, per_scale = anchor_free_loss(
+                student, teacher, case["numClasses"], case["layout"], lam, wts.get("box", 1.0),
+                wts.get("cls", 1.0), variant, case.get("regMax", 16), case.get("boxTemperature", 10.0))
+        elif case.get("variant"):
             loss, box, obj, cls, per_scale = variant_loss(*args, variant)
         else:
             loss, box, obj, cls, per_scale = distillation_loss(*args)
