@@ -184,14 +184,14 @@ template <typename ArgAt, typename ObjAt>
 YD_HD bool fm_nms_suppressed(int64_t y, int64_t x, int64_t H, int64_t W, const ArgAt& arg_at,
                              const ObjAt& obj_at) {
   const int64_t j = y * W + x;
-  const float o = obj_at(j);
+  const auto o = obj_at(j);  // the score's own type (fp32 objectness, or a double weight)
   for (int64_t dy = -1; dy <= 1; ++dy) {
     for (int64_t dx = -1; dx <= 1; ++dx) {
       const int64_t yy = y + dy, xx = x + dx;
       if ((dy == 0 && dx == 0) || yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
       const int64_t jj = yy * W + xx;
       if (arg_at(jj) != arg_at(j)) continue;
-      const float oo = obj_at(jj);
+      const auto oo = obj_at(jj);
       if (oo > o || (oo == o && jj < j)) return true;
     }
   }

@@ -425,8 +425,157 @@ RawSums with_obj(const float* p, const float* t, float* g, const ScaleGeom& geom
 
 }  // namespace
 
+namespace {
+
+// Anchor-free heads (docs/DESIGN.md §1b): per cell 4R box-bin logits (side-major)
+// then C class logits; weight w = max_c sigmoid(T_c). Math in double like the
+// general body; gradients rounded to fp32 once.
+//
+// The FM-NMS keep mask of an anchor-free scale, indexed by cell_index: the score
+// is w (in double, as compared by the reference) and the class argmax follows
+// torch.argmax (NaN first).
+void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, int threads) {
+  const int64_t H = g.height, W = g.width, hw = H * W, C = g.classes, c0 = 4 * g.reg_max;
+  run_blocks(g.batch, threads, hw * g.per_anchor(), [&](int64_t b0, int64_t b1) {
+    std::vector<double> score(static_cast<size_t>(hw));
+    std::vector<int64_t> arg(static_cast<size_t>(hw));
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t y = j / W, x = j % W;
+        float best = t[g.offset(b, 0, y, x, c0)];
+        int64_t a = 0;
+        for (int64_t c = 1; c < C; ++c) {
+          const float v = t[g.offset(b, 0, y, x, c0 + c)];
+          if (argmax_takes(v, best)) best = v, a = c;
+        }
+        score[j] = sigmoid_<double>(best);
+        arg[j] = a;
+      }
+      for (int64_t y = 0; y < H; ++y) {
+        for (int64_t x = 0; x < W; ++x) {
+          const bool suppressed = fm_nms_suppressed(
+              y, x, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return score[jj]; });
+          keep[g.cell_index(b, 0, y, x)] = suppressed ? 0 : 1;
+        }
+      }
+    }
+  });
+}
+
+RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
+                          int threads) {
+  const Variant& v = o.variant;
+  const int64_t cells = geom.cells(), hw = geom.height * geom.width, K = geom.per_anchor();
+  const int64_t C = geom.classes, R = geom.reg_max, c0 = 4 * R;
+  const bool nchw = !geom.cell_major();
+  const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, 0.0, o.w_cls, o.grad_scale, C, cells, v.cls == Target::Kl);
+  const double cb = vc.box, cc = vc.cls, tau = v.temperature, tb = o.box_temperature;
+  std::vector<unsigned char> keep;
+  if (v.fm_nms) {
+    keep.resize(static_cast<size_t>(cells));
+    anchor_free_keep(t, geom, keep.data(), threads);
+  }
+  // Units of up to kVariantChunk cells (within one image's plane in nchw), values
+  // of the unit's cell j at base + k * step_k + j * step_c, as in general_scale.
+  const int64_t chunks_per_plane = nchw ? (hw + kVariantChunk - 1) / kVariantChunk : 0;
+  const int64_t units = nchw ? geom.batch * chunks_per_plane : (cells + kVariantChunk - 1) / kVariantChunk;
+  const int64_t step_k = nchw ? hw : 1, step_c = nchw ? 1 : K;
+
+  // tau^2 KL of `n` classes/bins starting at value k0, per cell of the unit;
+  // adds m_j * KL_j to *sum and writes gradients with coefficient coef.
+  auto kl_block = [&](int64_t base, int64_t len, int64_t k0, int64_t n, double tt, const double* m, double coef,
+                      double* sum) {
+    double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
+    for (int64_t j = 0; j < len; ++j) {
+      mp[j] = mq[j] = -INFINITY;
+      lsp[j] = lsq[j] = kl[j] = 0.0;
+    }
+    for (int64_t c = 0; c < n; ++c) {
+      const int64_t off = base + (k0 + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        mp[j] = std::max(mp[j], p[off + j * step_c] / tt);
+        mq[j] = std::max(mq[j], t[off + j * step_c] / tt);
+      }
+    }
+    for (int64_t c = 0; c < n; ++c) {
+      const int64_t off = base + (k0 + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        lsp[j] += std::exp(p[off + j * step_c] / tt - mp[j]);
+        lsq[j] += std::exp(t[off + j * step_c] / tt - mq[j]);
+      }
+    }
+    for (int64_t j = 0; j < len; ++j) lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
+    for (int64_t c = 0; c < n; ++c) {
+      const int64_t off = base + (k0 + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        const int64_t e = off + j * step_c;
+        const double logp = kl_log_prob<double>(p[e], tt, mp[j], lsp[j]);
+        const double logq = kl_log_prob<double>(t[e], tt, mq[j], lsq[j]);
+        const double q = std::exp(logq);
+        kl[j] += kl_class_term(q, logq, logp);
+        if (g) g[e] = static_cast<float>(kl_grad(coef * m[j], tt, logp, q));
+      }
+    }
+    for (int64_t j = 0; j < len; ++j) *sum += m[j] * kl_cell_value(kl[j], tt);
+  };
+
+  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    int64_t i0, len, base;
+    if (nchw) {
+      const int64_t plane = unit / chunks_per_plane, first = (unit % chunks_per_plane) * kVariantChunk;
+      i0 = plane * hw + first;
+      len = std::min(kVariantChunk, hw - first);
+      base = plane * K * hw + first;
+    } else {
+      i0 = unit * kVariantChunk;
+      len = std::min(kVariantChunk, cells - i0);
+      base = i0 * K;
+    }
+    double mb[kVariantChunk], mc[kVariantChunk];
+    for (int64_t j = 0; j < len; ++j) {
+      // w = max_c sigmoid(T_c) = sigmoid(max_c T_c) (NaN propagates, as in torch.max)
+      float best = t[base + c0 * step_k + j * step_c];
+      for (int64_t c = 1; c < C; ++c) {
+        const float val = t[base + (c0 + c) * step_k + j * step_c];
+        if (argmax_takes(val, best)) best = val;
+      }
+      const double w = sigmoid_<double>(best);
+      const double keep_j = v.fm_nms ? keep[i0 + j] : 1.0;
+      mb[j] = (v.weighted_box ? w : 1.0) * keep_j;
+      mc[j] = (v.weighted_cls ? w : 1.0) * keep_j;
+    }
+    auto channel = [&](auto kind, int64_t k, const double* m, double coef, double* sum) {
+      constexpr Target kKind = decltype(kind)::value;
+      const int64_t off = base + k * step_k;
+      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef);
+    };
+    if (R > 1) {
+      double box = 0.0;
+      for (int64_t side = 0; side < 4; ++side) kl_block(base, len, side * R, R, tb, mb, cb, &box);
+      acc.box += box;
+    } else {
+      for (int64_t k = 0; k < 4; ++k) channel(std::integral_constant<Target, Target::Logit>{}, k, mb, cb, &acc.box);
+    }
+    switch (v.cls) {
+      case Target::Kl: kl_block(base, len, c0, C, tau, mc, cc, &acc.cls); break;
+      case Target::Logit:
+        for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Logit>{}, c0 + c, mc, cc, &acc.cls);
+        break;
+      case Target::Prob:
+        for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Prob>{}, c0 + c, mc, cc, &acc.cls);
+        break;
+      case Target::Bce:
+        for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Bce>{}, c0 + c, mc, cc, &acc.cls);
+        break;
+    }
+  });
+}
+
+}  // namespace
+
 RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
                   int threads) {
+  if (geom.head == Head::AnchorFree) return anchor_free_scale(p, t, g, geom, o, threads);
   switch (o.variant.box) {
     case BoxTarget::Logit: return with_obj<BoxTarget::Logit>(p, t, g, geom, o, threads);
     case BoxTarget::Paper: return with_obj<BoxTarget::Paper>(p, t, g, geom, o, threads);
