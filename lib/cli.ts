@@ -13,6 +13,7 @@ commands:
            --size S      input size in pixels, a multiple of 32 (default 640)
            --threads T   kernel threads (default: backendInfo().threads)
            --layout L    nchw | nahwc | nhwc (default nchw)
+           --head H      anchor (YOLOv5s-shaped, default) | anchorFree (YOLOv8s-shaped, regMax 16)
   info   print the backend: LibTorch version, CUDA, threads
 `;
 
@@ -48,10 +49,11 @@ interface DemoArgs {
   size: number;
   threads: number;
   layout: 'nchw' | 'nahwc' | 'nhwc';
+  head: 'anchor' | 'anchorFree';
 }
 
 function parseArgs(argv: string[]): DemoArgs {
-  const a: DemoArgs = { steps: 10, batch: 8, classes: 80, size: 640, threads: 0, layout: 'nchw' };
+  const a: DemoArgs = { steps: 10, batch: 8, classes: 80, size: 640, threads: 0, layout: 'nchw', head: 'anchor' };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i];
     const val = argv[i + 1];
@@ -72,9 +74,15 @@ function parseArgs(argv: string[]): DemoArgs {
         a.layout = val;
         i++;
         break;
+      case '--head':
+        if (val !== 'anchor' && val !== 'anchorFree') throw new Error(`--head expects anchor or anchorFree, got ${val}`);
+        a.head = val;
+        i++;
+        break;
       default: throw new Error(`unknown option ${key}`);
     }
   }
+  if (a.head === 'anchorFree' && a.layout === 'nahwc') throw new Error('--head anchorFree takes --layout nchw or nhwc');
   if (a.size % 32 !== 0) throw new Error(`--size must be a multiple of 32, got ${a.size}`);
   return a;
 }
@@ -90,9 +98,13 @@ function fmt(x: number): string {
 }
 
 function demo(args: DemoArgs): void {
-  const A = 3;
+  // Anchor heads: YOLOv5s-shaped (A = 3, 5 + C values per anchor). Anchor-free:
+  // YOLOv8s-shaped (one prediction per cell, 4 * 16 box bins + C class logits).
+  const af = args.head === 'anchorFree';
+  const R = 16;
+  const A = af ? 1 : 3;
   const C = args.classes;
-  const K = 5 + C;
+  const K = af ? 4 * R + C : 5 + C;
   const grids = [8, 16, 32].map((stride) => args.size / stride);
   const shapes = grids.map((g) =>
     args.layout === 'nchw' ? [args.batch, A * K, g, g] : args.layout === 'nhwc' ? [args.batch, g, g, A * K] : [args.batch, A, g, g, K],
@@ -102,7 +114,7 @@ function demo(args: DemoArgs): void {
   const info = backendInfo();
   const threads = args.threads || info.threads;
   console.log(
-    `yolo-distill demo: YOLOv5s-shaped heads at ${args.size}x${args.size}, B=${args.batch}, A=${A}, C=${C}, ` +
+    `yolo-distill demo: ${af ? 'YOLOv8s-shaped anchor-free' : 'YOLOv5s-shaped'} heads at ${args.size}x${args.size}, B=${args.batch}, ${af ? `regMax=${R}` : `A=${A}`}, C=${C}, ` +
       `${args.layout}, grids ${grids.join('/')}, ${(total / 1e6).toFixed(1)} M values per tensor, ` +
       `LibTorch ${info.libtorch}, ${threads} thread(s)`,
   );
@@ -127,14 +139,17 @@ function demo(args: DemoArgs): void {
     for (let i = 0; i < sizes[s]; i++) {
       const k = kOf(s, i);
       const z = randn();
-      t[i] = k < 4 ? z : k === 4 ? -4 + 3 * z : -3 + 2 * z;
+      if (af) t[i] = k < 4 * R ? 2 * z : -3 + 2 * z; // box-bin logits; class logits mostly background
+      else t[i] = k < 4 ? z : k === 4 ? -4 + 3 * z : -3 + 2 * z;
       p[i] = randn();
     }
     teacher.push({ data: t, shape: shapes[s] });
     student.push({ data: p, shape: shapes[s] });
     gradOut.push(new Float32Array(sizes[s]));
   }
-  const opts: DistillationOptions = { numClasses: C, numAnchors: A, layout: args.layout, threads, gradOut };
+  const opts: DistillationOptions = af
+    ? { numClasses: C, head: 'anchorFree', regMax: R, layout: args.layout, threads, gradOut }
+    : { numClasses: C, numAnchors: A, layout: args.layout, threads, gradOut };
   const lambda = 10;
 
   // Preconditioned gradient descent on the head outputs: each element's step is
@@ -144,7 +159,8 @@ function demo(args: DemoArgs): void {
   const step = (s: number, g: Float32Array, p: Float32Array) => {
     const cells = sizes[s] / K;
     const base = (eta * cells) / (2 * lambda);
-    const perK = new Float64Array(K).map((_, k) => base * (k < 4 ? 4 : k === 4 ? 1 : C));
+    const perK = new Float64Array(K).map((_, k) =>
+      af ? base * (k < 4 * R ? 4 : C) : base * (k < 4 ? 4 : k === 4 ? 1 : C));
     for (let i = 0; i < p.length; i++) p[i] -= perK[kOf(s, i)] * g[i];
   };
 

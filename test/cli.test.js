@@ -29,6 +29,16 @@ test('demo in nahwc layout', () => {
   expect(r.stdout).toMatch(/check: fused vs reference .*: OK/);
 });
 
+test('demo --head anchorFree (YOLOv8s-shaped, nhwc): the loss falls and fused = reference', () => {
+  const r = run('demo', '--head', 'anchorFree', '--steps', '3', '--batch', '1', '--size', '64', '--classes', '3', '--layout', 'nhwc');
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/YOLOv8s-shaped anchor-free heads/);
+  const losses = [...r.stdout.matchAll(/^\s+\d+\s+([\d.e+-]+)/gm)].map((m) => Number(m[1]));
+  expect(losses.length).toBe(4);
+  expect(losses[3]).toBeLessThan(losses[0]);
+  expect(r.stdout).toMatch(/check: fused vs reference .*: OK/);
+});
+
 test('info prints the backend', () => {
   const r = run('info');
   expect(r.status).toBe(0);
