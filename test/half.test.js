@@ -13,61 +13,14 @@ const torch = h.torchAvailable();
 const withTorch = torch.ok ? test : test.skip;
 if (!torch.ok) console.log(`PyTorch comparisons skipped: ${torch.reason}`);
 
-// float32 -> float16 / bfloat16 bits (round to nearest even) and back.
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-function toHalf(x) {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let man = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) { // subnormal half
-    if (e < -10) return sign;
-    man |= 0x800000;
-    const shift = 14 - e;
-    let r = man >>> shift;
-    const rem = man & ((1 << shift) - 1), half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (r & 1))) r++;
-    return sign | r;
-  }
-  let r = (e << 10) | (man >>> 13);
-  const rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
-  return sign | r;
-}
-function fromHalf(hb) {
-  const s = hb & 0x8000 ? -1 : 1, e = (hb >>> 10) & 0x1f, m = hb & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-function toBf16(x) {
-  f32[0] = x;
-  const b = u32[0];
-  if (((b >>> 23) & 0xff) === 0xff && (b & 0x7fffff)) return (b >>> 16) | 0x40;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-}
-function fromBf16(hb) {
-  u32[0] = hb << 16;
-  return f32[0];
-}
-const enc = { float16: toHalf, bfloat16: toBf16 };
-const dec = { float16: fromHalf, bfloat16: fromBf16 };
+const { toHalf, fromHalf, encode16: enc, decode16: dec } = h;
+const asHead = h.headOfDtype;
+// One unit in the last place of v in a 16-bit dtype.
 const ulp = (dtype, v) => {
   const a = Math.abs(v);
   if (dtype === 'float16') return a < 2 ** -14 ? 2 ** -24 : 2 ** (Math.floor(Math.log2(a)) - 10);
   return a < 2 ** -126 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(a)) - 7);
 };
-
-// A head of the dtype: a Uint16Array of the bits, or the Float32Array as it is.
-function asHead(x, dtype) {
-  if (dtype === 'float32') return { data: x.data, shape: x.shape };
-  return { data: Uint16Array.from(x.data, enc[dtype]), shape: x.shape, dtype };
-}
 
 function makeCases() {
   const r = h.rng(0xf16);

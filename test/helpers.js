@@ -155,7 +155,63 @@ function sameBits(a, b) {
   return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 }
 
+
+// float32 -> float16 / bfloat16 bits (round to nearest even) and back.
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+function toHalf(x) {
+  f32buf[0] = x;
+  const b = u32buf[0];
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let man = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) { // subnormal half
+    if (e < -10) return sign;
+    man |= 0x800000;
+    const shift = 14 - e;
+    let r = man >>> shift;
+    const rem = man & ((1 << shift) - 1), half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (r & 1))) r++;
+    return sign | r;
+  }
+  let r = (e << 10) | (man >>> 13);
+  const rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
+  return sign | r;
+}
+function fromHalf(hb) {
+  const s = hb & 0x8000 ? -1 : 1, e = (hb >>> 10) & 0x1f, m = hb & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+function toBf16(x) {
+  f32buf[0] = x;
+  const b = u32buf[0];
+  if (((b >>> 23) & 0xff) === 0xff && (b & 0x7fffff)) return (b >>> 16) | 0x40;
+  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+}
+function fromBf16(hb) {
+  u32buf[0] = hb << 16;
+  return f32buf[0];
+}
+const encode16 = { float16: toHalf, bfloat16: toBf16 };
+const decode16 = { float16: fromHalf, bfloat16: fromBf16 };
+/** A head array of `dtype`: the Float32Array as it is, or a Uint16Array of its rounded bits. */
+function headOfDtype(x, dtype) {
+  if (!dtype || dtype === 'float32') return { data: x.data, shape: x.shape };
+  return { data: Uint16Array.from(x.data, encode16[dtype]), shape: x.shape, dtype };
+}
+/** Values of an array as numbers: a Float32Array as is, a Uint16Array decoded as `dtype`. */
+function valuesOf(a, dtype) {
+  return Object.prototype.toString.call(a) === '[object Uint16Array]' ? Float64Array.from(a, decode16[dtype]) : a;
+}
+
 module.exports = {
+  toHalf, fromHalf, toBf16, fromBf16, encode16, decode16, headOfDtype, valuesOf,
   pkg, rng, headShape, channelOf, numel, makeHeads, optionsOf, torchAvailable, runTorchReference,
   expectArraysClose, expectRelClose, sameBits, worstViolation,
 };

@@ -128,6 +128,9 @@ describe('fuzzing (fast-check, cases run in a restartable child process)', () =>
     expect(r.stdout).toMatch(/20000 passed, 0 failed/);
     const adv = Number((r.stdout.match(/adversarial JavaScript cases[^:]*: (\d+)/) || [])[1]);
     expect(adv).toBeGreaterThanOrEqual(9000);
+    const [, af, half] = r.stdout.match(/anchor-free head cases: (\d+); half-precision array cases: (\d+)/) || [];
+    expect(Number(af)).toBeGreaterThanOrEqual(1000);
+    expect(Number(half)).toBeGreaterThanOrEqual(300);
     expect(r.status).toBe(0);
   });
 

@@ -83,6 +83,12 @@ const caseArb = fc.record({
     scale: fc.integer({ min: 0, max: 2 }),
     async: fc.boolean(),
   }) }),
+  // Anchor-free heads (layouts nchw/nhwc; nahwc cases stay anchor heads).
+  afHead: fc.oneof({ weight: 3, arbitrary: fc.constant(null) },
+    { weight: 1, arbitrary: fc.record({ regMax: fc.constantFrom(1, 2, 4, 16), boxTemperature: fc.constantFrom(1, 10) }) }),
+  // Half-precision arrays (valid 'array' cases): student and teacher dtypes.
+  dtypes: fc.oneof({ weight: 3, arbitrary: fc.constant(null) },
+    { weight: 1, arbitrary: fc.tuple(fc.constantFrom('float32', 'float16', 'bfloat16'), fc.constantFrom('float32', 'float16', 'bfloat16')) }),
   mutation: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: fc.constantFrom(...Object.keys(MUTATIONS)) }),
   valueSeed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
 });
@@ -105,15 +111,25 @@ async function child() {
     }
   }
   const adversarial = cases.slice(FROM).filter((c) => c.adv).length;
-  process.stdout.write(`done ${JSON.stringify({ failures: failures.length, adversarial })}\n`);
+  const anchorFree = cases.slice(FROM).filter((c) => !c.adv && c.afHead && c.layout !== 'nahwc').length;
+  const half = cases.slice(FROM).filter((c) => !c.adv && c.dtypes && c.kind === 'array' && !c.mutation).length;
+  process.stdout.write(`done ${JSON.stringify({ failures: failures.length, adversarial, anchorFree, half })}\n`);
 }
 
 function runCase(yd, h, c) {
   const r = h.rng(c.valueSeed);
-  const shapes = c.grids.map(([H, W]) => h.headShape(c.layout, c.B, c.A, c.C, H, W));
+  const af = c.afHead && c.layout !== 'nahwc' ? c.afHead : null;
+  const afK = af ? 4 * af.regMax + c.C : 0;
+  const shapes = c.grids.map(([H, W]) => (af ? (c.layout === 'nchw' ? [c.B, afK, H, W] : [c.B, H, W, afK])
+    : h.headShape(c.layout, c.B, c.A, c.C, H, W)));
   const heads = h.makeHeads(r, shapes, c.spread);
   let student = heads.student;
   let teacher = heads.teacher;
+  const half = c.dtypes && c.kind === 'array' && !c.mutation ? c.dtypes : null;
+  if (half) {
+    student = heads.student.map((x) => h.headOfDtype(x, half[0]));
+    teacher = heads.teacher.map((x) => h.headOfDtype(x, half[1]));
+  }
   const made = [];
   const asTensor = (x) => {
     const t = yd.Tensor.fromFloat32Array(x.data, x.shape);
@@ -133,6 +149,11 @@ function runCase(yd, h, c) {
   if (c.grad !== null) opts.grad = c.grad;
   if (c.threads !== null) opts.threads = c.threads;
   if (c.variant !== null) Object.assign(opts, c.variant);
+  if (af) {
+    delete opts.numAnchors;
+    for (const k of ['preset', 'boxTarget', 'objTarget']) delete opts[k];
+    Object.assign(opts, { head: 'anchorFree', regMax: af.regMax, boxTemperature: af.boxTemperature });
+  }
   if (c.gradOut) opts.gradOut = heads.student.map((x) => (x === heads.student[0] && student[0] === x ? new Float32Array(x.data.length) : null));
 
   const m = c.mutation;
@@ -209,9 +230,13 @@ function runCase(yd, h, c) {
     if ((f.grads === null) !== (ref.grads === null)) return 'grads null mismatch';
     if (f.grads) {
       for (let s = 0; s < f.grads.length; s++) {
-        const a = f.grads[s] instanceof yd.Tensor ? f.grads[s].toFloat32Array() : f.grads[s];
-        const b = ref.grads[s] instanceof yd.Tensor ? ref.grads[s].toFloat32Array() : ref.grads[s];
-        const { worst, at } = h.worstViolation(a, b, 1e-6 * Math.max(1, Math.abs(c.gradScale ?? 1)), 1e-5);
+        const sd = half ? half[0] : 'float32';
+        const a = f.grads[s] instanceof yd.Tensor ? f.grads[s].toFloat32Array() : h.valuesOf(f.grads[s], sd);
+        const b = ref.grads[s] instanceof yd.Tensor ? ref.grads[s].toFloat32Array() : h.valuesOf(ref.grads[s], sd);
+        // 16-bit gradients: each side rounds its fp32/fp64 value once (2 units in the last place).
+        const rtol = sd === 'float16' ? 2 ** -9 : sd === 'bfloat16' ? 2 ** -6 : 1e-5;
+        const atol = (sd === 'float16' ? 1.2e-7 : 1e-6) * Math.max(1, Math.abs(c.gradScale ?? 1));
+        const { worst, at } = h.worstViolation(a, b, atol, rtol);
         if (!(worst <= 0)) return `grad ${s}[${at}]: ${a[at]} vs reference ${b[at]}`;
         if (opts.gradOut && opts.gradOut[s] && f.grads[s] !== opts.gradOut[s]) return 'gradOut not returned';
       }
@@ -358,7 +383,9 @@ function supervise() {
     notes.push(...lines.filter((l) => l.startsWith('FAIL') || l.startsWith('  {')).slice(0, 20));
     const done = lines.find((l) => l.startsWith('done'));
     if (done) {
-      notes.push(`adversarial JavaScript cases (getters, Proxies, transfers, resizable buffers): ${JSON.parse(done.slice(5)).adversarial}`);
+      const d = JSON.parse(done.slice(5));
+      notes.push(`adversarial JavaScript cases (getters, Proxies, transfers, resizable buffers): ${d.adversarial}`);
+      notes.push(`anchor-free head cases: ${d.anchorFree}; half-precision array cases: ${d.half}`);
       break;
     }
     // The child died (a native crash or an abort): the case it was on fails.
