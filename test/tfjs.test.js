@@ -40,6 +40,20 @@ maybe('yolo-distill/tfjs', () => {
     h.expectArraysClose(g3[0].dataSync(), direct.grads[0].map((v) => 3 * v), 0, 1e-6, 'upstream x3');
   });
 
+  test('anchor-free heads (nhwc, as tfjs convs give them): loss and gradients equal the direct call', () => {
+    const r = h.rng(92);
+    const R = 4, C = 3;
+    const shapes = [[2, 5, 6, 4 * R + C], [2, 3, 2, 4 * R + C]];
+    const c = h.makeHeads(r, shapes, 2);
+    const opts = { numClasses: C, layout: 'nhwc', head: 'anchorFree', regMax: R };
+    const direct = h.pkg.distillationLoss(c.student, c.teacher, opts);
+    const st = c.student.map((x) => tf.tensor(x.data, x.shape));
+    const te = c.teacher.map((x) => tf.tensor(x.data, x.shape));
+    h.expectRelClose(tfDistillationLoss(st, te, opts).dataSync()[0], direct.loss, 1e-6, 'loss');
+    const grads = tf.grads((a, b) => tfDistillationLoss([a, b], te, opts))(st);
+    grads.forEach((g, s) => h.expectArraysClose(g.dataSync(), direct.grads[s], 0, 1e-6, `grad ${s}`));
+  });
+
   test('a conv student head trains with optimizer.minimize: the loss falls', () => {
     const r = spawnSync(process.execPath, [path.join(__dirname, '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.examples.json'], {
       cwd: path.join(__dirname, '..'), encoding: 'utf8',
