@@ -173,6 +173,9 @@ YD_HD S kl_class_term(S q, S logq, S logp) { return q * (logq - logp); }
 // d (tau^2 KL) / d P_c = tau * (p_c - q_c), times the coefficient and mask.
 template <typename S>
 YD_HD S kl_grad(S coef_mask, S tau, S logp, S q) { return coef_mask * tau * (exp_(logp) - q); }
+// The same with the student probability p_c already at hand (exp kept from step 2).
+template <typename S>
+YD_HD S kl_grad_p(S coef_mask, S tau, S p, S q) { return coef_mask * tau * (p - q); }
 template <typename S>
 YD_HD S kl_cell_value(S sum, S tau) { return (sum < S(0) ? S(0) : sum) * tau * tau; }
 

@@ -483,9 +483,17 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
 
   // tau^2 KL of `n` classes/bins starting at value k0, per cell of the unit;
   // adds m_j * KL_j to *sum and writes gradients with coefficient coef.
+  // The exponentials of step 2 are kept (per thread) and reused in step 3:
+  // half the exp calls of computing them again.
   auto kl_block = [&](int64_t base, int64_t len, int64_t k0, int64_t n, double tt, const double* m, double coef,
                       double* sum) {
+    thread_local std::vector<double> ep, eq;
+    if (ep.size() < static_cast<size_t>(n * kVariantChunk)) {
+      ep.resize(static_cast<size_t>(n * kVariantChunk));
+      eq.resize(static_cast<size_t>(n * kVariantChunk));
+    }
     double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
+    double sp[kVariantChunk], sq[kVariantChunk];
     for (int64_t j = 0; j < len; ++j) {
       mp[j] = mq[j] = -INFINITY;
       lsp[j] = lsq[j] = kl[j] = 0.0;
@@ -499,21 +507,30 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
     }
     for (int64_t c = 0; c < n; ++c) {
       const int64_t off = base + (k0 + c) * step_k;
+      double* epc = ep.data() + c * kVariantChunk;
+      double* eqc = eq.data() + c * kVariantChunk;
       for (int64_t j = 0; j < len; ++j) {
-        lsp[j] += std::exp(p[off + j * step_c] / tt - mp[j]);
-        lsq[j] += std::exp(t[off + j * step_c] / tt - mq[j]);
+        epc[j] = std::exp(p[off + j * step_c] / tt - mp[j]);
+        eqc[j] = std::exp(t[off + j * step_c] / tt - mq[j]);
+        lsp[j] += epc[j];
+        lsq[j] += eqc[j];
       }
     }
-    for (int64_t j = 0; j < len; ++j) lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
+    for (int64_t j = 0; j < len; ++j) {
+      sp[j] = lsp[j], sq[j] = lsq[j];
+      lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
+    }
     for (int64_t c = 0; c < n; ++c) {
       const int64_t off = base + (k0 + c) * step_k;
+      const double* epc = ep.data() + c * kVariantChunk;
+      const double* eqc = eq.data() + c * kVariantChunk;
       for (int64_t j = 0; j < len; ++j) {
         const int64_t e = off + j * step_c;
         const double logp = kl_log_prob<double>(p[e], tt, mp[j], lsp[j]);
         const double logq = kl_log_prob<double>(t[e], tt, mq[j], lsq[j]);
-        const double q = std::exp(logq);
+        const double q = eqc[j] / sq[j];
         kl[j] += kl_class_term(q, logq, logp);
-        if (g) g[e] = static_cast<float>(kl_grad(coef * m[j], tt, logp, q));
+        if (g) g[e] = static_cast<float>(kl_grad_p(coef * m[j], tt, epc[j] / sp[j], q));
       }
     }
     for (int64_t j = 0; j < len; ++j) *sum += m[j] * kl_cell_value(kl[j], tt);
