@@ -222,6 +222,67 @@ __attribute__((noinline)) double channel_run(const float* __restrict p, const fl
   return acc;
 }
 
+// tau^2 KL(softmax(T/tau) || softmax(P/tau)) per cell over the n values
+// k0 .. k0+n-1 (stride step_k) of the len cells of a unit (cell j's value k at
+// base + k * step_k + j * step_c): the classes of clsTarget 'kl', or the bins
+// of one side of an anchor-free box. Returns sum_j m_j * KL_j and writes
+// g = coef * m_j * d(tau^2 KL)/dP when g is not null. The steps of cell_math.h
+// (maxima; sums of exponentials, kept per thread and reused for the
+// probabilities; value and gradients), in double.
+double kl_cells(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base,
+                int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau,
+                const double* m, double coef) {
+  thread_local std::vector<double> ep, eq;
+  if (ep.size() < static_cast<size_t>(n * kVariantChunk)) {
+    ep.resize(static_cast<size_t>(n * kVariantChunk));
+    eq.resize(static_cast<size_t>(n * kVariantChunk));
+  }
+  double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
+  double sp[kVariantChunk], sq[kVariantChunk];
+  for (int64_t j = 0; j < len; ++j) {
+    mp[j] = mq[j] = -INFINITY;
+    lsp[j] = lsq[j] = kl[j] = 0.0;
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t off = base + (k0 + c) * step_k;
+    for (int64_t j = 0; j < len; ++j) {
+      mp[j] = std::max(mp[j], p[off + j * step_c] / tau);
+      mq[j] = std::max(mq[j], t[off + j * step_c] / tau);
+    }
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t off = base + (k0 + c) * step_k;
+    double* epc = ep.data() + c * kVariantChunk;
+    double* eqc = eq.data() + c * kVariantChunk;
+    for (int64_t j = 0; j < len; ++j) {
+      epc[j] = std::exp(p[off + j * step_c] / tau - mp[j]);
+      eqc[j] = std::exp(t[off + j * step_c] / tau - mq[j]);
+      lsp[j] += epc[j];
+      lsq[j] += eqc[j];
+    }
+  }
+  for (int64_t j = 0; j < len; ++j) {
+    sp[j] = lsp[j], sq[j] = lsq[j];
+    lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t off = base + (k0 + c) * step_k;
+    const double* epc = ep.data() + c * kVariantChunk;
+    const double* eqc = eq.data() + c * kVariantChunk;
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t e = off + j * step_c;
+      const double logp = kl_log_prob<double>(p[e], tau, mp[j], lsp[j]);
+      const double logq = kl_log_prob<double>(t[e], tau, mq[j], lsq[j]);
+      const double q = eqc[j] / sq[j];
+      kl[j] += kl_class_term(q, logq, logp);
+      if (g) g[e] = static_cast<float>(kl_grad_p(coef * m[j], tau, epc[j] / sp[j], q));
+    }
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < len; ++j) sum += m[j] * kl_cell_value(kl[j], tau);  // tau^2 KL >= 0
+  return sum;
+}
+
 }  // namespace
 
 void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
@@ -328,46 +389,7 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
       for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, kCls>{}, kClsOffset + c, mc, cc, &acc.cls);
       return;
     } else {
-    // 'kl': tau^2 * KL(softmax(T/tau) || softmax(P/tau)) per cell, d/dP_k = tau * (p_k - q_k).
-    // Pass 1: maxima; pass 2: sums of exponentials; pass 3: value and gradients.
-    // log p_k = (x_k/tau - m) - log sum, grouped as log_softmax does: with
-    // |x/tau| huge, m + log sum would lose log sum to rounding (a negative KL).
-    double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
-    for (int64_t j = 0; j < len; ++j) {
-      mp[j] = mq[j] = -INFINITY;
-      lsp[j] = lsq[j] = kl[j] = 0.0;
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = base + (kClsOffset + c) * step_k;
-      for (int64_t j = 0; j < len; ++j) {
-        mp[j] = std::max(mp[j], p[off + j * step_c] / tau);
-        mq[j] = std::max(mq[j], t[off + j * step_c] / tau);
-      }
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = base + (kClsOffset + c) * step_k;
-      for (int64_t j = 0; j < len; ++j) {
-        lsp[j] += std::exp(p[off + j * step_c] / tau - mp[j]);
-        lsq[j] += std::exp(t[off + j * step_c] / tau - mq[j]);
-      }
-    }
-    for (int64_t j = 0; j < len; ++j) {
-      lsp[j] = std::log(lsp[j]);
-      lsq[j] = std::log(lsq[j]);
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = base + (kClsOffset + c) * step_k;
-      for (int64_t j = 0; j < len; ++j) {
-        const int64_t e = off + j * step_c;
-        const double logp = kl_log_prob<double>(p[e], tau, mp[j], lsp[j]);
-        const double logq = kl_log_prob<double>(t[e], tau, mq[j], lsq[j]);
-        const double q = std::exp(logq);
-        kl[j] += kl_class_term(q, logq, logp);
-        if (g) g[e] = static_cast<float>(kl_grad(cc * mc[j], tau, logp, q));
-      }
-    }
-    for (int64_t j = 0; j < len; ++j) kl[j] = kl_cell_value(kl[j], tau);  // tau^2 KL, >= 0
-    for (int64_t j = 0; j < len; ++j) acc.cls += mc[j] * kl[j];
+      acc.cls += kl_cells(p, t, g, base, len, kClsOffset, C, step_k, step_c, tau, mc, cc);
     }
   });
 }
@@ -481,61 +503,6 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
   const int64_t units = nchw ? geom.batch * chunks_per_plane : (cells + kVariantChunk - 1) / kVariantChunk;
   const int64_t step_k = nchw ? hw : 1, step_c = nchw ? 1 : K;
 
-  // tau^2 KL of `n` classes/bins starting at value k0, per cell of the unit;
-  // adds m_j * KL_j to *sum and writes gradients with coefficient coef.
-  // The exponentials of step 2 are kept (per thread) and reused in step 3:
-  // half the exp calls of computing them again.
-  auto kl_block = [&](int64_t base, int64_t len, int64_t k0, int64_t n, double tt, const double* m, double coef,
-                      double* sum) {
-    thread_local std::vector<double> ep, eq;
-    if (ep.size() < static_cast<size_t>(n * kVariantChunk)) {
-      ep.resize(static_cast<size_t>(n * kVariantChunk));
-      eq.resize(static_cast<size_t>(n * kVariantChunk));
-    }
-    double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
-    double sp[kVariantChunk], sq[kVariantChunk];
-    for (int64_t j = 0; j < len; ++j) {
-      mp[j] = mq[j] = -INFINITY;
-      lsp[j] = lsq[j] = kl[j] = 0.0;
-    }
-    for (int64_t c = 0; c < n; ++c) {
-      const int64_t off = base + (k0 + c) * step_k;
-      for (int64_t j = 0; j < len; ++j) {
-        mp[j] = std::max(mp[j], p[off + j * step_c] / tt);
-        mq[j] = std::max(mq[j], t[off + j * step_c] / tt);
-      }
-    }
-    for (int64_t c = 0; c < n; ++c) {
-      const int64_t off = base + (k0 + c) * step_k;
-      double* epc = ep.data() + c * kVariantChunk;
-      double* eqc = eq.data() + c * kVariantChunk;
-      for (int64_t j = 0; j < len; ++j) {
-        epc[j] = std::exp(p[off + j * step_c] / tt - mp[j]);
-        eqc[j] = std::exp(t[off + j * step_c] / tt - mq[j]);
-        lsp[j] += epc[j];
-        lsq[j] += eqc[j];
-      }
-    }
-    for (int64_t j = 0; j < len; ++j) {
-      sp[j] = lsp[j], sq[j] = lsq[j];
-      lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
-    }
-    for (int64_t c = 0; c < n; ++c) {
-      const int64_t off = base + (k0 + c) * step_k;
-      const double* epc = ep.data() + c * kVariantChunk;
-      const double* eqc = eq.data() + c * kVariantChunk;
-      for (int64_t j = 0; j < len; ++j) {
-        const int64_t e = off + j * step_c;
-        const double logp = kl_log_prob<double>(p[e], tt, mp[j], lsp[j]);
-        const double logq = kl_log_prob<double>(t[e], tt, mq[j], lsq[j]);
-        const double q = eqc[j] / sq[j];
-        kl[j] += kl_class_term(q, logq, logp);
-        if (g) g[e] = static_cast<float>(kl_grad_p(coef * m[j], tt, epc[j] / sp[j], q));
-      }
-    }
-    for (int64_t j = 0; j < len; ++j) *sum += m[j] * kl_cell_value(kl[j], tt);
-  };
-
   return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     int64_t i0, len, base;
     if (nchw) {
@@ -568,13 +535,13 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
     };
     if (R > 1) {
       double box = 0.0;
-      for (int64_t side = 0; side < 4; ++side) kl_block(base, len, side * R, R, tb, mb, cb, &box);
+      for (int64_t side = 0; side < 4; ++side) box += kl_cells(p, t, g, base, len, side * R, R, step_k, step_c, tb, mb, cb);
       acc.box += box;
     } else {
       for (int64_t k = 0; k < 4; ++k) channel(std::integral_constant<Target, Target::Logit>{}, k, mb, cb, &acc.box);
     }
     switch (v.cls) {
-      case Target::Kl: kl_block(base, len, c0, C, tau, mc, cc, &acc.cls); break;
+      case Target::Kl: acc.cls += kl_cells(p, t, g, base, len, c0, C, step_k, step_c, tau, mc, cc); break;
       case Target::Logit:
         for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Logit>{}, c0 + c, mc, cc, &acc.cls);
         break;

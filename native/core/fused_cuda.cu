@@ -428,10 +428,10 @@ void launch_dtype(const ScaleLaunch& l, double* ws, cudaStream_t stream) {
   }
 }
 
-}  // namespace
-
+// Doubles of device workspace a fused default launch needs (per-block partials).
 int64_t workspace_doubles(const ScaleLaunch& l) { return 3 * grid_for(l); }
 
+// The default formula's fused kernel, then the one-block finish.
 int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums, void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   switch (l.dtype) {
@@ -443,12 +443,15 @@ int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums
   return static_cast<int>(cudaGetLastError());
 }
 
+// Bytes of device workspace a variant launch needs (partials, and the FM-NMS
+// argmax and keep maps when fm_nms).
 int64_t variant_workspace_bytes(const ScaleLaunch& l, const VariantParams& v) {
   const int64_t cells = l.batch * l.anchors * l.height * l.width;
   return 3 * variant_grid(l) * static_cast<int64_t>(sizeof(double)) +
          (v.fm_nms ? cells * static_cast<int64_t>(sizeof(int) + 1) : 0);
 }
 
+// The variant kernel for the kinds of v (and FM-NMS's maps), then the finish.
 int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums,
                          void* stream_ptr) {
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
@@ -462,11 +465,11 @@ int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_w
   return static_cast<int>(cudaGetLastError());
 }
 
-namespace {
 bool default_formula(const VariantParams& v) {
   return v.box == BoxTarget::Logit && v.obj == Target::Logit && v.cls == Target::Logit && v.weighted_box &&
          v.weighted_obj && v.weighted_cls && !v.fm_nms && v.coefs_fit;
 }
+
 }  // namespace
 
 int launch_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums, void* stream) {

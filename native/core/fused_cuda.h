@@ -26,15 +26,6 @@ struct ScaleLaunch {
   DType dtype = DType::F32;
 };
 
-// Doubles of device workspace one launch needs (per-block partial sums).
-int64_t workspace_doubles(const ScaleLaunch& l);
-
-// Enqueues the fused forward + gradient kernel and a one-block, fixed-order
-// reduction of its per-block partials on `stream` (a cudaStream_t). Writes the
-// raw weighted sums of squares (box, obj, cls) as doubles to d_sums[0..2]. No
-// atomics: repeated launches give bit-identical results. Returns a cudaError_t.
-int launch_fused_scale(const ScaleLaunch& l, double* d_workspace, double* d_sums, void* stream);
-
 // Loss variants (README "Loss variants") for the CUDA variant kernel.
 // Coefficients are variant_coefs() of cell_math.h.
 struct VariantParams {
@@ -51,21 +42,15 @@ struct VariantParams {
 // The one entry of a scale: the kernel template's instantiation for the kinds
 // of v (fused_cuda.cu). For the default formula (every term 'logit' and
 // weighted, no FM-NMS, coefficients that fit fp32) that is the fused default
-// kernels; otherwise the variant kernel. Raw sums (box, obj, cls) to
-// d_sums[0..2], before their normalisers (scale_terms). Returns a cudaError_t.
+// kernels; otherwise the variant kernel. Each is followed by a one-block,
+// fixed-order reduction of its per-block partials, on `stream` (a
+// cudaStream_t); no atomics: repeated launches give bit-identical results.
+// Raw sums (box, obj, cls) to d_sums[0..2], before their normalisers
+// (scale_terms). Returns a cudaError_t.
 int launch_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums,
                  void* stream);
 // Bytes of device workspace launch_scale needs.
 int64_t scale_workspace_bytes(const ScaleLaunch& l, const VariantParams& v);
-
-// Bytes of device workspace the variant launch needs (partials, and the FM-NMS
-// argmax and keep maps when fm_nms).
-int64_t variant_workspace_bytes(const ScaleLaunch& l, const VariantParams& v);
-
-// Like launch_fused_scale, for the variants: raw sums (box, obj, cls) to
-// d_sums[0..2] before their normalisers, as the CPU variant kernel returns them.
-int launch_variant_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace,
-                         double* d_sums, void* stream);
 
 // The CUDA runtime's message for an error code.
 const char* error_string(int err);

@@ -16,6 +16,7 @@
 
 #include "cell_math.h"
 #include "fused_cpu.h"
+#include "names.h"
 #include "reference.h"
 #ifdef YD_WITH_CUDA
 #include "fused_cuda_dispatch.h"
@@ -255,14 +256,7 @@ void check_finite(const at::Tensor& x, size_t s, const char* name, const ScaleGe
 
 }  // namespace
 
-const char* layout_name(Layout layout) {
-  switch (layout) {
-    case Layout::NCHW: return "nchw";
-    case Layout::NAHWC: return "nahwc";
-    case Layout::NHWC: return "nhwc";
-  }
-  return "?";
-}
+const char* layout_name(Layout layout) { return name_of(kLayoutNames, layout); }
 
 const char* layout_shape(Layout layout) {
   switch (layout) {
