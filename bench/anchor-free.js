@@ -7,24 +7,14 @@
 //   node bench/anchor-free.js [--batch B] [--runs N]
 const m = require('../dist');
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
+const { numel, heads, median, timeMs: time } = require('./common');
 
 const argv = process.argv.slice(2);
 const arg = (k, d) => (argv.includes(k) ? Number(argv[argv.indexOf(k) + 1]) : d);
 const B = arg('--batch', 2), RUNS = arg('--runs', 9);
 const R = 16, C = 80, K = 4 * R + C;
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
-const numel = (s) => s.reduce((a, b) => a * b, 1);
-const fill = (n, seed) => {
-  const a = new Float32Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; a[i] = (x / 4294967296 - 0.5) * 6; }
-  return a;
-};
-const st = shapes.map((s, k) => ({ data: fill(numel(s), 1 + k), shape: s }));
-const te = shapes.map((s, k) => ({ data: fill(numel(s), 11 + k), shape: s }));
-const g = shapes.map((s) => new Float32Array(numel(s)).fill(1));
-const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
-const time = (fn) => { const t0 = process.hrtime.bigint(); fn(); return Number(process.hrtime.bigint() - t0) / 1e6; };
+const { student: st, teacher: te, gradOut: g } = heads(shapes);
 const rows = {
   'fused (default options)': () => m.distillationLoss(st, te, { numClasses: C, head: 'anchorFree', gradOut: g, threads: 2 }),
   "fused, clsTarget 'kl'": () => m.distillationLoss(st, te, { numClasses: C, head: 'anchorFree', clsTarget: 'kl', gradOut: g, threads: 2 }),

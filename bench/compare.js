@@ -9,6 +9,7 @@
 // BEFORE_ROOT is a built checkout of the earlier commit (a git worktree with
 // its own build/ and dist/); AFTER_ROOT defaults to this checkout.
 const path = require('path');
+const { heads, median } = require('./common');
 
 const argv = process.argv.slice(2);
 const runsAt = argv.indexOf('--runs');
@@ -22,14 +23,6 @@ const yolo = (B, C, size, layout) => [8, 16, 32].map((s) => {
   const g = size / s;
   return layout === 'nchw' ? [B, A * (5 + C), g, g] : layout === 'nhwc' ? [B, g, g, A * (5 + C)] : [B, A, g, g, 5 + C];
 });
-const numel = (s) => s.reduce((a, b) => a * b, 1);
-const fill = (n, seed) => {
-  const a = new Float32Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; a[i] = (x / 4294967296 - 0.5) * 6; }
-  return a;
-};
-const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
 const sameBits = (a, b) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
 const rows = [
@@ -49,10 +42,8 @@ const rows = [
 
 console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
 for (const [name, C, layout, shapes, extra, reps = 1] of rows) {
-  const student = shapes.map((s, k) => ({ data: fill(numel(s), 1 + k), shape: s }));
-  const teacher = shapes.map((s, k) => ({ data: fill(numel(s), 11 + k), shape: s }));
-  const gA = shapes.map((s) => new Float32Array(numel(s)).fill(1));
-  const gB = shapes.map((s) => new Float32Array(numel(s)).fill(1));
+  const { student, teacher, gradOut: gA } = heads(shapes);
+  const gB = gA.map((g) => new Float32Array(g.length).fill(1));
   const opts = (g) => ({ numClasses: C, layout, threads: 2, gradOut: g, ...extra });
   let ra;
   try {

@@ -6,23 +6,13 @@
 // 2 threads, timed back to back in one run; then RSS over many plain calls.
 //   node bench/plain-call.js [--calls N]
 const m = require('../dist');
+const { heads, median, timeMs: time } = require('./common');
 
 const argv = process.argv.slice(2);
 const CALLS = Number(argv[argv.indexOf('--calls') + 1]) || 1000;
 const B = 16, C = 80, K = 3 * (5 + C);
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
-const numel = (s) => s.reduce((a, b) => a * b, 1);
-const fill = (n, seed) => {
-  const a = new Float32Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; a[i] = (x / 4294967296 - 0.5) * 6; }
-  return a;
-};
-const student = shapes.map((s, k) => ({ data: fill(numel(s), 1 + k), shape: s }));
-const teacher = shapes.map((s, k) => ({ data: fill(numel(s), 11 + k), shape: s }));
-const gradOut = shapes.map((s) => new Float32Array(numel(s)).fill(1));
-const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
-const time = (fn) => { const t0 = process.hrtime.bigint(); fn(); return Number(process.hrtime.bigint() - t0) / 1e6; };
+const { student, teacher, gradOut } = heads(shapes);
 
 const withOut = [], plain = [];
 for (let i = 0; i < 3; i++) { m.distillationLoss(student, teacher, { numClasses: C, threads: 2, gradOut }); m.distillationLoss(student, teacher, { numClasses: C, threads: 2 }); }

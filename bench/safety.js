@@ -9,26 +9,17 @@
 // Rows: workload (a) (YOLOv5s heads at 640x640, B = 16, C = 80, nchw) sync
 // with gradOut, async with gradOut, and the tiny call (e) (one 2x2 scale).
 const path = require('path');
+const { fill, heads, median } = require('./common');
 
 const before = require(path.resolve(process.argv[2]));
 const after = require(path.resolve(process.argv[3] || path.join(__dirname, '..')));
 
 const B = 16, C = 80, A = 3, K = A * (5 + C);
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
-const numel = (s) => s.reduce((a, b) => a * b, 1);
-const fill = (n, seed) => {
-  const a = new Float32Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; a[i] = (x / 4294967296 - 0.5) * 6; }
-  return a;
-};
-const student = shapes.map((s, k) => ({ data: fill(numel(s), 1 + k), shape: s }));
-const teacher = shapes.map((s, k) => ({ data: fill(numel(s), 11 + k), shape: s }));
-const gradOut = shapes.map((s) => new Float32Array(numel(s)).fill(1)); // resident
+const { student, teacher, gradOut } = heads(shapes); // gradOut resident
 const opts = { numClasses: C, threads: 2, gradOut };
 const tiny = { p: [{ data: fill(1020, 3), shape: [1, 255, 2, 2] }], t: [{ data: fill(1020, 4), shape: [1, 255, 2, 2] }], g: [new Float32Array(1020)] };
 
-const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
 async function timeOnce(fn) {
   const t0 = process.hrtime.bigint();
   await fn();

@@ -33,26 +33,29 @@ def as_cells(x, num_anchors, num_classes, layout):
 
 
 def fm_nms_keep(t):
-    """FM-NMS (Mehta & Ozturk 2018) on a teacher in [B, A, H, W, 5+C]: 1 where a
-    cell is kept, 0 where another cell of its 3x3 neighbourhood has the same class
-    argmax and a higher objectness logit (ties: the earlier cell in row-major order
-    wins). Returns [B, A, H, W, 1]."""
-    arg = t[..., 5:].argmax(-1)
-    obj = t[..., 4]
-    _, _, h, w = obj.shape
-    keep = torch.ones_like(obj, dtype=torch.bool)
+    """FM-NMS (Mehta & Ozturk 2018) on a teacher in [B, A, H, W, 5+C]: the
+    objectness logit is the score, the class argmax the class. Returns
+    [B, A, H, W, 1]."""
+    return nms_keep(t[..., 4], t[..., 5:].argmax(-1)).unsqueeze(-1)
+
+
+def nms_keep(score, arg):
+    """FM-NMS on per-cell maps [..., H, W]: 1 where a cell is kept, 0 where
+    another cell of its 3x3 neighbourhood has the same class argmax and a higher
+    score (ties: the earlier cell in row-major order wins)."""
+    h, w = score.shape[-2:]
+    keep = torch.ones_like(score, dtype=torch.bool)
     for y in range(h):
         for x in range(w):
             for yy in range(max(0, y - 1), min(h, y + 2)):
                 for xx in range(max(0, x - 1), min(w, x + 2)):
                     if (yy, xx) == (y, x):
                         continue
-                    earlier = yy * w + xx < y * w + x
-                    higher = obj[..., yy, xx] > obj[..., y, x]
-                    if earlier:
-                        higher = higher | (obj[..., yy, xx] == obj[..., y, x])
+                    higher = score[..., yy, xx] > score[..., y, x]
+                    if yy * w + xx < y * w + x:
+                        higher = higher | (score[..., yy, xx] == score[..., y, x])
                     keep[..., y, x] &= ~((arg[..., yy, xx] == arg[..., y, x]) & higher)
-    return keep.to(t.dtype).unsqueeze(-1)
+    return keep.to(score.dtype)
 
 
 def element_loss(kind, p, t):
@@ -110,25 +113,6 @@ def variant_loss(student, teacher, num_anchors, num_classes, layout, lam, g_box,
     return loss, box, obj, cls, per_scale
 
 
-def nms_keep_2d(score, arg):
-    """FM-NMS on per-cell maps [B, H, W]: 1 where kept, 0 where a 3x3 neighbour
-    has the same class argmax and a higher score (ties: the earlier cell in
-    row-major order). Returns [B, H, W]."""
-    _, h, w = score.shape
-    keep = torch.ones_like(score, dtype=torch.bool)
-    for y in range(h):
-        for x in range(w):
-            for yy in range(max(0, y - 1), min(h, y + 2)):
-                for xx in range(max(0, x - 1), min(w, x + 2)):
-                    if (yy, xx) == (y, x):
-                        continue
-                    higher = score[:, yy, xx] > score[:, y, x]
-                    if yy * w + xx < y * w + x:
-                        higher = higher | (score[:, yy, xx] == score[:, y, x])
-                    keep[:, y, x] &= ~((arg[:, yy, xx] == arg[:, y, x]) & higher)
-    return keep.to(score.dtype)
-
-
 def anchor_free_loss(student, teacher, num_classes, layout, lam, g_box, g_cls, v, reg_max, box_tau):
     """Anchor-free heads (YOLOv8/YOLO11/YOLO26): per cell 4*R box-distribution
     logits (side-major: left, top, right, bottom) then C class logits; the weight
@@ -145,7 +129,7 @@ def anchor_free_loss(student, teacher, num_classes, layout, lam, g_box, g_cls, v
             p, t = p.permute(0, 2, 3, 1), t.permute(0, 2, 3, 1)  # [B, H, W, 4R+C]
         tc, pc = t[..., 4 * R:], p[..., 4 * R:]
         w = torch.sigmoid(tc).max(-1).values  # [B, H, W]
-        keep = nms_keep_2d(w, tc.argmax(-1)) if v.get("fmNms") else torch.ones_like(w)
+        keep = nms_keep(w, tc.argmax(-1)) if v.get("fmNms") else torch.ones_like(w)
         m_box = (w if weighted["box"] else 1.0) * keep
         m_cls = (w if weighted["cls"] else 1.0) * keep
         if R > 1:
