@@ -80,6 +80,37 @@ print(repr(t.yolo_loss(preds, d['labels'])[0].item()))`, pyInput));
   });
 });
 
+describe("the student's layers with their own gradients (student.js) against tfjs' conv2d and matMul", () => {
+  const { conv3x3, dense } = require('../examples/pipeline/student');
+  test('a 3x3 convolution: value and both gradients', () => {
+    const x = tf.randomNormal([2, 5, 4, 3], 0, 1, 'float32', 11);
+    const W = tf.randomNormal([27, 6], 0, 1, 'float32', 12);
+    const bias = tf.zeros([6]);
+    const mine = tf.grads((a, w) => tf.sum(tf.mul(conv3x3(tf, a, w, bias), tf.range(0, 6).reshape([1, 1, 1, 6]))));
+    const ref = tf.grads((a, w) => tf.sum(tf.mul(tf.conv2d(a, tf.reshape(w, [3, 3, 3, 6]), 1, 'same'), tf.range(0, 6).reshape([1, 1, 1, 6]))));
+    const close = (p, q) => {
+      expect(p.shape).toEqual(q.shape);
+      const a = p.dataSync(), b = q.dataSync();
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1 + Math.abs(b[i])));
+      expect(worst).toBeLessThan(1e-5);
+    };
+    close(conv3x3(tf, x, W, bias), tf.conv2d(x, tf.reshape(W, [3, 3, 3, 6]), 1, 'same'));
+    const [gx, gw] = mine([x, W]), [rx, rw] = ref([x, W]);
+    close(gx, rx);
+    close(gw, rw);
+    expect(tf.max(tf.abs(gx)).dataSync()[0]).toBeGreaterThan(0.1);
+  });
+
+  test('a dense layer: both gradients', () => {
+    const x = tf.randomNormal([3, 4, 7], 0, 1, 'float32', 13), W = tf.randomNormal([7, 5], 0, 1, 'float32', 14), bias = tf.ones([5]);
+    const [gx, gw] = tf.grads((a, w) => tf.sum(tf.square(dense(tf, a, w, bias))))([x, W]);
+    const [rx, rw] = tf.grads((a, w) => tf.sum(tf.square(tf.add(tf.matMul(tf.reshape(a, [12, 7]), w), bias))))([x, W]);
+    expect(Array.from(gx.dataSync())).toEqual(Array.from(tf.reshape(rx, [3, 4, 7]).dataSync()).map((v, i) => expect.closeTo(v, 4)));
+    expect(Array.from(gw.dataSync())).toEqual(Array.from(rw.dataSync()).map((v) => expect.closeTo(v, 4)));
+  });
+});
+
 describe('example:pipeline bad input: one clear message, exit code 2', () => {
   test('an unknown flag and a bad value', () => {
     let r = run(['--frobnicate']);

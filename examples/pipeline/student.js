@@ -15,19 +15,63 @@ function spaceToDepth(tf, x, k) {
   return tf.reshape(tf.transpose(tf.reshape(x, [b, h / k, k, w / k, k, c]), [0, 1, 3, 2, 4, 5]), [b, h / k, w / k, k * k * c]);
 }
 
+// x [M, K] times W [K, N], with a gradient that transposes explicitly before
+// each matMul: tfjs-wasm's matMul with a transposed operand is 2-4x slower than
+// a transpose followed by a plain matMul at these shapes (measured).
+let matMulFast = null;
+function matMul(tf, x, W) {
+  if (!matMulFast) {
+    matMulFast = tf.customGrad((a, b, save) => {
+      save([a, b]);
+      return {
+        value: tf.matMul(a, b),
+        gradFunc: (dy, [sa, sb]) => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)],
+      };
+    });
+  }
+  return matMulFast(x, W);
+}
+
 function dense(tf, x, W, bias) {
   const s = x.shape;
-  const y = tf.add(tf.matMul(tf.reshape(x, [-1, s[s.length - 1]]), W), bias);
+  const y = tf.add(matMul(tf, tf.reshape(x, [-1, s[s.length - 1]]), W), bias);
   return tf.reshape(y, [...s.slice(0, -1), W.shape[1]]);
 }
 
-/** A 3x3 'same' convolution as im2col (pad, 9 slices, concat) and a matMul. */
+/**
+ * A 3x3 'same' convolution as im2col (pad, 9 slices, concat) and a matMul, with
+ * its own gradient (im2col and matMuls again): tfjs-wasm's gradient of concat
+ * (SplitV) took more time than all the matMuls together (measured).
+ */
+const conv3x3Ops = new Map();
 function conv3x3(tf, x, W, bias) {
   const [b, h, w, c] = x.shape;
-  const p = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]);
-  const parts = [];
-  for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) parts.push(tf.slice(p, [0, i, j, 0], [b, h, w, c]));
-  return dense(tf, tf.concat(parts, 3), W, bias);
+  const key = [b, h, w, c].join();
+  if (!conv3x3Ops.has(key)) {
+    const im2col = (t, ch) => {
+      const p = tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]]);
+      const parts = [];
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) parts.push(tf.slice(p, [0, i, j, 0], [b, h, w, ch]));
+      return tf.reshape(tf.concat(parts, 3), [b * h * w, 9 * ch]);
+    };
+    conv3x3Ops.set(key, tf.customGrad((xi, Wi, save) => {
+      const cols = im2col(xi, c);
+      save([cols, Wi]);
+      return {
+        value: tf.reshape(tf.matMul(cols, Wi), [b, h, w, Wi.shape[1]]),
+        gradFunc: (dy, [scols, sW]) => {
+          // dx: the 'same' 3x3 convolution of dy with the kernel flipped in space and
+          // transposed in channels (im2col again); dW: cols^T dy.
+          const cout = sW.shape[1];
+          const flipped = tf.reshape(tf.transpose(tf.reverse(tf.reshape(sW, [3, 3, c, cout]), [0, 1]), [0, 1, 3, 2]), [9 * cout, c]);
+          const dy2 = tf.reshape(dy, [b * h * w, cout]);
+          const dx = tf.reshape(tf.matMul(im2col(dy, cout), flipped), [b, h, w, c]);
+          return [dx, tf.matMul(tf.transpose(scols), dy2)];
+        },
+      };
+    }));
+  }
+  return tf.add(conv3x3Ops.get(key)(x, W), bias);
 }
 
 /** A student with weights drawn from `seed` (He-normal; the objectness bias starts at -4). */

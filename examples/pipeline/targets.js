@@ -50,9 +50,21 @@ function bceWithLogits(tf, x, z) {
   return tf.sub(tf.add(tf.relu(x), tf.log(tf.add(1, tf.exp(tf.neg(absx))))), tf.mul(z, x));
 }
 
+const SMOOTH = 0.1; // class label smoothing, as train_teacher.py's SMOOTH
+
+/** IoU of two boxes given as centre x, y and width, height. */
+function iouCxcywh(ax, ay, aw, ah, bx, by, bw, bh) {
+  const iw = Math.max(0, Math.min(ax + aw / 2, bx + bw / 2) - Math.max(ax - aw / 2, bx - bw / 2));
+  const ih = Math.max(0, Math.min(ay + ah / 2, by + bh / 2) - Math.max(ay - ah / 2, by - bh / 2));
+  const inter = iw * ih;
+  return inter / (aw * ah + bw * bh - inter);
+}
+
 /**
  * The YOLO loss of nhwc heads against buildTargets(labels): box + 10 obj + cls,
- * as in train_teacher.py's yolo_loss. Returns a scalar tfjs tensor.
+ * as in train_teacher.py's yolo_loss (objectness target at positives: the IoU of
+ * the predicted box with its ground truth, read from the heads' values, so no
+ * gradient flows through it; smoothed class targets). Returns a scalar tfjs tensor.
  */
 function yoloLoss(tf, heads, labels) {
   const C = config.numClasses, K = 5 + C, B = labels.length;
@@ -69,9 +81,21 @@ function yoloLoss(tf, heads, labels) {
     const tbox = tf.tensor(t.box, [B, t.G, t.G, t.A, 4]);
     box = tf.add(box, tf.sum(tf.mul(mask, tf.square(tf.sub(pbox, tbox)))));
     const objLogit = tf.reshape(tf.slice(p, [0, 0, 0, 0, 4], [-1, -1, -1, -1, 1]), [B, t.G, t.G, t.A]);
-    obj = tf.add(obj, tf.mean(bceWithLogits(tf, objLogit, tf.tensor(t.obj, [B, t.G, t.G, t.A]))));
+    const values = h.dataSync(), tobj = new Float32Array(t.obj.length);
+    const sig = (v) => 1 / (1 + Math.exp(-v));
+    for (let i = 0; i < t.obj.length; i++) {
+      if (!t.obj[i]) continue;
+      const a = i % t.A, o = i * K; // cell-major: ((b*G + y)*G + x)*A + a, K values each
+      const [aw, ah] = config.anchors[s][a].map((v) => v / config.strides[s]);
+      const pw = (2 * sig(values[o + 2])) ** 2 * aw, ph = (2 * sig(values[o + 3])) ** 2 * ah;
+      const tb = t.box.subarray(i * 4, i * 4 + 4);
+      const v = iouCxcywh(2 * sig(values[o]) - 0.5, 2 * sig(values[o + 1]) - 0.5, pw, ph, tb[0], tb[1], tb[2] ** 2 * aw, tb[3] ** 2 * ah);
+      tobj[i] = Math.max(0, v);
+    }
+    obj = tf.add(obj, tf.mean(bceWithLogits(tf, objLogit, tf.tensor(tobj, [B, t.G, t.G, t.A]))));
     const clsLogit = tf.slice(p, [0, 0, 0, 0, 5], [-1, -1, -1, -1, C]);
-    cls = tf.add(cls, tf.sum(tf.mul(mask, bceWithLogits(tf, clsLogit, tf.tensor(t.cls, [B, t.G, t.G, t.A, C])))));
+    const tcls = t.cls.map((v) => v * (1 - SMOOTH) + SMOOTH / 2);
+    cls = tf.add(cls, tf.sum(tf.mul(mask, bceWithLogits(tf, clsLogit, tf.tensor(tcls, [B, t.G, t.G, t.A, C])))));
   });
   return tf.add(tf.add(tf.div(box, npos), tf.mul(10, obj)), tf.div(cls, npos * C));
 }

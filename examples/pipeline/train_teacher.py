@@ -4,7 +4,7 @@ exports it to ONNX with raw training-mode heads in the nahwc layout
 [B, A, H, W, 5+C] (the form YOLOv5's `export.py --train` gives).
 
     node examples/pipeline/export-data.js teacher /tmp/yd-teacher-set
-    /usr/bin/python3 examples/pipeline/train_teacher.py /tmp/yd-teacher-set [--epochs 14]
+    /usr/bin/python3 examples/pipeline/train_teacher.py /tmp/yd-teacher-set [--epochs 24]
 
 writes examples/pipeline/teacher.onnx and teacher.json (how it was made).
 The target assignment and the loss are the ones examples/pipeline/targets.js
@@ -77,15 +77,29 @@ def assign(labels):
     return out
 
 
+SMOOTH = 0.1  # class label smoothing: targets 1 - SMOOTH/2 and SMOOTH/2 (YOLOv5's smooth_BCE)
+
+
+def box_iou_cxcywh(a, b):
+    """IoU of boxes given as (cx, cy, w, h) along the last axis."""
+    a1, a2 = a[..., :2] - a[..., 2:] / 2, a[..., :2] + a[..., 2:] / 2
+    b1, b2 = b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2
+    wh = (torch.min(a2, b2) - torch.max(a1, b1)).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter)
+
+
 def yolo_loss(preds, labels):
-    """box: squared error of (2 sigma(t) - 0.5) against the centre's offset in
-    its cell and of 2 sigma(t) against sqrt(size / anchor), summed over the 4
-    values, mean over positives; obj: BCE with target 1 at positives, mean over
-    cells, per scale; cls: BCE against one-hot, mean over positives and classes."""
+    """YOLOv5's terms with a squared-error box loss. box: squared error of
+    (2 sigma(t) - 0.5) against the centre's offset in its cell and of 2 sigma(t)
+    against sqrt(size / anchor), summed over the 4 values, mean over positives;
+    obj: BCE, target at positives the IoU (detached, >= 0) of the predicted box
+    with its ground truth, 0 elsewhere, mean over cells, per scale; cls: BCE
+    against smoothed one-hot targets, mean over positives and classes."""
     targets = assign(labels)
     box = obj = cls = preds[0].new_zeros(())
     npos = 0
-    for p, t in zip(preds, targets):
+    for s, (p, t) in enumerate(zip(preds, targets)):
         tobj = torch.zeros_like(p[..., 4])
         if t:
             idx = torch.tensor(list(t.keys()), dtype=torch.long)
@@ -95,8 +109,12 @@ def yolo_loss(preds, labels):
             pxy = 2 * torch.sigmoid(ps[:, 0:2]) - 0.5
             pwh = 2 * torch.sigmoid(ps[:, 2:4])
             box = box + ((pxy - val[:, 0:2]) ** 2).sum() + ((pwh - val[:, 2:4]) ** 2).sum()
-            cls = cls + F.binary_cross_entropy_with_logits(ps[:, 5:], F.one_hot(tc, C).to(p.dtype), reduction='sum')
-            tobj[idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]] = 1.0
+            onehot = F.one_hot(tc, C).to(p.dtype) * (1 - SMOOTH) + SMOOTH / 2
+            cls = cls + F.binary_cross_entropy_with_logits(ps[:, 5:], onehot, reduction='sum')
+            anchor = torch.tensor(ANCHORS[s], dtype=p.dtype)[idx[:, 1]] / STRIDES[s]  # in cells
+            with torch.no_grad():
+                iou = box_iou_cxcywh(torch.cat([pxy, pwh ** 2 * anchor], 1), torch.cat([val[:, 0:2], val[:, 2:4] ** 2 * anchor], 1))
+            tobj[idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]] = iou.clamp(min=0).to(p.dtype)
             npos += len(t)
         obj = obj + F.binary_cross_entropy_with_logits(p[..., 4], tobj)
     npos = max(npos, 1)
@@ -106,7 +124,7 @@ def yolo_loss(preds, labels):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('data', help='prefix written by export-data.js (the teacher set)')
-    ap.add_argument('--epochs', type=int, default=14)
+    ap.add_argument('--epochs', type=int, default=24)
     ap.add_argument('--batch', type=int, default=64)
     ap.add_argument('--lr', type=float, default=3e-3)
     ap.add_argument('--limit', type=int, default=0)
