@@ -153,10 +153,20 @@ async function runTeacher(ort, session, set, batch = 64) {
   return { nahwc, nhwc, secondsPerImage: seconds / set.n };
 }
 
+/**
+ * mAP on a set, and the share of all anchor cells whose objectness is above 0.5
+ * (the teacher's share is the reference: a student far above it fires on
+ * background, far below it misses objects).
+ */
 function evaluate(heads, layout, set) {
   const dets = decode(heads, layout, set.n, config).map((d) => nms(d));
   const r = meanAveragePrecision(dets, set.labels, config.numClasses);
-  return { map50: r.map50, map5095: r.map5095 };
+  const K = 5 + config.numClasses;
+  let on = 0, cells = 0;
+  for (const h of heads) {
+    for (let i = 4; i < h.length; i += K) { cells++; if (h[i] > 0) on++; }
+  }
+  return { map50: r.map50, map5095: r.map5095, objectnessAboveHalf: on / cells };
 }
 
 function studentHeads(tf, student, set) {
@@ -260,7 +270,7 @@ async function main() {
     const tail = distillLosses.slice(-20);
     results.push({
       id: arm.id, label: arm.label, options: arm.distill ? { ...baseOptions, ...arm.distill } : null, groundTruth: !!arm.gt,
-      map50: last.map50, map5095: last.map5095,
+      map50: last.map50, map5095: last.map5095, objectnessAboveHalf: last.objectnessAboveHalf,
       finalDistillationLoss: tail.length ? tail.reduce((a, b) => a + b, 0) / tail.length : null,
       wallSeconds: Number(seconds.toFixed(2)), steps: args.steps, curve,
     });
@@ -283,11 +293,12 @@ async function main() {
   fs.writeFileSync(path.join(args.out, 'results.json'), JSON.stringify(out, null, 2) + '\n');
   writeSvg(path.join(args.out, 'results.svg'), out);
   log(`wrote ${path.join(args.out, 'results.json')} and results.svg`);
-  console.log('\n| arm | mAP@0.5 | mAP@0.5:0.95 | final distillation loss | s |');
-  console.log('|---|---|---|---|---|');
-  console.log(`| teacher (ONNX) | ${teacherMap.map50.toFixed(3)} | ${teacherMap.map5095.toFixed(3)} | | |`);
+  const pct = (v) => (100 * v).toFixed(1) + ' %';
+  console.log('\n| arm | mAP@0.5 | mAP@0.5:0.95 | cells with objectness > 0.5 | final distillation loss | s |');
+  console.log('|---|---|---|---|---|---|');
+  console.log(`| teacher (ONNX) | ${teacherMap.map50.toFixed(3)} | ${teacherMap.map5095.toFixed(3)} | ${pct(teacherMap.objectnessAboveHalf)} | | |`);
   for (const r of results) {
-    console.log(`| ${r.label} | ${r.map50.toFixed(3)} | ${r.map5095.toFixed(3)} | ${r.finalDistillationLoss === null ? '' : r.finalDistillationLoss.toExponential(3)} | ${r.wallSeconds} |`);
+    console.log(`| ${r.label} | ${r.map50.toFixed(3)} | ${r.map5095.toFixed(3)} | ${pct(r.objectnessAboveHalf)} | ${r.finalDistillationLoss === null ? '' : r.finalDistillationLoss.toExponential(3)} | ${r.wallSeconds} |`);
   }
   if (profile) console.log('\nstep profile:', JSON.stringify(out.profile));
 }

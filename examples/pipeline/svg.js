@@ -7,7 +7,7 @@ const COLOURS = ['#7f7f7f', '#d62728', '#1f77b4', '#2ca02c', '#9467bd', '#ff7f0e
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 function writeSvg(file, r) {
-  const W = 980, H = 420, left = { x: 60, y: 40, w: 430, h: 280 }, right = { x: 580, y: 40, w: 360, h: 280 };
+  const W = 980, H = 450, left = { x: 60, y: 70, w: 430, h: 280 }, right = { x: 580, y: 70, w: 360, h: 280 };
   const arms = r.arms;
   const top = Math.max(0.05, r.teacher.map50, ...arms.flatMap((a) => a.curve.map((c) => c.map50)));
   const ymax = Math.ceil(top * 10) / 10;
@@ -34,7 +34,7 @@ function writeSvg(file, r) {
     el.push(`<text x="${x + bw}" y="${yOf(left, b.map50) - 4}" text-anchor="middle" font-size="10">${b.map50.toFixed(2)}</text>`);
     el.push(`<text x="${x + bw}" y="${left.y + left.h + 15}" text-anchor="middle" font-size="11">${esc(b.label)}</text>`);
   });
-  el.push(`<text x="${left.x + left.w / 2}" y="${left.y - 8}" text-anchor="middle" font-size="12">mAP@0.5 (solid) and mAP@0.5:0.95 (light) on the held-out set</text>`);
+  el.push(`<text x="${left.x + left.w / 2}" y="${left.y - 22}" text-anchor="middle" font-size="12">mAP@0.5 (solid) and mAP@0.5:0.95 (light) on the held-out set</text>`);
   // Curves.
   const xmax = Math.max(1, ...arms.flatMap((a) => a.curve.map((c) => c.step)));
   const xOf = (s) => right.x + (right.w * s) / xmax;
@@ -44,7 +44,7 @@ function writeSvg(file, r) {
     el.push(`<text x="${xOf(s)}" y="${right.y + right.h + 15}" text-anchor="middle" font-size="11">${s}</text>`);
   }
   el.push(`<text x="${right.x + right.w / 2}" y="${right.y + right.h + 30}" text-anchor="middle" font-size="11">training step</text>`);
-  el.push(`<text x="${right.x + right.w / 2}" y="${right.y - 8}" text-anchor="middle" font-size="12">mAP@0.5 over training (dashed: teacher)</text>`);
+  el.push(`<text x="${right.x + right.w / 2}" y="${right.y - 22}" text-anchor="middle" font-size="12">mAP@0.5 over training (dashed: teacher)</text>`);
   el.push(`<line x1="${right.x}" x2="${right.x + right.w}" y1="${yOf(right, r.teacher.map50)}" y2="${yOf(right, r.teacher.map50)}" stroke="#000" stroke-dasharray="5,4"/>`);
   arms.forEach((a, i) => {
     const pts = a.curve.map((c) => `${xOf(c.step).toFixed(1)},${yOf(right, c.map50).toFixed(1)}`).join(' ');

@@ -170,7 +170,11 @@ def main():
     torch.onnx.export(model, torch.zeros(1, 3, S, S), args.out, input_names=['images'], output_names=['p8', 'p16'],
                       dynamic_axes={'images': {0: 'batch'}, 'p8': {0: 'batch'}, 'p16': {0: 'batch'}}, opset_version=13)
     info = {
-        'made_by': 'examples/pipeline/train_teacher.py', 'torch': torch.__version__, 'images': n, 'epochs': args.epochs,
+        'made_by': 'examples/pipeline/train_teacher.py',
+        'command': 'node examples/pipeline/export-data.js teacher /tmp/yd-teacher-set && /usr/bin/python3 '
+                   'examples/pipeline/train_teacher.py /tmp/yd-teacher-set' + (f' --epochs {args.epochs}' if args.epochs != 24 else ''),
+        'data': f"set 'teacher' of examples/pipeline/config.json (seed {CFG['sets']['teacher']['seed']}, {n} images), written by export-data.js",
+        'torch': torch.__version__, 'images': n, 'epochs': args.epochs,
         'batch': args.batch, 'lr': args.lr, 'seconds': round(time.time() - t0), 'final_loss_parts': [t / nb for t in tot],
         'parameters': sum(p.numel() for p in model.parameters()),
         'input': 'images: float32 [B, 3, 64, 64], RGB in [0, 1]',
