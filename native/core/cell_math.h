@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "vec_math.h"
+
 #if defined(__CUDACC__)
 #define YD_HD __host__ __device__ __forceinline__
 #else
@@ -111,16 +113,36 @@ enum class Target : int { Logit = kKindLogit, Prob = kKindProb, Bce = kKindBce, 
 // boxTarget: paper = sigmoid(tx), sigmoid(ty); raw tw, th.
 enum class BoxTarget : int { Logit, Paper };
 
+// fp32 (CUDA kernels): the CUDA math library. double (CPU kernels): vec_math.h's
+// branch-free versions, which vectorize (log1p_ is only ever given 0 <= x <= 1,
+// the range vlog1p is accurate on: see softplus_).
 YD_HD float exp_(float x) { return ::expf(x); }
-YD_HD double exp_(double x) { return ::exp(x); }
 YD_HD float log1p_(float x) { return ::log1pf(x); }
-YD_HD double log1p_(double x) { return ::log1p(x); }
+YD_HD double exp_(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::exp(x);
+#else
+  return vexp(x);
+#endif
+}
+YD_HD double log1p_(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::log1p(x);
+#else
+  return vlog1p(x);
+#endif
+}
 
 template <typename S>
 YD_HD S sigmoid_(S x) { return S(1) / (S(1) + exp_(-x)); }
-// log(1 + exp(x)) without overflow.
+// log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|)), without
+// branches (NaN: the select gives 0, the log1p term NaN).
 template <typename S>
-YD_HD S softplus_(S x) { return x > S(0) ? x + log1p_(exp_(-x)) : log1p_(exp_(x)); }
+YD_HD S softplus_(S x) {
+  const S pos = x > S(0) ? x : S(0);
+  const S neg_abs = x < S(0) ? x : -x;
+  return pos + log1p_(exp_(neg_abs));
+}
 
 // One element of a term with target kind `kind` (not Kl): *loss = its value;
 // returns d loss / d p (the derivative with respect to the student logit).

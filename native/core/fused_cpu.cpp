@@ -209,16 +209,35 @@ constexpr int64_t kVariantChunk = 256;
 
 // sum_j m_j * loss_j over one channel of a unit's cells (stride `step` between
 // cells), writing g_j = coef * m_j * d loss_j / d p_j when g is not null.
+// The variant kernels' element loops, compiled for x86-64-v4 (AVX-512),
+// x86-64-v3 (AVX2 + FMA) and the baseline, one chosen at load time as for
+// YD_MULTIVERSION above; with vec_math.h's exp/log1p they vectorize (8, 4 or 2
+// doubles per instruction).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define YD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define YD_CLONES
+#endif
+
 template <Target kKind>
-__attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t, float* __restrict g,
-                   int64_t step, int64_t len, const double* __restrict m, double coef) {
-  double acc = 0.0;
-  for (int64_t j = 0; j < len; ++j) {
-    double s = 0.0;
-    const double d = variant_element<double>(static_cast<int>(kKind), p[j * step], t[j * step], &s);
-    acc += m[j] * s;
-    if (g) g[j * step] = static_cast<float>(coef * m[j] * d);
+YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t,
+                                                       float* __restrict g, int64_t step, int64_t len,
+                                                       const double* __restrict m, double coef) {
+  // Element math first (vectorized: no reduction in the loop), then the sum in
+  // cell order.
+  double s[kVariantChunk];
+  if (g) {
+    for (int64_t j = 0; j < len; ++j) {
+      const double d = variant_element<double>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
+      g[j * step] = static_cast<float>(coef * m[j] * d);
+    }
+  } else {
+    for (int64_t j = 0; j < len; ++j) {
+      variant_element<double>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
+    }
   }
+  double acc = 0.0;
+  for (int64_t j = 0; j < len; ++j) acc += m[j] * s[j];
   return acc;
 }
 
@@ -229,7 +248,7 @@ __attribute__((noinline)) double channel_run(const float* __restrict p, const fl
 // g = coef * m_j * d(tau^2 KL)/dP when g is not null. The steps of cell_math.h
 // (maxima; sums of exponentials, kept per thread and reused for the
 // probabilities; value and gradients), in double.
-double kl_cells(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base,
+YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base,
                 int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau,
                 const double* m, double coef) {
   thread_local std::vector<double> ep, eq;
@@ -255,8 +274,8 @@ double kl_cells(const float* __restrict p, const float* __restrict t, float* __r
     double* epc = ep.data() + c * kVariantChunk;
     double* eqc = eq.data() + c * kVariantChunk;
     for (int64_t j = 0; j < len; ++j) {
-      epc[j] = std::exp(p[off + j * step_c] / tau - mp[j]);
-      eqc[j] = std::exp(t[off + j * step_c] / tau - mq[j]);
+      epc[j] = vexp(p[off + j * step_c] / tau - mp[j]);
+      eqc[j] = vexp(t[off + j * step_c] / tau - mq[j]);
       lsp[j] += epc[j];
       lsq[j] += eqc[j];
     }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cell_math.h"
+#include "vec_math.h"
 
 namespace {
 
@@ -52,8 +53,51 @@ int argmax_shared(const std::vector<float>& v) {
 
 }  // namespace
 
+// |a - b| in units in the last place of b.
+double ulps(double a, double b) {
+  if (a == b) return 0;
+  const double ab = std::fabs(b);
+  return std::fabs(a - b) / (std::nextafter(ab, INFINITY) - ab);
+}
+
+void vec_math_checks() {
+  // vexp against glibc's exp: <= 2 ulp on [-708, 709.78], dense grid plus the ends.
+  double worst = 0, at = 0;
+  for (int i = 0; i <= 400000; ++i) {
+    const double x = -708.0 + (709.78 + 708.0) * i / 400000.0;
+    const double u = ulps(yd::vexp(x), std::exp(x));
+    if (u > worst) worst = u, at = x;
+  }
+  for (double x : {-708.0, -1e-300, 0.0, 1e-300, 1e-10, 0.34657359027997264, 0.5, 1.0, 700.0, 709.0, 709.78}) {
+    const double u = ulps(yd::vexp(x), std::exp(x));
+    if (u > worst) worst = u, at = x;
+  }
+  std::printf("vexp: worst %.2f ulp (at x = %.17g)\n", worst, at);
+  check(worst <= 2.0, "vexp within 2 ulp of exp on [-708, 709.78]", worst, 2.0);
+  check(yd::vexp(0.0) == 1.0, "vexp(0) == 1", yd::vexp(0.0), 1.0);
+  check(std::isinf(yd::vexp(709.79)) && std::isinf(yd::vexp(INFINITY)), "vexp overflows to +inf above 709.78");
+  check(yd::vexp(-708.5) == 0.0 && yd::vexp(-INFINITY) == 0.0 && yd::vexp(-1e300) == 0.0, "vexp is 0 below -708");
+  check(std::isnan(yd::vexp(NAN)), "vexp(NaN) is NaN");
+  // vlog1p against glibc's log1p: <= 4 ulp on [0, 1], tiny arguments included.
+  worst = 0, at = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const double u = i / 200000.0;
+    const double e = ulps(yd::vlog1p(u), std::log1p(u));
+    if (e > worst) worst = e, at = u;
+  }
+  for (double u : {5e-324, 1e-300, 1e-20, 1e-16, 1e-8, 1e-3, 0.41421356237309503, 1.0}) {
+    const double e = ulps(yd::vlog1p(u), std::log1p(u));
+    if (e > worst) worst = e, at = u;
+  }
+  std::printf("vlog1p: worst %.2f ulp (at u = %.17g)\n", worst, at);
+  check(worst <= 4.0, "vlog1p within 4 ulp of log1p on [0, 1]", worst, 4.0);
+  check(yd::vlog1p(0.0) == 0.0, "vlog1p(0) == 0");
+  check(std::isnan(yd::vlog1p(NAN)), "vlog1p(NaN) is NaN");
+}
+
 int main() {
   using yd::variant_element;
+  vec_math_checks();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
 

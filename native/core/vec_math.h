@@ -1,0 +1,96 @@
+// exp and log1p in double precision, written so that the compiler vectorizes
+// loops that call them (no calls, no branches: selects, a polynomial, and the
+// exponent built from bits). The CPU kernels' transcendental math goes through
+// these (cell_math.h exp_/log1p_ for double; the KL steps in fused_cpu.cpp);
+// glibc's scalar exp/log1p are calls the vectorizer cannot look into.
+//
+// Error bounds (checked by test/cpp/cell_math_test.cpp against glibc over a
+// dense grid and the special values):
+//   vexp(x):   |vexp(x) - exp(x)| <= 2 ulp of exp(x) for -708 <= x <= 709.78;
+//              +inf above 709.78 (exp overflows there too); 0 below -708 (exact
+//              exp is then below 3.3e-308, a subnormal: the absolute error is
+//              under 3.3e-308); NaN stays NaN.
+//   vlog1p(u): for 0 <= u <= 1 (the only range the kernels use: log1p(exp(-|x|))),
+//              |vlog1p(u) - log1p(u)| <= 4 ulp of log1p(u); NaN stays NaN.
+// Both are far inside the loss's fp32 tolerances (docs/DESIGN.md §1) and keep
+// the kernels' results bit-identical across runs and thread counts (the same
+// instructions for every element).
+//
+// Loops that call them vectorize only with -fno-trapping-math (comparisons on
+// NaN may otherwise not be if-converted); CMakeLists.txt and binding.gyp pass it
+// for the core. It changes no value, only which instructions may compute it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace yd {
+
+#if defined(__GNUC__)
+#define YD_VEC_INLINE inline __attribute__((always_inline))
+#else
+#define YD_VEC_INLINE inline
+#endif
+
+YD_VEC_INLINE double vexp(double x) {
+  // exp(x) = 2^k exp(r), k = round(x / ln 2), r = x - k ln 2 (ln 2 in two parts,
+  // Cody-Waite: k ln2_hi is exact for |k| < 2^11), |r| <= ln2 / 2; exp(r) by its
+  // Taylor polynomial of degree 13 (remainder < 0.347^14 / 14! < 5e-18).
+  double xc = x < -708.0 ? -708.0 : x;  // NaN passes both selects
+  xc = xc > 709.79 ? 709.79 : xc;
+  const double kMagic = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer in the low bits
+  const double t = xc * 1.4426950408889634 + kMagic;
+  const double kd = t - kMagic;
+  uint64_t tb;  // unsigned: a NaN's bits wrap around instead of overflowing (the select below discards them)
+  std::memcpy(&tb, &t, sizeof tb);
+  const uint64_t sb = (tb - uint64_t{0x4338000000000000} + 1022) << 52;  // 2^(k-1)'s bits (k reaches 1024)
+  double scale;
+  std::memcpy(&scale, &sb, sizeof scale);
+  const double r = (xc - kd * 6.93147180369123816490e-01) - kd * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  double y = 2.0 * (p * scale);  // exact doubling
+  y = x > 709.782712893384 ? __builtin_inf() : y;
+  y = x < -708.0 ? 0.0 : y;
+  return y;  // NaN: p is NaN, so y is
+}
+
+YD_VEC_INLINE double vlog1p(double u) {
+  // log(1 + u) = 2 atanh(s), s = u / (2 + u) (no 1 + u is formed, so tiny u keep
+  // their digits); for 0 <= u <= 1, 0 <= s <= 1/3 and the series
+  // 2 s (1 + z/3 + z^2/5 + ...), z = s^2 <= 1/9, to z^16 leaves < 2e-17.
+  const double s = u / (2.0 + u);
+  const double z = s * s;
+  double p = 1.0 / 33.0;
+  p = p * z + 1.0 / 31.0;
+  p = p * z + 1.0 / 29.0;
+  p = p * z + 1.0 / 27.0;
+  p = p * z + 1.0 / 25.0;
+  p = p * z + 1.0 / 23.0;
+  p = p * z + 1.0 / 21.0;
+  p = p * z + 1.0 / 19.0;
+  p = p * z + 1.0 / 17.0;
+  p = p * z + 1.0 / 15.0;
+  p = p * z + 1.0 / 13.0;
+  p = p * z + 1.0 / 11.0;
+  p = p * z + 1.0 / 9.0;
+  p = p * z + 1.0 / 7.0;
+  p = p * z + 1.0 / 5.0;
+  p = p * z + 1.0 / 3.0;
+  p = p * z + 1.0;
+  return 2.0 * s * p;
+}
+
+}  // namespace yd
