@@ -161,6 +161,25 @@ torch.onnx.export(M(), torch.zeros(1, 3, 64, 64), ${JSON.stringify(f)}, input_na
   });
 });
 
+describe('example:pipeline is deterministic', () => {
+  test('two short runs with the same seed give the same metrics, losses and curves', () => {
+    const runOnce = (dir) => {
+      const r = spawnSync(process.execPath, [RUN, '--quick', '--steps', '4', '--evals', '1', '--arms', 'gt-only,paper', '--out', dir],
+        { encoding: 'utf8', cwd: ROOT, timeout: 110000 });
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(r.status).toBe(0);
+      const res = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
+      expect(check(res)).toEqual([]);
+      return res;
+    };
+    const a = runOnce(path.join(tmp, 'run-a')), b = runOnce(path.join(tmp, 'run-b'));
+    const strip = (r) => ({ teacher: [r.teacher.map50, r.teacher.map5095], arms: r.arms.map((x) => [x.id, x.map50, x.map5095, x.objectnessAboveHalf, x.finalDistillationLoss, x.curve]) });
+    expect(strip(b)).toEqual(strip(a));
+    expect(a.arms.map((x) => x.id)).toEqual(['gt-only', 'paper']);
+    expect(a.arms[1].finalDistillationLoss).toBeGreaterThan(0);
+  }, 240000);
+});
+
 describe('check-results.js', () => {
   const good = {
     teacher: { map50: 0.5, map5095: 0.3 }, steps: 10,
