@@ -110,15 +110,19 @@ inline double cell_run(const float* __restrict p, const float* __restrict t, flo
 
 // One nchw work unit: (b, a) plane chunk [c0, c0 + n) of every channel.
 // For a fixed (b, a) the 5 + C channel planes are consecutive: three
-// contiguous streams (student, teacher, gradient) per unit.
+// contiguous streams (student, teacher, gradient) per unit. keep (FM-NMS, the
+// unit's n cells; null without FM-NMS): a suppressed cell's weight is 0.
 template <bool kGrad>
 __attribute__((always_inline)) inline void nchw_unit_body(const float* p, const float* t, float* g,
                                                           int64_t base, int64_t hw, int64_t n,
                                                           int64_t per_anchor, const TermCoefs& coefs,
-                                                          RawSums& acc) {
+                                                          const unsigned char* keep, RawSums& acc) {
   float w[kPlaneChunk];
   const float* tobj = t + base + kObjChannel * hw;
   for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(tobj[j]);
+  if (keep) {
+    for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
+  }
   double box[kLanes] = {}, obj[kLanes] = {}, cls[kLanes] = {};
   for (int64_t k = 0; k < per_anchor; ++k) {
     const int64_t off = base + k * hw;
@@ -144,19 +148,19 @@ __attribute__((always_inline)) inline void nchw_unit_body(const float* p, const 
 
 YD_MULTIVERSION void nchw_unit_grad(const float* p, const float* t, float* g, int64_t base,
                                     int64_t hw, int64_t n, int64_t per_anchor,
-                                    const TermCoefs& coefs, RawSums& acc) {
-  nchw_unit_body<true>(p, t, g, base, hw, n, per_anchor, coefs, acc);
+                                    const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
+  nchw_unit_body<true>(p, t, g, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
 YD_MULTIVERSION void nchw_unit_nograd(const float* p, const float* t, int64_t base, int64_t hw,
                                       int64_t n, int64_t per_anchor, const TermCoefs& coefs,
-                                      RawSums& acc) {
-  nchw_unit_body<false>(p, t, nullptr, base, hw, n, per_anchor, coefs, acc);
+                                      const unsigned char* keep, RawSums& acc) {
+  nchw_unit_body<false>(p, t, nullptr, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
 template <bool kGrad>
 RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom,
-                 const TermCoefs& coefs, int threads) {
+                 const TermCoefs& coefs, const unsigned char* keep, int threads) {
   const int64_t hw = geom.height * geom.width;
   const int64_t per_anchor = geom.per_anchor();
   const int64_t chunks_per_plane = (hw + kPlaneChunk - 1) / kPlaneChunk;
@@ -167,17 +171,18 @@ RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom
     const int64_t c0 = (unit % chunks_per_plane) * kPlaneChunk;
     const int64_t n = std::min(kPlaneChunk, hw - c0);
     const int64_t base = plane * per_anchor * hw + c0;  // channel 0 of this (b, a)
+    const unsigned char* k = keep ? keep + plane * hw + c0 : nullptr;  // cell index of (b, a, c0)
     if (kGrad) {
-      nchw_unit_grad(p, t, g, base, hw, n, per_anchor, coefs, acc);
+      nchw_unit_grad(p, t, g, base, hw, n, per_anchor, coefs, k, acc);
     } else {
-      nchw_unit_nograd(p, t, base, hw, n, per_anchor, coefs, acc);
+      nchw_unit_nograd(p, t, base, hw, n, per_anchor, coefs, k, acc);
     }
   });
 }
 
 template <bool kGrad>
 RawSums run_cells(const float* p, const float* t, float* g, const ScaleGeom& geom,
-                  const TermCoefs& coefs, int threads) {
+                  const TermCoefs& coefs, const unsigned char* keep, int threads) {
   const int64_t cells = geom.cells();
   const int64_t per_anchor = geom.per_anchor();
   const int64_t classes = geom.classes;
@@ -191,7 +196,7 @@ RawSums run_cells(const float* p, const float* t, float* g, const ScaleGeom& geo
       const float* pc = p + off;
       const float* tc = t + off;
       float* gc = kGrad ? g + off : nullptr;
-      const float w = teacher_weight(tc[kObjChannel]);
+      const float w = keep && !keep[i] ? 0.0f : teacher_weight(tc[kObjChannel]);
       acc.box += static_cast<double>(w) * cell_run<kGrad>(pc, tc, gc, kBoxChannels, w, coefs.box);
       const float d4 = diff(pc[kObjChannel], tc[kObjChannel]);
       const float wd4 = weighted_diff(w, d4);
@@ -329,14 +334,15 @@ namespace {
 
 // The default formula's fast kernel: fp32 element math (the rounding PyTorch
 // uses), double accumulation, gradient coefficients in fp32.
+// keep: the FM-NMS mask by cell index (fm_nms_mask), or null.
 RawSums default_scale(const float* p, const float* t, float* g, const ScaleGeom& geom,
-                      const TermCoefs& coefs, int threads) {
+                      const TermCoefs& coefs, const unsigned char* keep, int threads) {
   if (!geom.cell_major()) {
-    return g ? run_nchw<true>(p, t, g, geom, coefs, threads)
-             : run_nchw<false>(p, t, nullptr, geom, coefs, threads);
+    return g ? run_nchw<true>(p, t, g, geom, coefs, keep, threads)
+             : run_nchw<false>(p, t, nullptr, geom, coefs, keep, threads);
   }
-  return g ? run_cells<true>(p, t, g, geom, coefs, threads)
-           : run_cells<false>(p, t, nullptr, geom, coefs, threads);
+  return g ? run_cells<true>(p, t, g, geom, coefs, keep, threads)
+           : run_cells<false>(p, t, nullptr, geom, coefs, keep, threads);
 }
 
 // Every instantiation but the default formula's (and the default formula when
@@ -415,20 +421,27 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
 
 
 // The one CPU kernel: term kinds and FM-NMS are its compile-time parameters.
-// Its default instantiation (every term 'logit', no FM-NMS) is the fused
-// default kernel whenever every term is weighted and the fp32 gradient
-// coefficients fit (cell_math.h, coef_fits_fp32); everything else runs the
-// general body.
+// Its all-'logit' instantiations are the fused default kernel whenever every
+// term is weighted and the fp32 gradient coefficients fit (cell_math.h,
+// coef_fits_fp32), with FM-NMS as a keep mask computed first (a suppressed
+// cell's weight is 0; the default formula's fp32 element rounding); everything
+// else runs the general body.
 template <BoxTarget kBox, Target kObj, Target kCls, bool kNms>
 RawSums scale_kernel(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
                      int threads) {
-  if constexpr (kBox == BoxTarget::Logit && kObj == Target::Logit && kCls == Target::Logit && !kNms) {
+  if constexpr (kBox == BoxTarget::Logit && kObj == Target::Logit && kCls == Target::Logit) {
     const Variant& v = o.variant;
     if (v.weighted_box && v.weighted_obj && v.weighted_cls &&
         coefs_fit_fp32(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells())) {
       const TermCoefs coefs =
           grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
-      return default_scale(p, t, g, geom, coefs, threads);
+      if constexpr (kNms) {
+        std::vector<unsigned char> keep(static_cast<size_t>(geom.cells()));
+        fm_nms_mask(t, geom, keep.data(), threads);
+        return default_scale(p, t, g, geom, coefs, keep.data(), threads);
+      } else {
+        return default_scale(p, t, g, geom, coefs, nullptr, threads);
+      }
     }
   }
   return general_scale<kBox, kObj, kCls, kNms>(p, t, g, geom, o, threads);
@@ -601,7 +614,7 @@ template <typename CellOff>
 void fm_nms_planes(const float* t, const ScaleGeom& g, unsigned char* keep, int64_t p0, int64_t p1,
                    const CellOff& cell_off) {
   const int64_t H = g.height, W = g.width, hw = H * W, sk = g.stride_k;
-  std::vector<int64_t> arg(static_cast<size_t>(hw));
+  std::vector<int32_t> arg(static_cast<size_t>(hw));  // 32-bit, as wide as best: the class loop vectorizes
   std::vector<float> best(static_cast<size_t>(hw));
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t b = plane / g.anchors, a = plane % g.anchors;
@@ -615,12 +628,12 @@ void fm_nms_planes(const float* t, const ScaleGeom& g, unsigned char* keep, int6
     }
     for (int64_t c = 1; c < g.classes; ++c) {
       const float* tc = tp + (kClsOffset + c) * sk;
+      const int32_t c32 = static_cast<int32_t>(c);
       for (int64_t j = 0; j < hw; ++j) {
         const float v = tc[cell_off(j)];
-        if (argmax_takes(v, best[j])) {
-          best[j] = v;
-          arg[j] = c;
-        }
+        const bool take = argmax_takes(v, best[j]);
+        best[j] = take ? v : best[j];
+        arg[j] = take ? c32 : arg[j];
       }
     }
     const float* tobj = tp + kObjChannel * sk;
