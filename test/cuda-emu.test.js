@@ -20,7 +20,7 @@ if (!haveHeaders) console.log(`CUDA emulation tests skipped: no CUDA headers at 
 const maybe = haveHeaders ? describe : describe.skip;
 
 const runner = path.join(root, 'build', 'cuda-emu', 'runner');
-const sources = ['native/core/fused_cuda.cu', 'native/core/fused_cuda.h', 'native/core/cell_math.h',
+const sources = ['native/core/fused_cuda.cu', 'native/core/fused_cuda.h', 'native/core/cell_math.h', 'native/core/vec_math.h',
   'test/cuda-emu/cuda_emu.h', 'test/cuda-emu/runner.cpp', 'test/cuda-emu/include/cuda_runtime.h'].map((f) => path.join(root, f));
 
 function buildRunner() {
@@ -39,24 +39,26 @@ const KINDS = { logit: 0, prob: 1, bce: 2, kl: 3 };
 function emulate(c, p, t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'yd-emu-'));
   try {
-    const N = c.B * c.A * c.H * c.W;
+    const N = c.B * (c.af ? 1 : c.A) * c.H * c.W;
     const lam = c.lambda ?? 10, gs = c.gradScale ?? 1;
     const base = (2 * lam * gs) / N;
     const v = c.variant;
     const kv = {
       dtype: { float32: 'f32', float16: 'f16', bfloat16: 'bf16' }[c.dtype], nahwc: c.layout === 'nchw' ? 0 : 1, nhwc: c.layout === 'nhwc' ? 1 : 0,
       batch: c.B, anchors: c.A, height: c.H, width: c.W, classes: c.C, grad: c.grad === false ? 0 : 1,
-      misalign: c.misalign ? 1 : 0, variant: v ? 1 : 0,
+      misalign: c.misalign ? 1 : 0, variant: v || c.af ? 1 : 0,
       coef_box: Math.fround(base / 4), coef_obj: Math.fround(base), coef_cls: Math.fround(base / c.C),
     };
-    if (v) {
-      const kl = v.clsTarget === 'kl';
+    if (v || c.af) {
+      const w = v || {};
+      const kl = w.clsTarget === 'kl';
       Object.assign(kv, {
-        box_paper: v.boxTarget === 'paper' ? 1 : 0, obj_kind: KINDS[v.objTarget ?? 'logit'], cls_kind: KINDS[v.clsTarget ?? 'logit'],
-        weighted_box: v.weighted?.box === false ? 0 : 1, weighted_obj: v.weighted?.obj === false ? 0 : 1,
-        weighted_cls: v.weighted?.cls === false ? 0 : 1, fm_nms: v.fmNms ? 1 : 0, temperature: v.temperature ?? 1,
+        box_paper: w.boxTarget === 'paper' ? 1 : 0, obj_kind: KINDS[w.objTarget ?? 'logit'], cls_kind: KINDS[w.clsTarget ?? 'logit'],
+        weighted_box: w.weighted?.box === false ? 0 : 1, weighted_obj: w.weighted?.obj === false ? 0 : 1,
+        weighted_cls: w.weighted?.cls === false ? 0 : 1, fm_nms: w.fmNms ? 1 : 0, temperature: w.temperature ?? 1,
         cb: (lam * gs) / (4 * N), co: (lam * gs) / N, cc: (lam * gs) / (kl ? N : c.C * N),
       });
+      if (c.af) Object.assign(kv, { anchor_free: 1, reg_max: c.regMax, box_temperature: w.boxTemperature ?? 10, anchors: 1 });
     }
     fs.writeFileSync(path.join(dir, 'case.txt'), Object.entries(kv).map(([k, x]) => `${k} ${x}`).join('\n') + '\n');
     fs.writeFileSync(path.join(dir, 'p.f32'), Buffer.from(p.buffer));
@@ -136,6 +138,78 @@ maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
       if (c.grad === false) {
         expect(emu.grad).toBeNull();
         expect(cpu.grads).toBeNull();
+        return;
+      }
+      const g = cpu.grads[0];
+      const cg = g instanceof Tensor ? g.toFloat32Array() : g;
+      if (g instanceof Tensor) g.dispose();
+      emu.grad.forEach((x, k) => {
+        if (!Number.isFinite(x)) throw new Error(`${id}: gradient element ${k} not written (${x})`);
+      });
+      h.expectArraysClose(emu.grad, cg, 1e-6, rtolOf(c.dtype), `${id}: gradient`);
+    } finally {
+      made.forEach((x) => x.dispose());
+    }
+  });
+
+  // Anchor-free heads (the anchor-free kernel, and its FM-NMS maps) against the CPU's anchor_free_scale.
+  const afCases = [];
+  {
+    const variants = [
+      {}, { clsTarget: 'prob' }, { clsTarget: 'bce', weighted: { box: false } }, { clsTarget: 'kl', temperature: 2 },
+      { fmNms: true }, { clsTarget: 'kl', temperature: 0.5, fmNms: true, weighted: { cls: false }, boxTemperature: 3 },
+    ];
+    let i = 0;
+    for (const dtype of ['float32', 'float16', 'bfloat16']) {
+      for (const layout of ['nchw', 'nhwc']) {
+        for (const variant of variants) {
+          i++;
+          const regMax = [16, 1, 17, 4][i % 4];
+          const [H, W] = [[1, 1], [5, 3], [9, 9], [12, 7]][i % 4];
+          const B = H === 1 ? 1 : 2, C = H === 1 ? 1 : i % 2 ? 3 : 6;
+          afCases.push({
+            id: `anchor-free ${dtype} ${layout} regMax ${regMax} ${JSON.stringify(variant)} ${B}x${H}x${W} C=${C}` + (i % 3 === 0 ? ' misaligned' : '') + (i % 5 === 0 ? ' grad:false' : ''),
+            af: true, dtype, layout, variant, regMax, B, A: 1, C, H, W, misalign: i % 3 === 0, grad: i % 5 === 0 ? false : undefined,
+            lambda: i % 4 === 0 ? 3 : undefined, gradScale: i % 7 === 0 ? 0.5 : undefined,
+          });
+        }
+      }
+    }
+  }
+  test.each(afCases.map((c) => [c.id, c]))('%s', (id, c) => {
+    const K = 4 * c.regMax + c.C;
+    const shape = c.layout === 'nchw' ? [c.B, K, c.H, c.W] : [c.B, c.H, c.W, K];
+    const r = h.rng(id.length * 7919 + c.H * 31 + c.W + c.regMax);
+    const p = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
+    const t = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
+    if (c.variant.fmNms) {
+      // Ties in the teacher's best class make FM-NMS compare equal scores: give a few cells the same values.
+      for (let k = 0; k + 2 * K <= t.length && k < 4 * K; k += 2 * K) t.copyWithin(k + K, k, k + K);
+    }
+    const emu = emulate(c, p, t);
+    expect(emu.err).toBe(0);
+    const { boxTemperature, ...variant } = c.variant;
+    const opts = { numClasses: c.C, layout: c.layout, head: 'anchorFree', regMax: c.regMax, ...variant };
+    if (boxTemperature !== undefined) opts.boxTemperature = boxTemperature;
+    if (c.grad === false) opts.grad = false;
+    if (c.lambda !== undefined) opts.lambda = c.lambda;
+    if (c.gradScale !== undefined) opts.gradScale = c.gradScale;
+    const made = [];
+    const headOf = (data) => {
+      if (c.dtype === 'float32') return { data, shape };
+      const tt = Tensor.fromFloat32Array(data, shape, { dtype: c.dtype });
+      made.push(tt);
+      return tt;
+    };
+    try {
+      const cpu = distillationLoss([headOf(p)], [headOf(t)], opts);
+      expect(emu.sums[1]).toBe(0);
+      const terms = [emu.sums[0] / (4 * emu.N), 0, emu.sums[2] / ((emu.kl ? 1 : c.C) * emu.N)];
+      h.expectRelClose(terms[0], cpu.scales[0].box, 1e-5, `${id}: box`, 1e-9);
+      h.expectRelClose(terms[2], cpu.scales[0].cls, 1e-5, `${id}: cls`, 1e-9);
+      expect(cpu.scales[0].obj).toBe(0);
+      if (c.grad === false) {
+        expect(emu.grad).toBeNull();
         return;
       }
       const g = cpu.grads[0];

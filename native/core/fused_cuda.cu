@@ -221,6 +221,40 @@ __global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg
   }
 }
 
+// tau^2 KL(softmax(T/tau) || softmax(P/tau)) of one cell over its n values
+// k0 .. k0+n-1 (value k at base + k * step): the classes of clsTarget 'kl', or
+// one side's bins of an anchor-free box. Writes g = coef * m * tau * (p - q)
+// when g is not null; returns the value clamped at 0 and times tau^2 (the
+// steps of cell_math.h, in fp32).
+template <typename T>
+__device__ __forceinline__ float kl_cell(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g,
+                                         int64_t base, int64_t step, int k0, int n, float tau, float m, double coef) {
+  float mp = -INFINITY, mq = -INFINITY;
+  for (int c = 0; c < n; ++c) {
+    const int64_t e = base + (k0 + c) * step;
+    mp = fmaxf(mp, to_f(p[e]) / tau);
+    mq = fmaxf(mq, to_f(t[e]) / tau);
+  }
+  float zp = 0.f, zq = 0.f;
+  for (int c = 0; c < n; ++c) {
+    const int64_t e = base + (k0 + c) * step;
+    zp += expf(to_f(p[e]) / tau - mp);
+    zq += expf(to_f(t[e]) / tau - mq);
+  }
+  // (x/tau - m) - log z, grouped as log_softmax does (see cell_math.h).
+  const float lsp = logf(zp), lsq = logf(zq);
+  float sum = 0.f;
+  for (int c = 0; c < n; ++c) {
+    const int64_t e = base + (k0 + c) * step;
+    const float logp = kl_log_prob<float>(to_f(p[e]), tau, mp, lsp);
+    const float logq = kl_log_prob<float>(to_f(t[e]), tau, mq, lsq);
+    const float q = expf(logq);
+    sum += kl_class_term(q, logq, logp);
+    if (g) g[e] = from_f<T>(static_cast<float>(coef * static_cast<double>(kl_grad(m, tau, logp, q))));
+  }
+  return kl_cell_value(sum, tau);
+}
+
 // The variants: a thread per cell (values at base + k * step), fp32 math,
 // double per-thread sums, block partials like the fused kernels. The term
 // kinds are compile-time parameters (launch_variant_typed dispatches); FM-NMS
@@ -259,30 +293,7 @@ variant_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__
     }
     sum = 0.f;
     if (kCls == Target::Kl) {
-      // tau^2 KL(softmax(T/tau) || softmax(P/tau)); d/dP_k = tau * (p_k - q_k).
-      float mp = -INFINITY, mq = -INFINITY;
-      for (int c = 0; c < classes; ++c) {
-        const int64_t e = base + (kClsOffset + c) * step;
-        mp = fmaxf(mp, to_f(p[e]) / tau);
-        mq = fmaxf(mq, to_f(t[e]) / tau);
-      }
-      float zp = 0.f, zq = 0.f;
-      for (int c = 0; c < classes; ++c) {
-        const int64_t e = base + (kClsOffset + c) * step;
-        zp += expf(to_f(p[e]) / tau - mp);
-        zq += expf(to_f(t[e]) / tau - mq);
-      }
-      // (x/tau - m) - log z, grouped as log_softmax does (see cell_math.h).
-      const float lsp = logf(zp), lsq = logf(zq);
-      for (int c = 0; c < classes; ++c) {
-        const int64_t e = base + (kClsOffset + c) * step;
-        const float logp = kl_log_prob<float>(to_f(p[e]), tau, mp, lsp);
-        const float logq = kl_log_prob<float>(to_f(t[e]), tau, mq, lsq);
-        const float q = expf(logq);
-        sum += kl_class_term(q, logq, logp);
-        if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(kl_grad(mc, tau, logp, q))));
-      }
-      sum = kl_cell_value(sum, tau);
+      sum = kl_cell(p, t, g, base, step, kClsOffset, classes, tau, mc, v.cc);
     } else {
       for (int c = 0; c < classes; ++c) {
         const int64_t e = base + (kClsOffset + c) * step;
@@ -358,6 +369,160 @@ void launch_variant_typed(const ScaleLaunch& l, const VariantParams& v, char* ws
     case BoxTarget::Paper:
       return launch_obj<T, BoxTarget::Paper>(v, grid, stream, p, t, g, cells, hw, per_anchor, !l.nahwc, keep, partials);
   }
+}
+
+// ---- anchor-free heads (docs/DESIGN.md §1b) ----
+// A thread per cell (anchors == 1, so cell i = b * H * W + y * W + x in both
+// nchw and nhwc): w = sigmoid(max_c T_c); the box term is per side the tau_b^2
+// KL of the teacher's bin distribution against the student's (regMax > 1) or
+// the squared difference of the 4 values (regMax 1); the class term of the
+// kind kCls; no objectness term. Weights per term as the variant kernel;
+// FM-NMS is the keep map (null when off). fp32 math, double per-thread sums,
+// block partials. The CPU's anchor_free_scale (fused_cpu.cpp) is the same
+// formula; test/cuda-emu.test.js holds them to each other.
+template <typename T, Target kCls>
+__global__ void __launch_bounds__(kThreads)
+af_kernel(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g, int64_t cells, int64_t hw,
+          int per_cell, int reg_max, bool nchw, VariantParams v, const unsigned char* __restrict__ keep,
+          double* __restrict__ partials) {
+  const int c0 = 4 * reg_max, classes = per_cell - c0;
+  double box = 0.0, cls = 0.0;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t plane = i / hw, j = i - plane * hw;
+    const int64_t base = nchw ? plane * per_cell * hw + j : i * per_cell;
+    const int64_t step = nchw ? hw : 1;
+    // w = max_c sigmoid(T_c) = sigmoid(max_c T_c); NaN propagates, as in torch.max.
+    float best = to_f(t[base + c0 * step]);
+    for (int c = 1; c < classes; ++c) {
+      const float x = to_f(t[base + (c0 + c) * step]);
+      if (argmax_takes(x, best)) best = x;
+    }
+    const float w = sigmoid_<float>(best);
+    const float kp = keep ? static_cast<float>(keep[i]) : 1.f;
+    const float mb = (v.weighted_box ? w : 1.f) * kp;
+    const float mc = (v.weighted_cls ? w : 1.f) * kp;
+    float s = 0.f, sum = 0.f;
+    if (reg_max > 1) {
+      for (int side = 0; side < 4; ++side) sum += kl_cell(p, t, g, base, step, side * reg_max, reg_max, v.box_temperature, mb, v.cb);
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        const int64_t e = base + k * step;
+        const float d = variant_element<float>(kKindLogit, to_f(p[e]), to_f(t[e]), &s);
+        sum += s;
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cb * static_cast<double>(mb * d)));
+      }
+    }
+    box += static_cast<double>(mb) * sum;
+    sum = 0.f;
+    if (kCls == Target::Kl) {
+      sum = kl_cell(p, t, g, base, step, c0, classes, v.temperature, mc, v.cc);
+    } else {
+      for (int c = 0; c < classes; ++c) {
+        const int64_t e = base + (c0 + c) * step;
+        const float d = variant_element<float>(static_cast<int>(kCls), to_f(p[e]), to_f(t[e]), &s);
+        sum += s;
+        if (g) g[e] = from_f<T>(static_cast<float>(v.cc * static_cast<double>(mc * d)));
+      }
+    }
+    cls += static_cast<double>(mc) * sum;
+  }
+  block_reduce3(box, 0.0, cls, partials + 3 * int64_t{blockIdx.x});
+}
+
+// FM-NMS of an anchor-free scale, step 1: per cell the class argmax (torch's
+// order: NaN first, then the first maximum) and the score w in double, as the
+// CPU kernel compares them (anchor_free_keep, fused_cpu.cpp).
+template <typename T>
+__global__ void af_argmax_kernel(const T* __restrict__ t, int64_t cells, int64_t hw, int per_cell, int c0,
+                                 bool nchw, int* __restrict__ arg, double* __restrict__ score) {
+  const int classes = per_cell - c0;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t plane = i / hw, j = i - plane * hw;
+    const int64_t base = nchw ? plane * per_cell * hw + j : i * per_cell;
+    const int64_t step = nchw ? hw : 1;
+    float best = to_f(t[base + c0 * step]);
+    int a = 0;
+    for (int c = 1; c < classes; ++c) {
+      const float x = to_f(t[base + (c0 + c) * step]);
+      if (argmax_takes(x, best)) best = x, a = c;
+    }
+    arg[i] = a;
+    score[i] = sigmoid_<double>(static_cast<double>(best));
+  }
+}
+
+// Step 2: a cell is kept unless a 3x3 neighbour with the same argmax has a
+// higher score (fm_nms_suppressed, cell_math.h).
+__global__ void af_keep_kernel(const int* __restrict__ arg, const double* __restrict__ score, int64_t cells,
+                               int64_t H, int64_t W, unsigned char* __restrict__ keep) {
+  const int64_t hw = H * W;
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < cells; i += int64_t{gridDim.x} * kThreads) {
+    const int64_t b = i / hw, j = i - b * hw;
+    const int* ab = arg + b * hw;
+    const double* sb = score + b * hw;
+    const bool suppressed = fm_nms_suppressed(
+        j / W, j % W, H, W, [&](int64_t jj) { return ab[jj]; }, [&](int64_t jj) { return sb[jj]; });
+    keep[i] = suppressed ? 0 : 1;
+  }
+}
+
+int64_t af_cells(const ScaleLaunch& l) { return l.batch * l.height * l.width; }
+int64_t af_grid(const ScaleLaunch& l) {
+  return std::max<int64_t>(1, std::min<int64_t>((af_cells(l) + kThreads - 1) / kThreads, kMaxGrid));
+}
+
+template <typename T>
+void launch_af_typed(const ScaleLaunch& l, const VariantParams& v, char* ws, cudaStream_t stream) {
+  const int64_t cells = af_cells(l), hw = l.height * l.width, grid = af_grid(l);
+  const int per_cell = static_cast<int>(4 * l.reg_max + l.classes), reg_max = static_cast<int>(l.reg_max);
+  const bool nchw = !l.nahwc;
+  double* partials = reinterpret_cast<double*>(ws);
+  const T* p = static_cast<const T*>(l.p);
+  const T* t = static_cast<const T*>(l.t);
+  T* g = static_cast<T*>(l.g);
+  unsigned char* keep = nullptr;
+  if (v.fm_nms) {
+    double* score = partials + 3 * grid;
+    int* arg = reinterpret_cast<int*>(score + cells);
+    keep = reinterpret_cast<unsigned char*>(arg + cells);
+    YD_LAUNCH(grid, kThreads, stream, af_argmax_kernel<T>)(t, cells, hw, per_cell, 4 * reg_max, nchw, arg, score);
+    YD_LAUNCH(grid, kThreads, stream, af_keep_kernel)(arg, score, cells, l.height, l.width, keep);
+  }
+  switch (v.cls) {
+    case Target::Logit:
+      YD_LAUNCH(grid, kThreads, stream, af_kernel<T, Target::Logit>)(p, t, g, cells, hw, per_cell, reg_max, nchw, v, keep, partials);
+      return;
+    case Target::Prob:
+      YD_LAUNCH(grid, kThreads, stream, af_kernel<T, Target::Prob>)(p, t, g, cells, hw, per_cell, reg_max, nchw, v, keep, partials);
+      return;
+    case Target::Bce:
+      YD_LAUNCH(grid, kThreads, stream, af_kernel<T, Target::Bce>)(p, t, g, cells, hw, per_cell, reg_max, nchw, v, keep, partials);
+      return;
+    case Target::Kl:
+      YD_LAUNCH(grid, kThreads, stream, af_kernel<T, Target::Kl>)(p, t, g, cells, hw, per_cell, reg_max, nchw, v, keep, partials);
+      return;
+  }
+}
+
+// Bytes of device workspace an anchor-free launch needs (partials, and the
+// FM-NMS score, argmax and keep maps when fm_nms).
+int64_t af_workspace_bytes(const ScaleLaunch& l, const VariantParams& v) {
+  const int64_t cells = af_cells(l);
+  return 3 * af_grid(l) * static_cast<int64_t>(sizeof(double)) +
+         (v.fm_nms ? cells * static_cast<int64_t>(sizeof(double) + sizeof(int) + 1) : 0);
+}
+
+int launch_af_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums,
+                    void* stream_ptr) {
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  char* ws = static_cast<char*>(d_workspace);
+  switch (l.dtype) {
+    case DType::F32: launch_af_typed<float>(l, v, ws, stream); break;
+    case DType::F16: launch_af_typed<__half>(l, v, ws, stream); break;
+    case DType::BF16: launch_af_typed<__nv_bfloat16>(l, v, ws, stream); break;
+  }
+  YD_LAUNCH(1, kThreads, stream, finish_kernel)(reinterpret_cast<double*>(ws), static_cast<int>(af_grid(l)), d_sums);
+  return static_cast<int>(cudaGetLastError());
 }
 
 bool aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
@@ -473,11 +638,13 @@ bool default_formula(const VariantParams& v) {
 }  // namespace
 
 int launch_scale(const ScaleLaunch& l, const VariantParams& v, void* d_workspace, double* d_sums, void* stream) {
+  if (l.anchor_free) return launch_af_scale(l, v, d_workspace, d_sums, stream);
   return default_formula(v) ? launch_fused_scale(l, static_cast<double*>(d_workspace), d_sums, stream)
                             : launch_variant_scale(l, v, d_workspace, d_sums, stream);
 }
 
 int64_t scale_workspace_bytes(const ScaleLaunch& l, const VariantParams& v) {
+  if (l.anchor_free) return af_workspace_bytes(l, v);
   return default_formula(v) ? workspace_doubles(l) * static_cast<int64_t>(sizeof(double))
                             : variant_workspace_bytes(l, v);
 }

@@ -22,6 +22,10 @@ struct ScaleLaunch {
   // FM-NMS neighbourhood needs to know.
   bool nahwc = false;
   bool nhwc = false;
+  // An anchor-free head (docs/DESIGN.md §1b): anchors == 1, per cell 4 * reg_max
+  // box-bin logits then `classes` class logits, no objectness channel.
+  bool anchor_free = false;
+  int64_t reg_max = 0;
   TermCoefs coefs{};
   DType dtype = DType::F32;
 };
@@ -35,6 +39,7 @@ struct VariantParams {
   int weighted_box = 1, weighted_obj = 1, weighted_cls = 1;
   int fm_nms = 0;
   float temperature = 1.0f;
+  float box_temperature = 10.0f;  // anchor-free heads: the box distributions' temperature
   double cb = 0.0, co = 0.0, cc = 0.0;
   bool coefs_fit = true;  // ScaleLaunch::coefs represent the coefficients in fp32
 };
@@ -42,7 +47,8 @@ struct VariantParams {
 // The one entry of a scale: the kernel template's instantiation for the kinds
 // of v (fused_cuda.cu). For the default formula (every term 'logit' and
 // weighted, no FM-NMS, coefficients that fit fp32) that is the fused default
-// kernels; otherwise the variant kernel. Each is followed by a one-block,
+// kernels; for an anchor-free head the anchor-free kernel; otherwise the
+// variant kernel. Each is followed by a one-block,
 // fixed-order reduction of its per-block partials, on `stream` (a
 // cudaStream_t); no atomics: repeated launches give bit-identical results.
 // Raw sums (box, obj, cls) to d_sums[0..2], before their normalisers

@@ -33,6 +33,7 @@ cuda::VariantParams variant_params(const Options& o, const ScaleGeom& g) {
   p.weighted_cls = v.weighted_cls;
   p.fm_nms = v.fm_nms;
   p.temperature = static_cast<float>(v.temperature);
+  p.box_temperature = static_cast<float>(o.box_temperature);
   const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, g.classes,
                                         g.cells(), v.cls == Target::Kl);
   p.cb = vc.box;
@@ -54,11 +55,14 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream(student[0].device().index());
   const size_t S = student.size();
   for (const ScaleGeom& g : geoms) {
-    // The kernels index a tile's values (kTileCells cells of 5 + C) with 32-bit ints.
-    if (5 + g.classes >= (int64_t{1} << 31) / 32) {
+    // The kernels index a tile's values (kTileCells cells of 5 + C, or 4R + C) with 32-bit ints.
+    if (g.per_anchor() >= (int64_t{1} << 31) / 32) {
+      // Values per cell besides the classes: 5 (anchor heads) or 4 * regMax.
+      const int64_t other = g.per_anchor() - g.classes;
       throw_range(code::kInvalidOption,
-                  "options.numClasses: at most " + std::to_string((int64_t{1} << 26) - 6) +
-                      " classes on CUDA, got " + std::to_string(g.classes));
+                  "options.numClasses: at most " + std::to_string((int64_t{1} << 26) - 1 - other) +
+                      " classes on CUDA" + (g.head == Head::AnchorFree ? " with regMax " + std::to_string(g.reg_max) : "") +
+                      ", got " + std::to_string(g.classes));
     }
   }
   const auto dev_double = at::TensorOptions().dtype(at::kDouble).device(student[0].device());
@@ -92,6 +96,8 @@ Result fused_cuda_loss(const std::vector<at::Tensor>& student, const std::vector
     l.classes = g.classes;
     l.nahwc = g.cell_major();
     l.nhwc = g.layout == Layout::NHWC;
+    l.anchor_free = g.head == Head::AnchorFree;
+    l.reg_max = g.reg_max;
     l.coefs = grad_coefs(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, opts.grad_scale, g.classes,
                          g.cells());
     l.dtype = dtype_of(ps[s]);

@@ -399,12 +399,9 @@ Plan make_plan(const std::vector<at::Tensor>& student, const std::vector<at::Ten
   plan.threads = opts.threads > 0 ? static_cast<int>(opts.threads) : default_threads();
   // Where to compute: options.device, else where the heads are.
   plan.device = opts.device.empty() ? student[0].device() : resolve_device(opts.device, "options.device");
-  // Anchor-free heads on a GPU run on the LibTorch-ops path for now (no CUDA
-  // kernels for them yet; README "Anchor-free heads").
-  const bool af_on_gpu = opts.head == Head::AnchorFree && plan.device.is_cuda();
-  plan.backend = opts.impl == Impl::Reference || af_on_gpu ? BackendId::Reference
-                 : plan.device.is_cuda()                    ? BackendId::CudaFused
-                                                            : BackendId::CpuFused;
+  plan.backend = opts.impl == Impl::Reference ? BackendId::Reference
+                 : plan.device.is_cuda()      ? BackendId::CudaFused
+                                              : BackendId::CpuFused;
   if (plan.backend == BackendId::CudaFused && !(cuda_compiled() && cuda_device_count() > 0)) {
     for (const BackendDesc& b : backends()) {  // (the CPU backends are always there)
       if (b.id == plan.backend) throw Error(ErrorKind::Generic, code::kNoCuda, "CUDA tensors given, but " + b.why);

@@ -3,7 +3,8 @@
 //   runner DIR
 // DIR/case.txt: "key value" lines (dtype f32|f16|bf16, nahwc, batch, anchors,
 // height, width, classes, grad, misalign, variant, coef_box/obj/cls, and the
-// variant parameters); DIR/p.f32 and DIR/t.f32: student and teacher as float32
+// variant parameters; anchor_free, reg_max and box_temperature for anchor-free
+// heads); DIR/p.f32 and DIR/t.f32: student and teacher as float32
 // (rounded here to the dtype, round to nearest even, as torch's .to() does).
 // Writes DIR/out.txt (the raw sums box obj cls, launches) and DIR/g.f32 (the
 // gradient, widened to float32).
@@ -107,6 +108,8 @@ int main(int argc, char** argv) {
   l.classes = static_cast<int64_t>(num("classes"));
   l.nahwc = num("nahwc") != 0;
   l.nhwc = kv.count("nhwc") && num("nhwc") != 0;
+  l.anchor_free = kv.count("anchor_free") && num("anchor_free") != 0;
+  l.reg_max = kv.count("reg_max") ? static_cast<int64_t>(num("reg_max")) : 0;
   l.coefs = yd::TermCoefs{static_cast<float>(num("coef_box")), static_cast<float>(num("coef_obj")),
                           static_cast<float>(num("coef_cls"))};
   const bool grad = num("grad") != 0;
@@ -136,6 +139,7 @@ int main(int argc, char** argv) {
     v.weighted_cls = static_cast<int>(num("weighted_cls"));
     v.fm_nms = static_cast<int>(num("fm_nms"));
     v.temperature = static_cast<float>(num("temperature"));
+    if (kv.count("box_temperature")) v.box_temperature = static_cast<float>(num("box_temperature"));
     v.cb = num("cb");
     v.co = num("co");
     v.cc = num("cc");
