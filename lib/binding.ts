@@ -41,6 +41,7 @@ export interface NativeBinding {
     backends: { name: string; device: string; available: boolean; reason?: string }[];
   };
   streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
+  streamingFloor(a: Uint16Array, b: Uint16Array, out: Uint16Array, threads?: number): void;
   heapInUse(): number;
   configure(hooks: { markAsUntransferable: (o: object) => void }): void;
 }

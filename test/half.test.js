@@ -148,3 +148,41 @@ describe('bad half-precision arguments get coded errors naming the scale and ten
     expect(err.message).toMatch(pattern);
   });
 });
+
+describe('16-bit heads under the default formula are read and written in place (no widened copies)', () => {
+  // The in-place path (cpu_scale_mixed) must give exactly what widening the
+  // arrays to float32 first gives: the same loss bits, and the float32 gradient
+  // rounded to nearest even in the student's dtype.
+  const pairs = [['float16', 'float16'], ['bfloat16', 'bfloat16'], ['float32', 'float16'], ['float16', 'float32'], ['bfloat16', 'float16']];
+  const r = h.rng(0x16b17);
+  const cases = [];
+  for (const [sd, td] of pairs) {
+    for (const layout of ['nchw', 'nahwc', 'nhwc']) {
+      const C = r.pick([1, 6, 80]);
+      const shape = h.headShape(layout, 2, 3, C, r.int(1, 13), r.int(1, 21));
+      cases.push([`${sd} student, ${td} teacher, ${layout} ${JSON.stringify(shape)}`, { sd, td, layout, C, shape }]);
+    }
+  }
+  test.each(cases)('%s', (_id, c) => {
+    const n = h.numel(c.shape);
+    const p = new Float32Array(n).map(() => 3 * r.randn());
+    const t = new Float32Array(n).map(() => 3 * r.randn());
+    const ph = asHead({ data: p, shape: c.shape }, c.sd);
+    const th = asHead({ data: t, shape: c.shape }, c.td);
+    const opts = { numClasses: c.C, layout: c.layout };
+    // The same values as float32 arrays (widening is exact).
+    const wide = (head, dtype) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape: c.shape });
+    const ref = distillationLoss([wide(ph, c.sd)], [wide(th, c.td)], opts);
+    const got = distillationLoss([ph], [th], opts);
+    expect(Object.is(got.loss, ref.loss)).toBe(true);
+    const want = c.sd === 'float32' ? ref.grads[0] : Uint16Array.from(ref.grads[0], enc[c.sd]);
+    expect(Object.prototype.toString.call(got.grads[0])).toBe(Object.prototype.toString.call(want));
+    expect(h.sameBits(got.grads[0], want)).toBe(true);
+    // gradOut in the student's dtype, two threads and one: the same bits.
+    const out = c.sd === 'float32' ? new Float32Array(n) : new Uint16Array(n);
+    const again = distillationLoss([ph], [th], { ...opts, gradOut: [out], threads: 1 });
+    expect(Object.is(again.loss, ref.loss)).toBe(true);
+    expect(h.sameBits(out, want)).toBe(true);
+    expect(distillationLoss([ph], [th], { ...opts, grad: false }).loss).toBe(ref.loss);
+  });
+});

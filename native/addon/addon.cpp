@@ -67,9 +67,26 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
 }
 
 // streamingFloor(a, b, out, threads): out = a - b, the bandwidth floor of a
-// kernel that reads two arrays and writes one. For benchmarks only.
+// kernel that reads two arrays and writes one. Three Float32Arrays, or three
+// Uint16Arrays (the 2-byte floor). For benchmarks only.
 Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
+    if (info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array) {
+      for (int k = 0; k < 3; ++k) {
+        if (!info[k].IsTypedArray() || info[k].As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array) {
+          fail_type(yd::code::kInvalidArgType, "streamingFloor: a, b and out must all be Uint16Arrays (or all Float32Arrays)");
+        }
+      }
+      const Napi::Uint16Array a = info[0].As<Napi::Uint16Array>(), b = info[1].As<Napi::Uint16Array>();
+      Napi::Uint16Array out = info[2].As<Napi::Uint16Array>();
+      if (a.ElementLength() != b.ElementLength() || a.ElementLength() != out.ElementLength()) {
+        fail_range(yd::code::kDataLength, "streamingFloor: a, b and out must have the same length");
+      }
+      const int threads = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+      yd::streaming_floor16(a.Data(), b.Data(), out.Data(), static_cast<int64_t>(a.ElementLength()),
+                            threads > 0 ? threads : yd::default_threads());
+      return info.Env().Undefined();
+    }
     const Napi::Float32Array a = expect_float32_array(info[0], "streamingFloor: a");
     const Napi::Float32Array b = expect_float32_array(info[1], "streamingFloor: b");
     Napi::Float32Array out = expect_float32_array(info[2], "streamingFloor: out");

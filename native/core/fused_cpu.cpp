@@ -2,11 +2,18 @@
 #include "fused_cpu.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace yd {
 
@@ -180,6 +187,27 @@ RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom
   });
 }
 
+// The default formula over n contiguous cells (cell-major layouts): cell i's
+// 5 + C values at p + i * per_anchor; keep (FM-NMS) indexed like the cells, or null.
+template <bool kGrad>
+inline void cells_body(const float* p, const float* t, float* g, int64_t n, int64_t per_anchor, int64_t classes,
+                       const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = i * per_anchor;
+    const float* pc = p + off;
+    const float* tc = t + off;
+    float* gc = kGrad ? g + off : nullptr;
+    const float w = keep && !keep[i] ? 0.0f : teacher_weight(tc[kObjChannel]);
+    acc.box += static_cast<double>(w) * cell_run<kGrad>(pc, tc, gc, kBoxChannels, w, coefs.box);
+    const float d4 = diff(pc[kObjChannel], tc[kObjChannel]);
+    const float wd4 = weighted_diff(w, d4);
+    acc.obj += weighted_sq(wd4, d4);
+    if (kGrad) gc[kObjChannel] = grad_value(coefs.obj, wd4);
+    acc.cls += static_cast<double>(w) * cell_run<kGrad>(pc + kClsOffset, tc + kClsOffset,
+                                                       kGrad ? gc + kClsOffset : nullptr, classes, w, coefs.cls);
+  }
+}
+
 template <bool kGrad>
 RawSums run_cells(const float* p, const float* t, float* g, const ScaleGeom& geom,
                   const TermCoefs& coefs, const unsigned char* keep, int threads) {
@@ -191,23 +219,161 @@ RawSums run_cells(const float* p, const float* t, float* g, const ScaleGeom& geo
   return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const int64_t i0 = unit * kCellChunk;
     const int64_t i1 = std::min(cells, i0 + kCellChunk);
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t off = i * per_anchor;
-      const float* pc = p + off;
-      const float* tc = t + off;
-      float* gc = kGrad ? g + off : nullptr;
-      const float w = keep && !keep[i] ? 0.0f : teacher_weight(tc[kObjChannel]);
-      acc.box += static_cast<double>(w) * cell_run<kGrad>(pc, tc, gc, kBoxChannels, w, coefs.box);
-      const float d4 = diff(pc[kObjChannel], tc[kObjChannel]);
-      const float wd4 = weighted_diff(w, d4);
-      acc.obj += weighted_sq(wd4, d4);
-      if (kGrad) gc[kObjChannel] = grad_value(coefs.obj, wd4);
-      acc.cls += static_cast<double>(w) * cell_run<kGrad>(pc + kClsOffset, tc + kClsOffset,
-                                                         kGrad ? gc + kClsOffset : nullptr,
-                                                         classes, w, coefs.cls);
-    }
+    const int64_t off = i0 * per_anchor;
+    cells_body<kGrad>(p + off, t + off, kGrad ? g + off : nullptr, i1 - i0, per_anchor, classes, coefs,
+                      keep ? keep + i0 : nullptr, acc);
   });
 }
+
+// ---- 16-bit heads read and written in place (the default formula) ----
+// Each unit's values are widened to fp32 in a per-thread buffer (in cache), the
+// fp32 bodies above run on it, and the gradient is rounded to its dtype on the
+// way out (round to nearest even, as at::Tensor::to). Memory sees 2 bytes per
+// 16-bit value; the units, and so the sums, are the fp32 kernel's: results are
+// bit-identical to widening the whole tensors first.
+
+void widen_f16_soft(const uint16_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::fp16_ieee_to_fp32_value(s[i]);
+}
+void narrow_f16_soft(const float* s, uint16_t* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::fp16_ieee_from_fp32_value(s[i]);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+// F16C: 8 values per instruction, the same IEEE round to nearest even.
+__attribute__((target("avx,f16c"))) void widen_f16_hw(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  }
+  widen_f16_soft(s + i, d + i, n - i);
+}
+__attribute__((target("avx,f16c"))) void narrow_f16_hw(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  narrow_f16_soft(s + i, d + i, n - i);
+}
+bool have_f16c() {
+  static const bool yes = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return yes;
+}
+#else
+bool have_f16c() { return false; }
+void widen_f16_hw(const uint16_t* s, float* d, int64_t n) { widen_f16_soft(s, d, n); }
+void narrow_f16_hw(const float* s, uint16_t* d, int64_t n) { narrow_f16_soft(s, d, n); }
+#endif
+
+// n values of src (from element off) as fp32 into dst.
+void widen_run(const void* src, ElemType e, int64_t off, int64_t n, float* dst) {
+  switch (e) {
+    case ElemType::F32:
+      std::memcpy(dst, static_cast<const float*>(src) + off, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case ElemType::F16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src) + off;
+      if (have_f16c()) widen_f16_hw(s, dst, n); else widen_f16_soft(s, dst, n);
+      return;
+    }
+    case ElemType::BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src) + off;
+      for (int64_t i = 0; i < n; ++i) {  // bfloat16 is the top half of a float32
+        const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
+        std::memcpy(dst + i, &bits, sizeof bits);
+      }
+      return;
+    }
+  }
+}
+
+// n fp32 values of src into dst (from element off), rounded to its type.
+void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
+  switch (e) {
+    case ElemType::F32:
+      std::memcpy(static_cast<float*>(dst) + off, src, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case ElemType::F16: {
+      uint16_t* d = static_cast<uint16_t*>(dst) + off;
+      if (have_f16c()) narrow_f16_hw(src, d, n); else narrow_f16_soft(src, d, n);
+      return;
+    }
+    case ElemType::BF16: {
+      uint16_t* d = static_cast<uint16_t*>(dst) + off;
+      for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::round_to_nearest_even(src[i]);
+      return;
+    }
+  }
+}
+
+// One nchw unit of the default formula on 16-bit (or mixed) arrays: the fp32
+// nchw body's math and order (teacher weights, then per channel plane_chunk
+// into the same lanes), each channel's run widened first.
+template <bool kGrad>
+__attribute__((always_inline)) inline void nchw_unit_mixed_body(const MixedArrays& a, int64_t base, int64_t hw,
+                                                                int64_t n, int64_t per_anchor,
+                                                                const TermCoefs& coefs, RawSums& acc) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(4 * kPlaneChunk)) buf.resize(static_cast<size_t>(4 * kPlaneChunk));
+  float* w = buf.data();
+  float* bp = w + kPlaneChunk;
+  float* bt = bp + kPlaneChunk;
+  float* bg = bt + kPlaneChunk;
+  widen_run(a.t, a.t_type, base + kObjChannel * hw, n, bt);
+  for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(bt[j]);
+  double box[kLanes] = {}, obj[kLanes] = {}, cls[kLanes] = {};
+  for (int64_t k = 0; k < per_anchor; ++k) {
+    const int64_t off = base + k * hw;
+    const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
+    double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
+    widen_run(a.p, a.p_type, off, n, bp);
+    widen_run(a.t, a.t_type, off, n, bt);
+    plane_chunk<kGrad>(bp, bt, kGrad ? bg : nullptr, w, n, coef, lanes);
+    if (kGrad) narrow_run(bg, a.g_type, a.g, off, n);
+  }
+  acc.box += fold(box);
+  acc.obj += fold(obj);
+  acc.cls += fold(cls);
+}
+
+YD_MULTIVERSION void nchw_unit_mixed_grad(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
+                                          int64_t per_anchor, const TermCoefs& coefs, RawSums& acc) {
+  nchw_unit_mixed_body<true>(a, base, hw, n, per_anchor, coefs, acc);
+}
+YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
+                                            int64_t per_anchor, const TermCoefs& coefs, RawSums& acc) {
+  nchw_unit_mixed_body<false>(a, base, hw, n, per_anchor, coefs, acc);
+}
+
+// One cell-major unit (kCellChunk contiguous cells) of the default formula on
+// 16-bit (or mixed) arrays: the block widened, cells_body, the gradient narrowed.
+template <bool kGrad>
+__attribute__((always_inline)) inline void cells_mixed_body(const MixedArrays& a, int64_t i0, int64_t n,
+                                                            int64_t per_anchor, int64_t classes,
+                                                            const TermCoefs& coefs, RawSums& acc) {
+  thread_local std::vector<float> buf;
+  const size_t block = static_cast<size_t>(kCellChunk * per_anchor);
+  if (buf.size() < 3 * block) buf.resize(3 * block);
+  float* bp = buf.data();
+  float* bt = bp + block;
+  float* bg = bt + block;
+  const int64_t off = i0 * per_anchor, len = n * per_anchor;
+  widen_run(a.p, a.p_type, off, len, bp);
+  widen_run(a.t, a.t_type, off, len, bt);
+  cells_body<kGrad>(bp, bt, kGrad ? bg : nullptr, n, per_anchor, classes, coefs, nullptr, acc);
+  if (kGrad) narrow_run(bg, a.g_type, a.g, off, len);
+}
+
+// Not multiversioned: compiled like run_cells (no FMA contraction in the
+// baseline build), so its sums are bit-identical to the fp32 path's.
+void cells_mixed_grad(const MixedArrays& a, int64_t i0, int64_t n, int64_t per_anchor,
+                                      int64_t classes, const TermCoefs& coefs, RawSums& acc) {
+  cells_mixed_body<true>(a, i0, n, per_anchor, classes, coefs, acc);
+}
+void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per_anchor,
+                                        int64_t classes, const TermCoefs& coefs, RawSums& acc) {
+  cells_mixed_body<false>(a, i0, n, per_anchor, classes, coefs, acc);
+}
+
 
 // Cells per unit of the general instantiations.
 constexpr int64_t kVariantChunk = 256;
@@ -589,6 +755,44 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
 
 }  // namespace
 
+bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& o) {
+  return geom.head == Head::Anchor && o.variant.is_default() &&
+         coefs_fit_fp32(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
+}
+
+RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Options& o, int threads) {
+  const TermCoefs coefs = grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
+  const int64_t per_anchor = geom.per_anchor();
+  const bool grad = a.g != nullptr;
+  if (!geom.cell_major()) {  // the units of run_nchw
+    const int64_t hw = geom.height * geom.width;
+    const int64_t chunks_per_plane = (hw + kPlaneChunk - 1) / kPlaneChunk;
+    const int64_t units = geom.batch * geom.anchors * chunks_per_plane;
+    return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+      const int64_t plane = unit / chunks_per_plane;
+      const int64_t c0 = (unit % chunks_per_plane) * kPlaneChunk;
+      const int64_t n = std::min(kPlaneChunk, hw - c0);
+      const int64_t base = plane * per_anchor * hw + c0;
+      if (grad) {
+        nchw_unit_mixed_grad(a, base, hw, n, per_anchor, coefs, acc);
+      } else {
+        nchw_unit_mixed_nograd(a, base, hw, n, per_anchor, coefs, acc);
+      }
+    });
+  }
+  const int64_t cells = geom.cells();  // the units of run_cells
+  const int64_t units = (cells + kCellChunk - 1) / kCellChunk;
+  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    const int64_t i0 = unit * kCellChunk;
+    const int64_t n = std::min(cells, i0 + kCellChunk) - i0;
+    if (grad) {
+      cells_mixed_grad(a, i0, n, per_anchor, geom.classes, coefs, acc);
+    } else {
+      cells_mixed_nograd(a, i0, n, per_anchor, geom.classes, coefs, acc);
+    }
+  });
+}
+
 RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
                   int threads) {
   if (geom.head == Head::AnchorFree) return anchor_free_scale(p, t, g, geom, o, threads);
@@ -674,6 +878,16 @@ void streaming_floor(const float* a, const float* b, float* out, int64_t n, int 
     const int64_t i0 = first * kChunk;
     const int64_t i1 = std::min(n, last * kChunk);
     for (int64_t i = i0; i < i1; ++i) out[i] = a[i] - b[i];
+  });
+}
+
+void streaming_floor16(const uint16_t* a, const uint16_t* b, uint16_t* out, int64_t n, int threads) {
+  constexpr int64_t kChunk = 1 << 17;
+  const int64_t blocks = (n + kChunk - 1) / kChunk;
+  run_blocks(blocks, threads, kChunk, [&](int64_t first, int64_t last) {
+    const int64_t i0 = first * kChunk;
+    const int64_t i1 = std::min(n, last * kChunk);
+    for (int64_t i = i0; i < i1; ++i) out[i] = static_cast<uint16_t>(a[i] - b[i]);
   });
 }
 

@@ -27,6 +27,26 @@ struct RawSums {
 RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& opts,
                   int threads);
 
+// Element types the CPU kernel reads and writes in place.
+enum class ElemType { F32, F16, BF16 };
+struct MixedArrays {
+  const void* p = nullptr;  // student
+  ElemType p_type = ElemType::F32;
+  const void* t = nullptr;  // teacher
+  ElemType t_type = ElemType::F32;
+  void* g = nullptr;  // gradient output, or nullptr for none
+  ElemType g_type = ElemType::F32;
+};
+
+// Whether cpu_scale_mixed computes these options: the default formula of an
+// anchor head whose fp32 gradient coefficients fit (the default kernel's case).
+bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& opts);
+// cpu_scale for contiguous arrays of any element types (float16 and bfloat16
+// heads, an fp16 teacher with an fp32 student, a 16-bit gradient), read and
+// written in place: no widened copies in memory. Bit-identical to cpu_scale on
+// the arrays widened to fp32 (the gradient rounded to nearest even).
+RawSums cpu_scale_mixed(const MixedArrays& arrays, const ScaleGeom& geom, const Options& opts, int threads);
+
 // The per-scale terms from cpu_scale's raw sums: box / (4 N), obj / N,
 // cls / (C N), or cls / N for 'kl'.
 Terms scale_terms(const RawSums& raw, const ScaleGeom& geom, const Variant& v);

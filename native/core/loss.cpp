@@ -417,6 +417,43 @@ void attach_grad_out(Plan& plan, const std::vector<at::Tensor>& grad_out) {
 
 namespace {
 
+ElemType elem_type(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return ElemType::F16;
+    case at::kBFloat16: return ElemType::BF16;
+    default: return ElemType::F32;
+  }
+}
+
+// One scale of cpu_loss through cpu_scale_mixed: the heads in their dtypes, the
+// gradient written into gradOut when it is contiguous (any of the three dtypes),
+// else into a new array of the student's dtype (copied into gradOut if given).
+Terms mixed_scale(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out, const ScaleGeom& g,
+                  const Options& opts, int threads, std::vector<at::Tensor>* grads) {
+  const at::Tensor p = student.contiguous();
+  const at::Tensor t = teacher.contiguous();
+  at::Tensor gw;
+  const bool direct = out.defined() && out.is_contiguous() &&
+                      (out.scalar_type() == at::kFloat || out.scalar_type() == at::kHalf ||
+                       out.scalar_type() == at::kBFloat16);
+  if (opts.grad) gw = direct ? out : at::empty(p.sizes(), p.options());
+  MixedArrays a;
+  a.p = p.data_ptr();
+  a.p_type = elem_type(p.scalar_type());
+  a.t = t.data_ptr();
+  a.t_type = elem_type(t.scalar_type());
+  if (opts.grad) {
+    a.g = gw.data_ptr();
+    a.g_type = elem_type(gw.scalar_type());
+  }
+  const Terms terms = scale_terms(cpu_scale_mixed(a, g, opts, threads), g, opts.variant);
+  if (opts.grad) {
+    if (out.defined() && !gw.is_same(out)) out.copy_(gw);
+    grads->push_back(out.defined() ? out : gw);
+  }
+  return terms;
+}
+
 // The fused CPU backend: per scale, the default kernel or the variant kernel.
 Result cpu_loss(const Plan& plan) {
   const std::vector<at::Tensor>& student = plan.student;
@@ -429,6 +466,18 @@ Result cpu_loss(const Plan& plan) {
   r.scales.reserve(student.size());
   for (size_t s = 0; s < student.size(); ++s) {
     const ScaleGeom& g = geoms[s];
+    if ((student[s].scalar_type() != at::kFloat || teacher[s].scalar_type() != at::kFloat) &&
+        cpu_scale_mixed_supported(g, opts)) {
+      // 16-bit heads (or an fp16 teacher and an fp32 student) under the default
+      // formula: read and written in place, no widened copies.
+      const Terms terms = mixed_scale(student[s], teacher[s], grad_out.empty() ? at::Tensor() : grad_out[s], g,
+                                      opts, threads, &r.grads);
+      r.scales.push_back(terms);
+      r.total.box += terms.box;
+      r.total.obj += terms.obj;
+      r.total.cls += terms.cls;
+      continue;
+    }
     const at::Tensor p = student[s].to(at::kFloat).contiguous();
     const at::Tensor t = teacher[s].to(at::kFloat).contiguous();
     const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];

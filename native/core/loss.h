@@ -187,5 +187,8 @@ at::Device resolve_device(const std::string& device, const std::string& what);
 // Benchmark floor: a streaming pass reading a and b and writing out
 // (out = a - b, 12 bytes per value), parallel like the fused kernel.
 void streaming_floor(const float* a, const float* b, float* out, int64_t n, int threads);
+// The same for 2-byte values (out = a - b on uint16): the floor of a kernel on
+// float16/bfloat16 arrays (6 bytes per value).
+void streaming_floor16(const uint16_t* a, const uint16_t* b, uint16_t* out, int64_t n, int threads);
 
 }  // namespace yd
