@@ -658,19 +658,28 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
   const int64_t H = g.height, W = g.width, hw = H * W, C = g.classes, c0 = 4 * g.reg_max;
   run_blocks(g.batch, threads, hw * g.per_anchor(), [&](int64_t b0, int64_t b1) {
     std::vector<double> score(static_cast<size_t>(hw));
-    std::vector<int64_t> arg(static_cast<size_t>(hw));
+    std::vector<int32_t> arg(static_cast<size_t>(hw));
+    std::vector<float> best(static_cast<size_t>(hw));
+    // Cell j = y * W + x of image b at b * stride_b + j * stride_x (nchw and nhwc,
+    // one anchor: stride_y == W * stride_x). Classes outer, cells inner.
+    const int64_t cs = g.stride_x;
     for (int64_t b = b0; b < b1; ++b) {
+      const float* tb = t + b * g.stride_b;
       for (int64_t j = 0; j < hw; ++j) {
-        const int64_t y = j / W, x = j % W;
-        float best = t[g.offset(b, 0, y, x, c0)];
-        int64_t a = 0;
-        for (int64_t c = 1; c < C; ++c) {
-          const float v = t[g.offset(b, 0, y, x, c0 + c)];
-          if (argmax_takes(v, best)) best = v, a = c;
-        }
-        score[j] = sigmoid_<double>(best);
-        arg[j] = a;
+        best[j] = tb[c0 * g.stride_k + j * cs];
+        arg[j] = 0;
       }
+      for (int64_t c = 1; c < C; ++c) {
+        const float* tc = tb + (c0 + c) * g.stride_k;
+        const int32_t c32 = static_cast<int32_t>(c);
+        for (int64_t j = 0; j < hw; ++j) {
+          const float v = tc[j * cs];
+          const bool take = argmax_takes(v, best[j]);
+          best[j] = take ? v : best[j];
+          arg[j] = take ? c32 : arg[j];
+        }
+      }
+      for (int64_t j = 0; j < hw; ++j) score[j] = sigmoid_<double>(best[j]);
       for (int64_t y = 0; y < H; ++y) {
         for (int64_t x = 0; x < W; ++x) {
           const bool suppressed = fm_nms_suppressed(
@@ -714,14 +723,22 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
       base = i0 * K;
     }
     double mb[kVariantChunk], mc[kVariantChunk];
-    for (int64_t j = 0; j < len; ++j) {
-      // w = max_c sigmoid(T_c) = sigmoid(max_c T_c) (NaN propagates, as in torch.max)
-      float best = t[base + c0 * step_k + j * step_c];
-      for (int64_t c = 1; c < C; ++c) {
-        const float val = t[base + (c0 + c) * step_k + j * step_c];
-        if (argmax_takes(val, best)) best = val;
+    // w = max_c sigmoid(T_c) = sigmoid(max_c T_c) (NaN propagates, as in torch.max):
+    // classes outer, cells inner (contiguous runs in nchw; the loop vectorizes).
+    float best[kVariantChunk];
+    {
+      const float* tc = t + base + c0 * step_k;
+      for (int64_t j = 0; j < len; ++j) best[j] = tc[j * step_c];
+    }
+    for (int64_t c = 1; c < C; ++c) {
+      const float* tc = t + base + (c0 + c) * step_k;
+      for (int64_t j = 0; j < len; ++j) {
+        const float val = tc[j * step_c];
+        best[j] = argmax_takes(val, best[j]) ? val : best[j];
       }
-      const double w = sigmoid_<double>(best);
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      const double w = sigmoid_<double>(best[j]);
       const double keep_j = v.fm_nms ? keep[i0 + j] : 1.0;
       mb[j] = (v.weighted_box ? w : 1.0) * keep_j;
       mc[j] = (v.weighted_cls ? w : 1.0) * keep_j;
