@@ -27,7 +27,15 @@ constexpr int kClsOffset = 5;    // k = 5..4+C
 // Teacher objectness weight w_i = sigmoid(T[i,4]), in fp32 like PyTorch's.
 // exp(-x) overflows to +inf for very negative x, giving w = 0 exactly, which is
 // what torch.sigmoid returns there too; NaN stays NaN.
-YD_HD float teacher_weight(float t_obj) { return 1.0f / (1.0f + ::expf(-t_obj)); }
+// On the host the exponential is vec_math.h's vexpf (within 2 ulp of expf), so
+// that the kernels' weight loops vectorize.
+YD_HD float teacher_weight(float t_obj) {
+#if defined(__CUDA_ARCH__)
+  return 1.0f / (1.0f + ::expf(-t_obj));
+#else
+  return 1.0f / (1.0f + vexpf(-t_obj));
+#endif
+}
 
 // The three gradient coefficients of one scale: dloss/dP[i,k] = coef_term * w_i * (P - T).
 // coef_term = lambda * g_term * 2 * gradScale / (n_term * N_s), computed in double and

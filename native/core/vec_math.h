@@ -12,6 +12,9 @@
 //              under 3.3e-308); NaN stays NaN.
 //   vlog1p(u): for 0 <= u <= 1 (the only range the kernels use: log1p(exp(-|x|))),
 //              |vlog1p(u) - log1p(u)| <= 4 ulp of log1p(u); NaN stays NaN.
+//   vexpf(x):  float, <= 2 ulp of expf on [-86.9, 88.72]; +inf above, 0 below
+//              (the exact value is under 1.8e-38 there); NaN stays NaN. For the
+//              teacher weight sigmoid(T_obj) of the default kernel.
 // Both are far inside the loss's fp32 tolerances (docs/DESIGN.md §1) and keep
 // the kernels' results bit-identical across runs and thread counts (the same
 // instructions for every element).
@@ -65,6 +68,37 @@ YD_VEC_INLINE double vexp(double x) {
   y = x > 709.782712893384 ? __builtin_inf() : y;
   y = x < -708.0 ? 0.0 : y;
   return y;  // NaN: p is NaN, so y is
+}
+
+YD_VEC_INLINE float vexpf(float x) {
+  // The float version of vexp: k = round(x / ln 2) from the magic-number trick,
+  // r = x - k ln 2 (ln 2 in two parts), exp(r) by its Taylor polynomial of
+  // degree 7 (remainder < 0.347^8 / 8! < 6e-9, a tenth of float's epsilon),
+  // 2^(k-1) built from bits and doubled. +Inf above 88.7228, 0 below -86.9
+  // (the exact value there is under 1.8e-38); NaN stays NaN.
+  float xc = x < -86.9f ? -86.9f : x;  // k >= -125: 2^(k-1) stays a normal float
+  xc = xc > 88.73f ? 88.73f : xc;
+  const float kMagic = 12582912.0f;  // 1.5 * 2^23
+  const float t = xc * 1.44269504088896341f + kMagic;
+  const float kd = t - kMagic;
+  uint32_t tb;
+  std::memcpy(&tb, &t, sizeof tb);
+  const uint32_t sb = (tb - uint32_t{0x4B400000} + 126) << 23;  // 2^(k-1)'s bits (k reaches 128)
+  float scale;
+  std::memcpy(&scale, &sb, sizeof scale);
+  const float r = (xc - kd * 0.693145751953125f) - kd * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  float y = 2.0f * (p * scale);
+  y = x > 88.7228394f ? __builtin_inff() : y;
+  y = x < -86.9f ? 0.0f : y;
+  return y;
 }
 
 YD_VEC_INLINE double vlog1p(double u) {

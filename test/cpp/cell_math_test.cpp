@@ -92,6 +92,20 @@ void vec_math_checks() {
   std::printf("vlog1p: worst %.2f ulp (at u = %.17g)\n", worst, at);
   check(worst <= 4.0, "vlog1p within 4 ulp of log1p on [0, 1]", worst, 4.0);
   check(yd::vlog1p(0.0) == 0.0, "vlog1p(0) == 0");
+  // vexpf against glibc's expf: <= 2 ulp on [-86.9, 88.72].
+  worst = 0, at = 0;
+  for (int i = 0; i <= 400000; ++i) {
+    const float x = static_cast<float>(-86.9 + (88.72 + 86.9) * i / 400000.0);
+    const float e = std::exp(x);
+    const float u = static_cast<float>(std::fabs(static_cast<double>(yd::vexpf(x)) - e) / (std::nextafter(e, INFINITY) - e));
+    if (u > worst) worst = u, at = x;
+  }
+  std::printf("vexpf: worst %.2f ulp (at x = %.9g)\n", worst, at);
+  check(worst <= 2.0, "vexpf within 2 ulp of expf on [-86.9, 88.72]", worst, 2.0);
+  check(yd::vexpf(0.0f) == 1.0f, "vexpf(0) == 1");
+  check(std::isinf(yd::vexpf(88.73f)) && std::isinf(yd::vexpf(INFINITY)), "vexpf overflows to +inf above 88.7228");
+  check(yd::vexpf(-87.0f) == 0.0f && yd::vexpf(-INFINITY) == 0.0f, "vexpf is 0 below -86.9");
+  check(std::isnan(yd::vexpf(NAN)), "vexpf(NaN) is NaN");
   check(std::isnan(yd::vlog1p(NAN)), "vlog1p(NaN) is NaN");
 }
 
