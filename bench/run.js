@@ -3,7 +3,8 @@
 // npm run bench: the fused kernel side by side with the LibTorch reference (ops +
 // autograd), PyTorch eager in Python, a plain TypeScript loop, and the memory-
 // bandwidth floor (a native pass reading two arrays and writing one, 12 bytes per
-// value), forward + gradient each time, at 1 and 2 threads.
+// value; next to it the same as a plain OpenMP C loop, bench/floor.c, built with
+// -O3 -march=native), forward + gradient each time, at 1 and 2 threads.
 //
 //   node bench/run.js [--quick] [--only a,b,...] [--runs N] [--threads 1,2]
 //
@@ -107,6 +108,27 @@ function timePair(a, b, opts = {}) {
   return [stats(ta), stats(tb)];
 }
 
+// A plain OpenMP C loop c[i] = a[i] - b[i] (bench/floor.c, -O3 -march=native),
+// built once per run; null when no C compiler with OpenMP is there.
+let cFloorExe;
+function cFloorBinary() {
+  if (cFloorExe !== undefined) return cFloorExe;
+  const exe = path.join(__dirname, '..', 'build', 'bench-floor');
+  fs.mkdirSync(path.dirname(exe), { recursive: true });
+  const r = spawnSync('gcc', ['-O3', '-march=native', '-fopenmp', path.join(__dirname, 'floor.c'), '-o', exe], { encoding: 'utf8' });
+  cFloorExe = r.status === 0 ? exe : null;
+  if (!cFloorExe) console.log(`C-loop floor row skipped: gcc -O3 -march=native -fopenmp failed (${(r.stderr || r.error || '').toString().split('\n')[0]})`);
+  return cFloorExe;
+}
+
+function cFloor(values, threads, inner) {
+  const exe = cFloorBinary();
+  if (!exe) return null;
+  const r = spawnSync(exe, [String(values), String(RUNS), String(threads), String(inner)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bench-floor failed: ${r.stderr}`);
+  return stats(JSON.parse(r.stdout).ms);
+}
+
 function torchAvailable() {
   return spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
 }
@@ -174,6 +196,9 @@ function runWorkload(w) {
     const rssGrowthMb = (process.memoryUsage().rss - rss0) / 2 ** 20;
     add('fused', threads, fused, { rssGrowthMb });
     add('floor', threads, floor);
+    // The plain C loop right after: the package's floor must be at least as fast.
+    const c = cFloor(values, threads, inner);
+    if (c) add('c-loop floor', threads, c);
     progress(`[${w.id}] ${threads} thread(s): LibTorch reference`);
     add('reference', threads, time(() => yd.distillationLoss(student, teacher, { ...opts, threads, impl: 'reference' }),
       { runs: w.tiny ? RUNS : Math.min(RUNS, 5), inner: w.tiny ? 200 : 1, warmup: 1 }));
@@ -221,7 +246,7 @@ function table(results) {
 
 /** A horizontal log-scale bar chart of median time per call, one group per workload. */
 function svg(results) {
-  const colors = { fused: '#1b9e77', floor: '#7f7f7f', reference: '#7570b3', eager: '#d95f02', 'ts-loop': '#e7298a' };
+  const colors = { fused: '#1b9e77', floor: '#7f7f7f', 'c-loop floor': '#bdbdbd', reference: '#7570b3', eager: '#d95f02', 'ts-loop': '#e7298a' };
   const colorOf = (impl) => colors[impl] || (impl.startsWith('fused') ? colors.fused : '#999999');
   const groups = results.workloads.map((w) => ({
     title: `(${w.id}) ${w.name}`,
