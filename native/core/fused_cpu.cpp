@@ -428,7 +428,7 @@ YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, 
     eq.resize(static_cast<size_t>(n * kVariantChunk));
   }
   double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
-  double sp[kVariantChunk], sq[kVariantChunk];
+  double sp[kVariantChunk], sq[kVariantChunk];  // 1 / sum of exponentials, student and teacher
   for (int64_t j = 0; j < len; ++j) {
     mp[j] = mq[j] = -INFINITY;
     lsp[j] = lsq[j] = kl[j] = 0.0;
@@ -452,7 +452,8 @@ YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, 
     }
   }
   for (int64_t j = 0; j < len; ++j) {
-    sp[j] = lsp[j], sq[j] = lsq[j];
+    // Reciprocals of the sums: one division per cell, a product per class.
+    sp[j] = 1.0 / lsp[j], sq[j] = 1.0 / lsq[j];
     lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
   }
   for (int64_t c = 0; c < n; ++c) {
@@ -463,9 +464,9 @@ YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, 
       const int64_t e = off + j * step_c;
       const double logp = kl_log_prob<double>(p[e], tau, mp[j], lsp[j]);
       const double logq = kl_log_prob<double>(t[e], tau, mq[j], lsq[j]);
-      const double q = eqc[j] / sq[j];
+      const double q = eqc[j] * sq[j];
       kl[j] += kl_class_term(q, logq, logp);
-      if (g) g[e] = static_cast<float>(kl_grad_p(coef * m[j], tau, epc[j] / sp[j], q));
+      if (g) g[e] = static_cast<float>(kl_grad_p(coef * m[j], tau, epc[j] * sp[j], q));
     }
   }
   double sum = 0.0;
