@@ -115,17 +115,29 @@ inline double cell_run(const float* __restrict p, const float* __restrict t, flo
   return (s0 + s1) + (s2 + s3);
 }
 
+// Where the nchw body reads and writes a channel run of n values at element
+// offset off: fp32 arrays in place (Fp32Runs, here); 16-bit or mixed arrays
+// through per-thread fp32 buffers (MixedRuns, with cpu_scale_mixed below).
+struct Fp32Runs {
+  const float* p;
+  const float* t;
+  float* g;
+  const float* student(int64_t off, int64_t) const { return p + off; }
+  const float* teacher(int64_t off, int64_t) const { return t + off; }
+  float* grad(int64_t off) const { return g + off; }
+  void grad_done(int64_t, int64_t) const {}
+};
+
 // One nchw work unit: (b, a) plane chunk [c0, c0 + n) of every channel.
 // For a fixed (b, a) the 5 + C channel planes are consecutive: three
 // contiguous streams (student, teacher, gradient) per unit. keep (FM-NMS, the
 // unit's n cells; null without FM-NMS): a suppressed cell's weight is 0.
-template <bool kGrad>
-__attribute__((always_inline)) inline void nchw_unit_body(const float* p, const float* t, float* g,
-                                                          int64_t base, int64_t hw, int64_t n,
+template <bool kGrad, typename Runs>
+__attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int64_t base, int64_t hw, int64_t n,
                                                           int64_t per_anchor, const TermCoefs& coefs,
                                                           const unsigned char* keep, RawSums& acc) {
   float w[kPlaneChunk];
-  const float* tobj = t + base + kObjChannel * hw;
+  const float* tobj = runs.teacher(base + kObjChannel * hw, n);
   for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(tobj[j]);
   if (keep) {
     for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
@@ -135,7 +147,10 @@ __attribute__((always_inline)) inline void nchw_unit_body(const float* p, const 
     const int64_t off = base + k * hw;
     const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
     double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
-    plane_chunk<kGrad>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
+    const float* pk = runs.student(off, n);
+    const float* tk = runs.teacher(off, n);
+    plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off) : nullptr, w, n, coef, lanes);
+    if (kGrad) runs.grad_done(off, n);
   }
   acc.box += fold(box);
   acc.obj += fold(obj);
@@ -156,13 +171,13 @@ __attribute__((always_inline)) inline void nchw_unit_body(const float* p, const 
 YD_MULTIVERSION void nchw_unit_grad(const float* p, const float* t, float* g, int64_t base,
                                     int64_t hw, int64_t n, int64_t per_anchor,
                                     const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
-  nchw_unit_body<true>(p, t, g, base, hw, n, per_anchor, coefs, keep, acc);
+  nchw_unit_body<true>(Fp32Runs{p, t, g}, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
 YD_MULTIVERSION void nchw_unit_nograd(const float* p, const float* t, int64_t base, int64_t hw,
                                       int64_t n, int64_t per_anchor, const TermCoefs& coefs,
                                       const unsigned char* keep, RawSums& acc) {
-  nchw_unit_body<false>(p, t, nullptr, base, hw, n, per_anchor, coefs, keep, acc);
+  nchw_unit_body<false>(Fp32Runs{p, t, nullptr}, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
 template <bool kGrad>
@@ -305,43 +320,39 @@ void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n)
   }
 }
 
-// One nchw unit of the default formula on 16-bit (or mixed) arrays: the fp32
-// nchw body's math and order (teacher weights, then per channel plane_chunk
-// into the same lanes), each channel's run widened first.
-template <bool kGrad>
-__attribute__((always_inline)) inline void nchw_unit_mixed_body(const MixedArrays& a, int64_t base, int64_t hw,
-                                                                int64_t n, int64_t per_anchor,
-                                                                const TermCoefs& coefs, RawSums& acc) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < static_cast<size_t>(4 * kPlaneChunk)) buf.resize(static_cast<size_t>(4 * kPlaneChunk));
-  float* w = buf.data();
-  float* bp = w + kPlaneChunk;
-  float* bt = bp + kPlaneChunk;
-  float* bg = bt + kPlaneChunk;
-  widen_run(a.t, a.t_type, base + kObjChannel * hw, n, bt);
-  for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(bt[j]);
-  double box[kLanes] = {}, obj[kLanes] = {}, cls[kLanes] = {};
-  for (int64_t k = 0; k < per_anchor; ++k) {
-    const int64_t off = base + k * hw;
-    const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
-    double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
+// The nchw body's runs on 16-bit (or mixed) arrays: each run widened into a
+// per-thread fp32 buffer, the gradient rounded to its type when done. The body,
+// and so the math and its order, is the fp32 one.
+struct MixedRuns {
+  const MixedArrays& a;
+  float* bp;
+  float* bt;
+  float* bg;
+  const float* student(int64_t off, int64_t n) const {
     widen_run(a.p, a.p_type, off, n, bp);
-    widen_run(a.t, a.t_type, off, n, bt);
-    plane_chunk<kGrad>(bp, bt, kGrad ? bg : nullptr, w, n, coef, lanes);
-    if (kGrad) narrow_run(bg, a.g_type, a.g, off, n);
+    return bp;
   }
-  acc.box += fold(box);
-  acc.obj += fold(obj);
-  acc.cls += fold(cls);
+  const float* teacher(int64_t off, int64_t n) const {
+    widen_run(a.t, a.t_type, off, n, bt);
+    return bt;
+  }
+  float* grad(int64_t) const { return bg; }
+  void grad_done(int64_t off, int64_t n) const { narrow_run(bg, a.g_type, a.g, off, n); }
+};
+
+MixedRuns mixed_runs(const MixedArrays& a) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(3 * kPlaneChunk)) buf.resize(static_cast<size_t>(3 * kPlaneChunk));
+  return MixedRuns{a, buf.data(), buf.data() + kPlaneChunk, buf.data() + 2 * kPlaneChunk};
 }
 
 YD_MULTIVERSION void nchw_unit_mixed_grad(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
                                           int64_t per_anchor, const TermCoefs& coefs, RawSums& acc) {
-  nchw_unit_mixed_body<true>(a, base, hw, n, per_anchor, coefs, acc);
+  nchw_unit_body<true>(mixed_runs(a), base, hw, n, per_anchor, coefs, nullptr, acc);
 }
 YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
                                             int64_t per_anchor, const TermCoefs& coefs, RawSums& acc) {
-  nchw_unit_mixed_body<false>(a, base, hw, n, per_anchor, coefs, acc);
+  nchw_unit_body<false>(mixed_runs(a), base, hw, n, per_anchor, coefs, nullptr, acc);
 }
 
 // One cell-major unit (kCellChunk contiguous cells) of the default formula on
@@ -377,6 +388,35 @@ void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per
 
 // Cells per unit of the general instantiations.
 constexpr int64_t kVariantChunk = 256;
+
+// The work units of the general and anchor-free kernels: runs of up to
+// kVariantChunk cells, within one (b, a) plane in nchw. Value k of a unit's
+// cell j is at base + k * step_k + j * step_c: channels outer, cells inner, so
+// nchw reads contiguous runs; nahwc and nhwc cells are K contiguous values.
+struct VariantUnits {
+  struct Span {
+    int64_t i0, len, base;  // first cell index, cell count, offset of (cell i0, k = 0)
+  };
+  bool nchw;
+  int64_t hw, K, cells, chunks_per_plane, count, step_k, step_c;
+  explicit VariantUnits(const ScaleGeom& g)
+      : nchw(!g.cell_major()),
+        hw(g.height * g.width),
+        K(g.per_anchor()),
+        cells(g.cells()),
+        chunks_per_plane(nchw ? (hw + kVariantChunk - 1) / kVariantChunk : 0),
+        count(nchw ? g.batch * g.anchors * chunks_per_plane : (cells + kVariantChunk - 1) / kVariantChunk),
+        step_k(nchw ? hw : 1),
+        step_c(nchw ? 1 : K) {}
+  Span at(int64_t unit) const {
+    if (nchw) {
+      const int64_t plane = unit / chunks_per_plane, first = (unit % chunks_per_plane) * kVariantChunk;
+      return Span{plane * hw + first, std::min(kVariantChunk, hw - first), plane * K * hw + first};
+    }
+    const int64_t i0 = unit * kVariantChunk;
+    return Span{i0, std::min(kVariantChunk, cells - i0), i0 * K};
+  }
+};
 
 // sum_j m_j * loss_j over one channel of a unit's cells (stride `step` between
 // cells), writing g_j = coef * m_j * d loss_j / d p_j when g is not null.
@@ -522,10 +562,8 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
                       const Options& o, int threads) {
   static_assert(kObj != Target::Kl, "'kl' is for classes only");
   const Variant& v = o.variant;
-  const int64_t cells = geom.cells(), hw = geom.height * geom.width, K = geom.per_anchor();
+  const int64_t cells = geom.cells();
   const int64_t C = geom.classes;
-  // nchw: channel planes; nahwc and nhwc: cells of K contiguous values in memory order.
-  const bool nchw = !geom.cell_major();
   // d loss / d (per-element derivative): lambda * g_term * gradScale / (n_term * N).
   const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, C, cells,
                                         kCls == Target::Kl);
@@ -537,25 +575,12 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
     keep.resize(static_cast<size_t>(cells));
     fm_nms_mask(t, geom, keep.data(), threads);
   }
-  // A unit is a run of up to kVariantChunk cells (within one (b, a) plane in nchw).
-  // Value k of the unit's cell j is at base + k * step_k + j * step_c: channels
-  // outer, cells inner, so nchw reads contiguous runs.
-  const int64_t chunks_per_plane = nchw ? (hw + kVariantChunk - 1) / kVariantChunk : 0;
-  const int64_t units = nchw ? geom.batch * geom.anchors * chunks_per_plane : (cells + kVariantChunk - 1) / kVariantChunk;
-  const int64_t step_k = nchw ? hw : 1, step_c = nchw ? 1 : K;
+  const VariantUnits units(geom);
+  const int64_t step_k = units.step_k, step_c = units.step_c;
 
-  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    int64_t i0, len, base;  // first cell index, cell count, offset of (cell i0, k = 0)
-    if (nchw) {
-      const int64_t plane = unit / chunks_per_plane, c0 = (unit % chunks_per_plane) * kVariantChunk;
-      i0 = plane * hw + c0;
-      len = std::min(kVariantChunk, hw - c0);
-      base = plane * K * hw + c0;
-    } else {
-      i0 = unit * kVariantChunk;
-      len = std::min(kVariantChunk, cells - i0);
-      base = i0 * K;
-    }
+  return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    const VariantUnits::Span span = units.at(unit);
+    const int64_t i0 = span.i0, len = span.len, base = span.base;
     double mb[kVariantChunk], mo[kVariantChunk], mc[kVariantChunk];
     for (int64_t j = 0; j < len; ++j) {
       const double keep_j = kNms ? keep[i0 + j] : 1.0;
@@ -652,6 +677,29 @@ namespace {
 // then C class logits; weight w = max_c sigmoid(T_c). Math in double like the
 // general body; gradients rounded to fp32 once.
 //
+// The class argmax of each cell j of a plane (torch.argmax's order: NaN first,
+// then the first maximum) and its value: class c of cell j at
+// t0 + c * step_k + cell_off(j). Classes outer, cells inner (contiguous runs in
+// nchw); 32-bit indices, as wide as the values, so that the selects vectorize.
+template <typename CellOff>
+void plane_class_argmax(const float* t0, int64_t step_k, int64_t classes, int64_t hw, const CellOff& cell_off,
+                        float* best, int32_t* arg) {
+  for (int64_t j = 0; j < hw; ++j) {
+    arg[j] = 0;
+    best[j] = t0[cell_off(j)];
+  }
+  for (int64_t c = 1; c < classes; ++c) {
+    const float* tc = t0 + c * step_k;
+    const int32_t c32 = static_cast<int32_t>(c);
+    for (int64_t j = 0; j < hw; ++j) {
+      const float v = tc[cell_off(j)];
+      const bool take = argmax_takes(v, best[j]);
+      best[j] = take ? v : best[j];
+      arg[j] = take ? c32 : arg[j];
+    }
+  }
+}
+
 // The FM-NMS keep mask of an anchor-free scale, indexed by cell_index: the score
 // is w (in double, as compared by the reference) and the class argmax follows
 // torch.argmax (NaN first).
@@ -665,21 +713,8 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
     // one anchor: stride_y == W * stride_x). Classes outer, cells inner.
     const int64_t cs = g.stride_x;
     for (int64_t b = b0; b < b1; ++b) {
-      const float* tb = t + b * g.stride_b;
-      for (int64_t j = 0; j < hw; ++j) {
-        best[j] = tb[c0 * g.stride_k + j * cs];
-        arg[j] = 0;
-      }
-      for (int64_t c = 1; c < C; ++c) {
-        const float* tc = tb + (c0 + c) * g.stride_k;
-        const int32_t c32 = static_cast<int32_t>(c);
-        for (int64_t j = 0; j < hw; ++j) {
-          const float v = tc[j * cs];
-          const bool take = argmax_takes(v, best[j]);
-          best[j] = take ? v : best[j];
-          arg[j] = take ? c32 : arg[j];
-        }
-      }
+      plane_class_argmax(t + b * g.stride_b + c0 * g.stride_k, g.stride_k, C, hw, [cs](int64_t j) { return j * cs; },
+                         best.data(), arg.data());
       for (int64_t j = 0; j < hw; ++j) score[j] = sigmoid_<double>(best[j]);
       for (int64_t y = 0; y < H; ++y) {
         for (int64_t x = 0; x < W; ++x) {
@@ -695,9 +730,8 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
 RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
                           int threads) {
   const Variant& v = o.variant;
-  const int64_t cells = geom.cells(), hw = geom.height * geom.width, K = geom.per_anchor();
+  const int64_t cells = geom.cells();
   const int64_t C = geom.classes, R = geom.reg_max, c0 = 4 * R;
-  const bool nchw = !geom.cell_major();
   const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, 0.0, o.w_cls, o.grad_scale, C, cells, v.cls == Target::Kl);
   const double cb = vc.box, cc = vc.cls, tau = v.temperature, tb = o.box_temperature;
   std::vector<unsigned char> keep;
@@ -705,24 +739,13 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
     keep.resize(static_cast<size_t>(cells));
     anchor_free_keep(t, geom, keep.data(), threads);
   }
-  // Units of up to kVariantChunk cells (within one image's plane in nchw), values
-  // of the unit's cell j at base + k * step_k + j * step_c, as in general_scale.
-  const int64_t chunks_per_plane = nchw ? (hw + kVariantChunk - 1) / kVariantChunk : 0;
-  const int64_t units = nchw ? geom.batch * chunks_per_plane : (cells + kVariantChunk - 1) / kVariantChunk;
-  const int64_t step_k = nchw ? hw : 1, step_c = nchw ? 1 : K;
+  // The units of general_scale (one anchor: a unit stays within one image's plane in nchw).
+  const VariantUnits units(geom);
+  const int64_t step_k = units.step_k, step_c = units.step_c;
 
-  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    int64_t i0, len, base;
-    if (nchw) {
-      const int64_t plane = unit / chunks_per_plane, first = (unit % chunks_per_plane) * kVariantChunk;
-      i0 = plane * hw + first;
-      len = std::min(kVariantChunk, hw - first);
-      base = plane * K * hw + first;
-    } else {
-      i0 = unit * kVariantChunk;
-      len = std::min(kVariantChunk, cells - i0);
-      base = i0 * K;
-    }
+  return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    const VariantUnits::Span span = units.at(unit);
+    const int64_t i0 = span.i0, len = span.len, base = span.base;
     double mb[kVariantChunk], mc[kVariantChunk];
     // w = max_c sigmoid(T_c) = sigmoid(max_c T_c) (NaN propagates, as in torch.max):
     // classes outer, cells inner (contiguous runs in nchw; the loop vectorizes).
@@ -836,28 +859,12 @@ template <typename CellOff>
 void fm_nms_planes(const float* t, const ScaleGeom& g, unsigned char* keep, int64_t p0, int64_t p1,
                    const CellOff& cell_off) {
   const int64_t H = g.height, W = g.width, hw = H * W, sk = g.stride_k;
-  std::vector<int32_t> arg(static_cast<size_t>(hw));  // 32-bit, as wide as best: the class loop vectorizes
+  std::vector<int32_t> arg(static_cast<size_t>(hw));
   std::vector<float> best(static_cast<size_t>(hw));
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t b = plane / g.anchors, a = plane % g.anchors;
     const float* tp = t + b * g.stride_b + a * g.stride_a;
-    // Classes outer, cells inner: contiguous runs in the nchw layout. The
-    // first maximal class wins, and NaN counts as the largest, as in torch.argmax.
-    const float* t0 = tp + kClsOffset * sk;
-    for (int64_t j = 0; j < hw; ++j) {
-      arg[j] = 0;
-      best[j] = t0[cell_off(j)];
-    }
-    for (int64_t c = 1; c < g.classes; ++c) {
-      const float* tc = tp + (kClsOffset + c) * sk;
-      const int32_t c32 = static_cast<int32_t>(c);
-      for (int64_t j = 0; j < hw; ++j) {
-        const float v = tc[cell_off(j)];
-        const bool take = argmax_takes(v, best[j]);
-        best[j] = take ? v : best[j];
-        arg[j] = take ? c32 : arg[j];
-      }
-    }
+    plane_class_argmax(tp + kClsOffset * sk, sk, g.classes, hw, cell_off, best.data(), arg.data());
     const float* tobj = tp + kObjChannel * sk;
     for (int64_t y = 0; y < H; ++y) {
       for (int64_t x = 0; x < W; ++x) {
