@@ -80,6 +80,46 @@ function emulate(c, p, t) {
 // Gradient tolerance: fp32 as docs/DESIGN.md §2; half dtypes: one unit in the last place.
 const rtolOf = (dtype) => (dtype === 'float16' ? 2 ** -10 : dtype === 'bfloat16' ? 2 ** -7 : 1e-5);
 
+// Runs case c through the emulated kernels and the addon's CPU kernels on the
+// same heads (opts: the call's options without grad/lambda/gradScale) and
+// compares per-scale terms and every gradient element. Returns the emulation's
+// result and the CPU's per-scale terms.
+function compareWithCpu(id, c, shape, p, t, baseOpts) {
+  const emu = emulate(c, p, t);
+  expect(emu.err).toBe(0);
+  const opts = { ...baseOpts };
+  if (c.grad === false) opts.grad = false;
+  if (c.lambda !== undefined) opts.lambda = c.lambda;
+  if (c.gradScale !== undefined) opts.gradScale = c.gradScale;
+  const made = [];
+  const headOf = (data) => {
+    if (c.dtype === 'float32') return { data, shape };
+    const tt = Tensor.fromFloat32Array(data, shape, { dtype: c.dtype });
+    made.push(tt);
+    return tt;
+  };
+  try {
+    const cpu = distillationLoss([headOf(p)], [headOf(t)], opts);
+    const terms = [emu.sums[0] / (4 * emu.N), emu.sums[1] / emu.N, emu.sums[2] / ((emu.kl ? 1 : c.C) * emu.N)];
+    ['box', 'obj', 'cls'].forEach((k, j) => h.expectRelClose(terms[j], cpu.scales[0][k], 1e-5, `${id}: ${k}`, 1e-9));
+    if (c.grad === false) {
+      expect(emu.grad).toBeNull();
+      expect(cpu.grads).toBeNull();
+      return { emu, scales: cpu.scales };
+    }
+    const g = cpu.grads[0];
+    const cg = g instanceof Tensor ? g.toFloat32Array() : g;
+    if (g instanceof Tensor) g.dispose();
+    emu.grad.forEach((x, k) => {
+      if (!Number.isFinite(x)) throw new Error(`${id}: gradient element ${k} not written (${x})`);
+    });
+    h.expectArraysClose(emu.grad, cg, 1e-6, rtolOf(c.dtype), `${id}: gradient`);
+    return { emu, scales: cpu.scales };
+  } finally {
+    made.forEach((x) => x.dispose());
+  }
+}
+
 function cases() {
   const list = [];
   const variants = [
@@ -118,38 +158,7 @@ maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
     const r = h.rng(id.length * 7919 + c.H * 31 + c.W);
     const p = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
     const t = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
-    const emu = emulate(c, p, t);
-    expect(emu.err).toBe(0);
-    const opts = { numClasses: c.C, numAnchors: c.A, layout: c.layout, ...(c.variant || {}) };
-    if (c.grad === false) opts.grad = false;
-    if (c.lambda !== undefined) opts.lambda = c.lambda;
-    if (c.gradScale !== undefined) opts.gradScale = c.gradScale;
-    const made = [];
-    const headOf = (data) => {
-      if (c.dtype === 'float32') return { data, shape };
-      const tt = Tensor.fromFloat32Array(data, shape, { dtype: c.dtype });
-      made.push(tt);
-      return tt;
-    };
-    try {
-      const cpu = distillationLoss([headOf(p)], [headOf(t)], opts);
-      const terms = [emu.sums[0] / (4 * emu.N), emu.sums[1] / emu.N, emu.sums[2] / ((emu.kl ? 1 : c.C) * emu.N)];
-      ['box', 'obj', 'cls'].forEach((k, j) => h.expectRelClose(terms[j], cpu.scales[0][k], 1e-5, `${id}: ${k}`, 1e-9));
-      if (c.grad === false) {
-        expect(emu.grad).toBeNull();
-        expect(cpu.grads).toBeNull();
-        return;
-      }
-      const g = cpu.grads[0];
-      const cg = g instanceof Tensor ? g.toFloat32Array() : g;
-      if (g instanceof Tensor) g.dispose();
-      emu.grad.forEach((x, k) => {
-        if (!Number.isFinite(x)) throw new Error(`${id}: gradient element ${k} not written (${x})`);
-      });
-      h.expectArraysClose(emu.grad, cg, 1e-6, rtolOf(c.dtype), `${id}: gradient`);
-    } finally {
-      made.forEach((x) => x.dispose());
-    }
+    compareWithCpu(id, c, shape, p, t, { numClasses: c.C, numAnchors: c.A, layout: c.layout, ...(c.variant || {}) });
   });
 
   // Anchor-free heads (the anchor-free kernel, and its FM-NMS maps) against the CPU's anchor_free_scale.
@@ -186,42 +195,12 @@ maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
       // Ties in the teacher's best class make FM-NMS compare equal scores: give a few cells the same values.
       for (let k = 0; k + 2 * K <= t.length && k < 4 * K; k += 2 * K) t.copyWithin(k + K, k, k + K);
     }
-    const emu = emulate(c, p, t);
-    expect(emu.err).toBe(0);
     const { boxTemperature, ...variant } = c.variant;
     const opts = { numClasses: c.C, layout: c.layout, head: 'anchorFree', regMax: c.regMax, ...variant };
     if (boxTemperature !== undefined) opts.boxTemperature = boxTemperature;
-    if (c.grad === false) opts.grad = false;
-    if (c.lambda !== undefined) opts.lambda = c.lambda;
-    if (c.gradScale !== undefined) opts.gradScale = c.gradScale;
-    const made = [];
-    const headOf = (data) => {
-      if (c.dtype === 'float32') return { data, shape };
-      const tt = Tensor.fromFloat32Array(data, shape, { dtype: c.dtype });
-      made.push(tt);
-      return tt;
-    };
-    try {
-      const cpu = distillationLoss([headOf(p)], [headOf(t)], opts);
-      expect(emu.sums[1]).toBe(0);
-      const terms = [emu.sums[0] / (4 * emu.N), 0, emu.sums[2] / ((emu.kl ? 1 : c.C) * emu.N)];
-      h.expectRelClose(terms[0], cpu.scales[0].box, 1e-5, `${id}: box`, 1e-9);
-      h.expectRelClose(terms[2], cpu.scales[0].cls, 1e-5, `${id}: cls`, 1e-9);
-      expect(cpu.scales[0].obj).toBe(0);
-      if (c.grad === false) {
-        expect(emu.grad).toBeNull();
-        return;
-      }
-      const g = cpu.grads[0];
-      const cg = g instanceof Tensor ? g.toFloat32Array() : g;
-      if (g instanceof Tensor) g.dispose();
-      emu.grad.forEach((x, k) => {
-        if (!Number.isFinite(x)) throw new Error(`${id}: gradient element ${k} not written (${x})`);
-      });
-      h.expectArraysClose(emu.grad, cg, 1e-6, rtolOf(c.dtype), `${id}: gradient`);
-    } finally {
-      made.forEach((x) => x.dispose());
-    }
+    const { emu, scales } = compareWithCpu(id, c, shape, p, t, opts);
+    expect(emu.sums[1]).toBe(0); // no objectness term
+    expect(scales[0].obj).toBe(0);
   });
 
   test('the grid-stride loops ran: a 16x16 nchw scale needs more than the 3 blocks the emulation allows', () => {
