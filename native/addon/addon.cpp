@@ -66,6 +66,20 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   });
 }
 
+// The floor pass (yd::streaming_floor or streaming_floor16) over three typed
+// arrays of one element type, after the length check; info[3]: threads.
+template <typename Array, typename Elem>
+Napi::Value floor_pass(const Napi::CallbackInfo& info, const Array& a, const Array& b, Array out,
+                       void (*pass)(const Elem*, const Elem*, Elem*, int64_t, int)) {
+  if (a.ElementLength() != b.ElementLength() || a.ElementLength() != out.ElementLength()) {
+    fail_range(yd::code::kDataLength, "streamingFloor: a, b and out must have the same length");
+  }
+  const int threads = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+  pass(a.Data(), b.Data(), out.Data(), static_cast<int64_t>(a.ElementLength()),
+       threads > 0 ? threads : yd::default_threads());
+  return info.Env().Undefined();
+}
+
 // streamingFloor(a, b, out, threads): out = a - b, the bandwidth floor of a
 // kernel that reads two arrays and writes one. Three Float32Arrays, or three
 // Uint16Arrays (the 2-byte floor). For benchmarks only.
@@ -77,26 +91,13 @@ Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
           fail_type(yd::code::kInvalidArgType, "streamingFloor: a, b and out must all be Uint16Arrays (or all Float32Arrays)");
         }
       }
-      const Napi::Uint16Array a = info[0].As<Napi::Uint16Array>(), b = info[1].As<Napi::Uint16Array>();
-      Napi::Uint16Array out = info[2].As<Napi::Uint16Array>();
-      if (a.ElementLength() != b.ElementLength() || a.ElementLength() != out.ElementLength()) {
-        fail_range(yd::code::kDataLength, "streamingFloor: a, b and out must have the same length");
-      }
-      const int threads = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
-      yd::streaming_floor16(a.Data(), b.Data(), out.Data(), static_cast<int64_t>(a.ElementLength()),
-                            threads > 0 ? threads : yd::default_threads());
-      return info.Env().Undefined();
+      return floor_pass(info, info[0].As<Napi::Uint16Array>(), info[1].As<Napi::Uint16Array>(),
+                        info[2].As<Napi::Uint16Array>(), yd::streaming_floor16);
     }
-    const Napi::Float32Array a = expect_float32_array(info[0], "streamingFloor: a");
+    const Napi::Float32Array a = expect_float32_array(info[0], "streamingFloor: a");  // checked in order
     const Napi::Float32Array b = expect_float32_array(info[1], "streamingFloor: b");
-    Napi::Float32Array out = expect_float32_array(info[2], "streamingFloor: out");
-    if (a.ElementLength() != b.ElementLength() || a.ElementLength() != out.ElementLength()) {
-      fail_range(yd::code::kDataLength, "streamingFloor: a, b and out must have the same length");
-    }
-    const int threads = info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
-    yd::streaming_floor(a.Data(), b.Data(), out.Data(), static_cast<int64_t>(a.ElementLength()),
-                        threads > 0 ? threads : yd::default_threads());
-    return info.Env().Undefined();
+    const Napi::Float32Array out = expect_float32_array(info[2], "streamingFloor: out");
+    return floor_pass(info, a, b, out, yd::streaming_floor);
   });
 }
 
