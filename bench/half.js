@@ -25,21 +25,7 @@ const A = 3, C = 80, K = 5 + C;
 const shapes = [8, 16, 32].map((s) => [B, A * K, 640 / s, 640 / s]);
 const numel = (s) => s.reduce((a, b) => a * b, 1);
 const total = shapes.reduce((n, s) => n + numel(s), 0);
-// float32 -> float16 bits, round to nearest even (normal range is enough here: values in [-3, 3)).
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-const toHalf = (x) => {
-  f32[0] = x;
-  const b = u32[0], sign = (b >>> 16) & 0x8000, e = ((b >>> 23) & 0xff) - 112, man = b & 0x7fffff;
-  if (e <= 0) return sign; // below the normal range: flush (absent from these inputs but for 0)
-  let r = (e << 10) | (man >>> 13);
-  const rem = man & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) r++;
-  return sign | r;
-};
-const fromHalf = (hb) => {
-  const s = hb & 0x8000 ? -1 : 1, e = (hb >>> 10) & 0x1f, m = hb & 0x3ff;
-  return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
-};
+const { toHalf, fromHalf } = require('../test/helpers'); // round to nearest even, tested there
 const heads = shapes.map((s, k) => {
   const p = fill(numel(s), 1 + k), t = fill(numel(s), 11 + k);
   const ph = Uint16Array.from(p, toHalf), th = Uint16Array.from(t, toHalf);

@@ -228,8 +228,10 @@ async function main() {
   const evalAt = new Set(Array.from({ length: args.evals }, (_, i) => Math.round(((i + 1) * args.steps) / args.evals)));
   const results = [];
   let profile = null;
+  let studentParameters = 0;
   for (const arm of ARMS.filter((x) => args.arms.includes(x.id))) {
     const student = makeStudent(tf, args.seed);
+    studentParameters = student.parameters; // the same model in every arm
     const optimizer = tf.train.adam(args.lr);
     const order = rng(args.seed * 1000 + 7);
     const pick = (n) => Array.from({ length: args.batch }, () => Math.floor(order() * n));
@@ -284,7 +286,7 @@ async function main() {
     seed: args.seed, quick: args.quick, steps: args.steps, batch: args.batch, lr: args.lr,
     data: { imageSize: S, numClasses: config.numClasses, labelled: labelled.n, unlabelled: unlabelled.n, test: test.n },
     teacher: { file: path.relative(process.cwd(), args.teacher), ...teacherMap, msPerImage: Number((tUnl.secondsPerImage * 1e3).toFixed(3)) },
-    student: { parameters: makeStudentCount(tf, args.seed), backend: tf.getBackend() },
+    student: { parameters: studentParameters, backend: tf.getBackend() },
     arms: results,
     profile,
     node: process.version, wallSeconds: Number(((performance.now() - t0) / 1000).toFixed(1)),
@@ -301,13 +303,6 @@ async function main() {
     console.log(`| ${r.label} | ${r.map50.toFixed(3)} | ${r.map5095.toFixed(3)} | ${pct(r.objectnessAboveHalf)} | ${r.finalDistillationLoss === null ? '' : r.finalDistillationLoss.toExponential(3)} | ${r.wallSeconds} |`);
   }
   if (profile) console.log('\nstep profile:', JSON.stringify(out.profile));
-}
-
-function makeStudentCount(tf, seed) {
-  const s = makeStudent(tf, seed);
-  const n = s.parameters;
-  s.dispose();
-  return n;
 }
 
 /**
