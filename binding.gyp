@@ -8,6 +8,7 @@
         "native/core/reference.cpp",
         "native/addon/addon.cpp",
         "native/addon/convert.cpp",
+        "native/addon/grad_pool.cpp",
         "native/addon/loss_binding.cpp",
         "native/addon/tensor_wrap.cpp"
       ],

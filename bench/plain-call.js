@@ -3,7 +3,8 @@
 // The plain call (no gradOut: the addon hands out new gradient arrays every
 // call, and the caller drops them) against the call with a caller-owned
 // gradOut, on workload (a) (YOLOv5s heads at 640x640, B = 16, C = 80, nchw),
-// 2 threads, timed back to back in one run; then RSS over many plain calls.
+// 2 threads, timed back to back in one run, with the gradient memory recycled
+// and without; then RSS over many plain calls.
 //   node bench/plain-call.js [--calls N]
 const m = require('../dist');
 const { heads, median, timeMs: time } = require('./common');
@@ -14,19 +15,31 @@ const B = 16, C = 80, K = 3 * (5 + C);
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
 const { student, teacher, gradOut } = heads(shapes);
 
-const withOut = [], plain = [];
-for (let i = 0; i < 3; i++) { m.distillationLoss(student, teacher, { numClasses: C, threads: 2, gradOut }); m.distillationLoss(student, teacher, { numClasses: C, threads: 2 }); }
-for (let i = 0; i < 20; i++) {
-  withOut.push(time(() => m.distillationLoss(student, teacher, { numClasses: C, threads: 2, gradOut })));
-  plain.push(time(() => m.distillationLoss(student, teacher, { numClasses: C, threads: 2 })));
+// Two phases, each 20 rounds of (gradOut call, plain call) back to back: the
+// gradient arrays on recycled memory (the default), then recycling off
+// (gradientPool({ maxBytes: 0 }): fresh arrays every call, as before it).
+const o = { numClasses: C, threads: 2 };
+function phase(label) {
+  const withOut = [], plain = [];
+  for (let i = 0; i < 3; i++) { m.distillationLoss(student, teacher, { ...o, gradOut }); m.distillationLoss(student, teacher, o); }
+  const p0 = m.gradientPool();
+  for (let i = 0; i < 20; i++) {
+    withOut.push(time(() => m.distillationLoss(student, teacher, { ...o, gradOut })));
+    plain.push(time(() => m.distillationLoss(student, teacher, o)));
+  }
+  const p1 = m.gradientPool();
+  const a = median(withOut), b = median(plain);
+  console.log(`workload (a), ${label}: gradOut ${a.toFixed(2)} ms, plain call ${b.toFixed(2)} ms, plain / gradOut ${(b / a).toFixed(2)} (blocks reused ${p1.reused - p0.reused}, allocated ${p1.allocated - p0.allocated})`);
 }
-const a = median(withOut), b = median(plain);
-console.log(`workload (a), 20 calls each, back to back: gradOut ${a.toFixed(2)} ms, plain call ${b.toFixed(2)} ms, plain / gradOut ${(b / a).toFixed(2)}`);
+phase('recycled gradient memory');
+m.gradientPool({ maxBytes: 0 });
+phase('recycling off');
+m.gradientPool({ maxBytes: 512 * 2 ** 20 });
 const rss = () => process.memoryUsage().rss / 2 ** 20;
 const samples = [];
 const t0 = Date.now();
 for (let i = 1; i <= CALLS; i++) {
-  m.distillationLoss(student, teacher, { numClasses: C, threads: 2 });
+  m.distillationLoss(student, teacher, o);
   if (i % (CALLS / 5) === 0) samples.push(rss().toFixed(0));
 }
 console.log(`RSS over ${CALLS} plain calls (MB, at each fifth): ${samples.join(' → ')} (${((Date.now() - t0) / CALLS).toFixed(2)} ms per call)`);

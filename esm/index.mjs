@@ -2,5 +2,5 @@
 // native addon instance.
 import cjs from '../dist/index.js';
 
-export const { distillationLoss, distillationLossAsync, Tensor, backendInfo, ErrorCodes } = cjs;
+export const { distillationLoss, distillationLossAsync, Tensor, backendInfo, gradientPool, ErrorCodes } = cjs;
 export default cjs;

@@ -43,7 +43,8 @@ export interface NativeBinding {
   streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
   streamingFloor(a: Uint16Array, b: Uint16Array, out: Uint16Array, threads?: number): void;
   heapInUse(): number;
-  configure(hooks: { markAsUntransferable: (o: object) => void }): void;
+  gradientPool(maxBytes?: number): unknown;
+  configure(hooks: { markAsUntransferable: (o: object) => void; recycleGradients: boolean }): void;
 }
 
 const root = path.join(__dirname, '..');
@@ -104,9 +105,32 @@ function load(): NativeBinding {
 /** @internal */
 export const native: NativeBinding = load();
 // Async calls mark the ArrayBuffers they read and write in place as
-// untransferable (RELIABILITY.md "What a caller may do to a buffer").
+// untransferable (RELIABILITY.md "What a caller may do to a buffer"). The
+// gradient arrays of calls without gradOut live on recycled memory only where
+// a marked buffer cannot be moved to another ArrayBuffer
+// (native/addon/grad_pool.h): structured clone copies or refuses it, and
+// ArrayBuffer.prototype.transfer() is absent or refuses it.
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-native.configure({ markAsUntransferable: require('worker_threads').markAsUntransferable });
+const { markAsUntransferable } = require('worker_threads') as { markAsUntransferable: (o: object) => void };
+
+/** @internal Whether transfer() refuses a marked buffer (or does not exist). */
+export function markedBuffersStay(): boolean {
+  const transfer = (ArrayBuffer.prototype as { transfer?: () => ArrayBuffer }).transfer;
+  if (typeof transfer !== 'function') return true;
+  const probe = new ArrayBuffer(8);
+  markAsUntransferable(probe);
+  try {
+    transfer.call(probe);
+  } catch {
+    return probe.byteLength === 8;
+  }
+  return false;
+}
+
+native.configure({
+  markAsUntransferable,
+  recycleGradients: markedBuffersStay(),
+});
 
 /** @internal Exported for the loader's unit test. */
 export const explainLoadFailure = explain;

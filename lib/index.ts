@@ -213,6 +213,40 @@ export async function distillationLossAsync(
   );
 }
 
+/** The state of the recycled memory behind the gradient arrays of calls without `gradOut`. */
+export interface GradientPoolInfo {
+  /** Whether calls of this thread hand out recycled memory (false: plain new arrays). */
+  enabled: boolean;
+  /** Most bytes kept for reuse (all threads together). */
+  maxBytes: number;
+  /** Bytes kept for reuse now, and in how many blocks. */
+  pooledBytes: number;
+  pooledBlocks: number;
+  /** Gradient arrays of this thread still reachable, as far as the last collection knows. */
+  outstandingBlocks: number;
+  /** Blocks handed out again, and blocks newly allocated, since the process started. */
+  reused: number;
+  allocated: number;
+}
+
+/**
+ * The memory behind the gradient arrays of calls without `gradOut` is
+ * recycled: once the garbage collector finds such an array's buffer
+ * unreachable, a later call of the same size reuses its memory (no page
+ * faults, no zeroing). Arrays under 1 MiB are plain new arrays. Returns the
+ * pool's state; `maxBytes` (default 512 MiB, all threads together) caps the
+ * memory kept for reuse, and 0 turns recycling off and frees what is kept.
+ * README "Calls without gradOut".
+ */
+export function gradientPool(options?: { maxBytes?: number }): GradientPoolInfo {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    const err = new TypeError(`gradientPool: expected an options object or nothing, got ${options === null ? 'null' : typeof options}`) as TypeError & { code: string };
+    err.code = 'ERR_INVALID_ARG_TYPE';
+    throw err;
+  }
+  return native.gradientPool(options?.maxBytes) as GradientPoolInfo;
+}
+
 /** What this build can do: LibTorch version, CUDA, default thread count. */
 export function backendInfo(): BackendInfo {
   return native.backendInfo();

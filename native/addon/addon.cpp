@@ -8,6 +8,7 @@
 
 #include "addon_data.h"
 #include "convert.h"
+#include "grad_pool.h"
 #include "js_errors.h"
 #include "loss.h"
 #include "loss_binding.h"
@@ -111,7 +112,11 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
     if (!f.IsFunction()) {
       fail_type(yd::code::kInvalidArgType, "configure: markAsUntransferable must be a function");
     }
-    AddonData::Of(info.Env())->mark_untransferable = Napi::Persistent(f.As<Napi::Function>());
+    AddonData* data = AddonData::Of(info.Env());
+    data->mark_untransferable = Napi::Persistent(f.As<Napi::Function>());
+    // recycleGradients: the facade found that a marked buffer cannot be
+    // transferred away on this runtime (native/addon/grad_pool.h).
+    data->recycle_gradients = info[0].As<Napi::Object>().Get("recycleGradients").ToBoolean().Value();
     return info.Env().Undefined();
   });
 }
@@ -148,6 +153,8 @@ Napi::Value HeapInUse(const Napi::CallbackInfo& info) {
 #endif
 }
 
+AddonData::~AddonData() { release_environment_blocks(this); }
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);  // deleted by the env's cleanup
@@ -161,6 +168,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("streamingFloor", Napi::Function::New(env, StreamingFloor, "streamingFloor"));
   exports.Set("configure", Napi::Function::New(env, Configure, "configure"));
+  exports.Set("gradientPool", Napi::Function::New(env, GradientPool, "gradientPool"));
   exports.Set("heapInUse", Napi::Function::New(env, HeapInUse, "heapInUse"));
   return exports;
 }

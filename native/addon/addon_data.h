@@ -5,7 +5,12 @@
 #include <ATen/core/Tensor.h>
 #include <napi.h>
 
+#include <utility>
+#include <vector>
+
 namespace yd_addon {
+
+struct PoolBlock;  // native/addon/grad_pool.cpp
 
 struct AddonData {
   Napi::FunctionReference tensor_ctor;
@@ -19,6 +24,16 @@ struct AddonData {
   // worker_threads.markAsUntransferable, handed over by the facade at load
   // (lib/binding.ts); async calls refuse to run without it.
   Napi::FunctionReference mark_untransferable;
+  // Gradient arrays over recycled blocks (native/addon/grad_pool.h): on only
+  // when the facade says the runtime cannot transfer a marked buffer away.
+  bool recycle_gradients = false;
+  // Blocks handed out by this environment, each with a weak reference to its
+  // ArrayBuffer.
+  std::vector<std::pair<PoolBlock*, napi_ref>> outstanding;
+  AddonData() = default;
+  AddonData(const AddonData&) = delete;
+  AddonData& operator=(const AddonData&) = delete;
+  ~AddonData();
   static AddonData* Of(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 };
 

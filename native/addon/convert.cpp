@@ -8,11 +8,8 @@
 #include <limits>
 #include <string>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "addon_data.h"
+#include "grad_pool.h"
 #include "js_errors.h"
 #include "names.h"
 #include "tensor_wrap.h"
@@ -45,7 +42,8 @@ const char* typed_array_name(napi_typedarray_type t) {
   }
 }
 
-// A short description of a JS value's type for error messages.
+}  // namespace
+
 std::string describe(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
@@ -63,6 +61,8 @@ std::string describe(const Napi::Value& v) {
   if (v.IsSymbol()) return "symbol";
   return "object";
 }
+
+namespace {
 
 std::string scale_name(size_t s, const char* tensor) {
   return "scale " + std::to_string(s) + ", " + tensor;
@@ -298,24 +298,6 @@ std::vector<Napi::Value> expect_array(const Napi::Value& v, const char* what) {
   return out;
 }
 
-// A new gradient array is fresh memory: every 4 KiB page of it faults in when
-// the kernel first writes it (on workload (a), 137 MB per call: most of the
-// time of a call without gradOut). Asking for transparent huge pages before
-// that first touch makes it one fault per 2 MiB. Only for our own new arrays,
-// never for caller memory; a no-op where the kernel does not support it.
-void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (bytes < 2 * kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)data;
-  (void)bytes;
-#endif
-}
-
 at::Tensor borrow(void* data, const std::vector<int64_t>& shape, at::ScalarType dtype = at::kFloat) {
   // Zero copy: the tensor views the array's memory (the pointer honours byteOffset).
   return at::from_blob(data, shape, at::TensorOptions().dtype(dtype));
@@ -543,12 +525,11 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
         // A Float32Array head: its gradient is a new Float32Array, written in
         // place; nobody else can reach it before the call returns or settles.
         // A Uint16Array of the student's dtype for a float16/bfloat16 student.
+        // Its memory may be a recycled block holding an earlier gradient
+        // (native/addon/grad_pool.h): every loss path writes every element.
         const size_t n = static_cast<size_t>(st.numel());
-        Napi::TypedArray ga = st.scalar_type() == at::kFloat ? Napi::TypedArray(Napi::Float32Array::New(env, n))
-                                                             : Napi::TypedArray(Napi::Uint16Array::New(env, n));
-        void* gp = st.scalar_type() == at::kFloat ? static_cast<void*>(ga.As<Napi::Float32Array>().Data())
-                                                  : static_cast<void*>(ga.As<Napi::Uint16Array>().Data());
-        advise_huge_pages(gp, ga.ByteLength());
+        void* gp = nullptr;
+        Napi::TypedArray ga = new_gradient_array(env, n, st.scalar_type() != at::kFloat, &gp);
         call.pins.push_back(ga);
         call.grad_out[s] = borrow(gp, st.sizes().vec(), st.scalar_type());
         call.grad_js[s] = ga;

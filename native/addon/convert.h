@@ -5,11 +5,16 @@
 #include <ATen/core/Tensor.h>
 #include <napi.h>
 
+#include <string>
 #include <vector>
 
 #include "loss.h"
 
 namespace yd_addon {
+
+// A short description of a JS value (its type; a number's or string's value)
+// for error messages.
+std::string describe(const Napi::Value& v);
 
 struct PreparedCall {
   std::vector<at::Tensor> student, teacher, grad_out;

@@ -1,0 +1,53 @@
+// Recycled memory for the gradient arrays of a call without gradOut.
+//
+// A new Float32Array is fresh memory: the operating system faults in and zeroes
+// every page on the kernel's first write, a full extra pass over the gradients
+// (BENCHMARKS.md "The plain call"). The addon therefore hands out gradient
+// arrays over blocks it owns (external ArrayBuffers) and takes a block back
+// once the garbage collector has found its ArrayBuffer unreachable:
+//
+//  - each block handed out is watched through a weak reference to its
+//    ArrayBuffer (a Node-API reference with count 0). V8 clears it in the
+//    collection that finds the buffer unreachable, so the next call of the same
+//    environment sees it gone (Node-API's finalizers would only run when the
+//    event loop turns, and a training loop may never yield);
+//  - a view keeps its buffer alive, so no typed array over the block remains;
+//  - the buffer is marked untransferable before JavaScript sees it, so its
+//    memory cannot move to another ArrayBuffer that outlives it. Where the
+//    runtime's ArrayBuffer.prototype.transfer() ignores that mark the facade
+//    does not enable the pool (lib/binding.ts probes it at load);
+//  - V8 never reads or writes the contents of an external buffer; a block is
+//    freed only once every external ArrayBuffer made over it has run its
+//    finalizer (which Node-API defers to the event loop) and the pool does not
+//    keep it.
+//
+// A recycled block holds an earlier call's gradient: only callers that write
+// every element (the loss kernels do; test/grad-pool.test.js checks it) may use
+// these arrays. Blocks under kMinPooledBytes are not pooled.
+#pragma once
+
+#include <napi.h>
+
+#include <cstddef>
+
+namespace yd_addon {
+
+struct AddonData;
+
+constexpr size_t kMinPooledBytes = size_t{1} << 20;
+
+// A new Float32Array (half == false) or Uint16Array of n elements whose
+// contents are unspecified; *data receives its memory. Falls back to a plain
+// new (zeroed) array where pooling is off or not possible.
+Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** data);
+
+// Called from ~AddonData: the environment's blocks still handed out will never
+// be polled again; they are freed once V8 lets go of them.
+void release_environment_blocks(AddonData* data);
+
+// gradientPool([{ maxBytes }]) → { enabled, maxBytes, pooledBytes, pooledBlocks,
+// outstandingBlocks, reused, allocated }. A maxBytes lower than what is pooled
+// frees the excess at once; 0 turns recycling off.
+Napi::Value GradientPool(const Napi::CallbackInfo& info);
+
+}  // namespace yd_addon

@@ -1,0 +1,109 @@
+'use strict';
+// The recycled memory behind the gradient arrays of calls without gradOut
+// (native/addon/grad_pool.h, README "Calls without gradOut"). Each scenario
+// runs in its own child process with --expose-gc (test/safety/grad-pool.js),
+// so a crash fails its test instead of killing jest.
+const { spawnSync } = require('child_process');
+const path = require('path');
+const { gradientPool } = require('..');
+
+const script = path.join(__dirname, 'safety', 'grad-pool.js');
+
+function scenario(name) {
+  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout: 300000 });
+  if (r.status !== 0 || r.signal) {
+    throw new Error(`scenario ${name} failed: status ${r.status}, signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
+  }
+  expect(r.stderr).not.toMatch(/free\(\)|malloc|tcache|double free|corrupted/);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+}
+
+test('recycling is on where a marked buffer cannot be moved away (this runtime)', () => {
+  const p = gradientPool();
+  expect(p.enabled).toBe(true);
+  expect(p.maxBytes).toBe(512 * 2 ** 20);
+  for (const k of ['pooledBytes', 'pooledBlocks', 'outstandingBlocks', 'reused', 'allocated']) expect(Number.isInteger(p[k])).toBe(true);
+});
+
+test('every formula, head and dtype overwrites every element of a recycled block (poisoned with NaN)', () => {
+  const out = scenario('full_write');
+  expect(out.length).toBe(12);
+  for (const c of out) {
+    expect({ name: c.name, reused: c.reused }).toEqual({ name: c.name, reused: 1 });
+    expect({ name: c.name, same: c.same, loss: c.loss }).toEqual({ name: c.name, same: true, loss: true });
+  }
+});
+
+test('results a caller keeps (the arrays, or only their buffer) are never written by later calls', () => {
+  const out = scenario('kept_results_untouched');
+  expect(out.reused).toBeGreaterThan(0); // later calls did recycle memory
+  expect(out.kept).toBe(true);
+  expect(out.buffer).toBe(true);
+});
+
+test('a recycled gradient buffer cannot be transferred away: structured clone copies it (or refuses)', () => {
+  const out = scenario('untransferable');
+  expect(out.recycled).toBe(1);
+  expect(['copied', 'DataCloneError']).toContain(out.outcome);
+  expect(['absent', 'TypeError']).toContain(out.transferred);
+  expect(out.attached).toBe(true);
+  expect(out.intact).toBe(true);
+});
+
+test('a synchronous loop that never yields nor calls gc() recycles: memory stays bounded', () => {
+  const out = scenario('loop_without_gc');
+  // 40 calls with one 26 MB gradient each: the collector's own collections
+  // return blocks, so almost every call reuses one.
+  expect(out.maxOutstanding).toBeLessThanOrEqual(8);
+  expect(out.allocated).toBeLessThanOrEqual(8);
+  expect(out.reused).toBeGreaterThanOrEqual(out.calls - 8);
+});
+
+test('async calls without gradOut recycle too and equal the sync call', () => {
+  const out = scenario('async_calls');
+  expect(out.same).toBe(true);
+  expect(out.reused).toBeGreaterThan(0);
+});
+
+test('gradientPool({ maxBytes }): 0 frees what is kept and turns recycling off; bad values get coded errors', () => {
+  const out = scenario('limits');
+  expect(out.keptBytes).toBeGreaterThan(0);
+  expect(out.off.enabled).toBe(false);
+  expect(out.off.pooledBytes).toBe(0);
+  expect(out.zeroAllocated).toBe(0); // plain arrays while off
+  expect(out.plainOk).toBe(true);
+  expect(out.back).toBe(512 * 2 ** 20);
+  expect(out.enabled).toBe(true);
+  const [s, n, num, neg, frac, nan, inf, str] = out.errors;
+  for (const e of [s, n, num]) expect(e.slice(0, 2)).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+  expect(s[2]).toMatch(/expected an options object or nothing, got string/);
+  for (const [e, got] of [[neg, '-1'], [frac, '1.5'], [nan, 'NaN'], [inf, 'Infinity']]) {
+    expect(e.slice(0, 2)).toEqual(['RangeError', 'ERR_INVALID_OPTION']);
+    expect(e[2]).toMatch(new RegExp(`maxBytes must be an integer from 0 to 2\\^53 - 1, got number ${got}`));
+  }
+  expect(str).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE', 'gradientPool: maxBytes must be a number, got string "big"']);
+});
+
+test('workers that exit or are terminated with gradient arrays alive: no crash; the main thread goes on', () => {
+  expect(scenario('workers').same).toBe(true);
+});
+
+test('the load-time probe: recycling stays off where ArrayBuffer.prototype.transfer() moves a marked buffer', () => {
+  const { markedBuffersStay } = require('../dist/binding');
+  const proto = ArrayBuffer.prototype;
+  const had = Object.getOwnPropertyDescriptor(proto, 'transfer');
+  try {
+    // A runtime whose transfer() ignores the untransferable mark (detaches).
+    Object.defineProperty(proto, 'transfer', { configurable: true, writable: true, value() { return structuredClone(this, { transfer: [] }); } });
+    expect(markedBuffersStay()).toBe(false);
+    // One whose transfer() refuses it.
+    Object.defineProperty(proto, 'transfer', { configurable: true, writable: true, value() { throw new TypeError('not detachable'); } });
+    expect(markedBuffersStay()).toBe(true);
+    // One without transfer() (Node 20).
+    delete proto.transfer;
+    expect(markedBuffersStay()).toBe(true);
+  } finally {
+    if (had) Object.defineProperty(proto, 'transfer', had); else delete proto.transfer;
+  }
+});
