@@ -121,11 +121,23 @@ enum class Target : int { Logit = kKindLogit, Prob = kKindProb, Bce = kKindBce, 
 // boxTarget: paper = sigmoid(tx), sigmoid(ty); raw tw, th.
 enum class BoxTarget : int { Logit, Paper };
 
-// fp32 (CUDA kernels): the CUDA math library. double (CPU kernels): vec_math.h's
-// branch-free versions, which vectorize (log1p_ is only ever given 0 <= x <= 1,
-// the range vlog1p is accurate on: see softplus_).
-YD_HD float exp_(float x) { return ::expf(x); }
-YD_HD float log1p_(float x) { return ::log1pf(x); }
+// On the GPU the CUDA math library; on the CPU vec_math.h's branch-free
+// versions, which vectorize (log1p_ is only ever given 0 <= x <= 1, the range
+// vlog1p and vlog1pf are accurate on: log1p(exp(-|x|)) in variant_element).
+YD_HD float exp_(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::expf(x);
+#else
+  return vexpf(x);
+#endif
+}
+YD_HD float log1p_(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::log1pf(x);
+#else
+  return vlog1pf(x);
+#endif
+}
 YD_HD double exp_(double x) {
 #if defined(__CUDA_ARCH__)
   return ::exp(x);
@@ -141,31 +153,53 @@ YD_HD double log1p_(double x) {
 #endif
 }
 
+// exp(x) - 1, used only where |x| <= 1 (vexpm1f_unit's range) and selected
+// away elsewhere.
+YD_HD float expm1_(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::expm1f(x);
+#else
+  return vexpm1f_unit(x);
+#endif
+}
+YD_HD double expm1_(double x) { return ::expm1(x); }
+
 template <typename S>
 YD_HD S sigmoid_(S x) { return S(1) / (S(1) + exp_(-x)); }
-// log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|)), without
-// branches (NaN: the select gives 0, the log1p term NaN).
-template <typename S>
-YD_HD S softplus_(S x) {
-  const S pos = x > S(0) ? x : S(0);
-  const S neg_abs = x < S(0) ? x : -x;
-  return pos + log1p_(exp_(neg_abs));
-}
-
 // One element of a term with target kind `kind` (not Kl): *loss = its value;
 // returns d loss / d p (the derivative with respect to the student logit).
 //   logit (p - t)^2; prob (sigma p - sigma t)^2; bce BCE of sigma p against sigma t.
+// One exponential per logit, e = exp(-|x|) in (0, 1], and one division per
+// element: sigma(x) = (x >= 0 ? 1 : e) / (1 + e) and sigma(-x) likewise, so
+// neither sigma nor 1 - sigma is formed by a subtraction that cancels;
+// sigma(p)(1 - sigma(p)) = sigma(p) sigma(-p); the BCE b softplus(-p) +
+// (1 - b) softplus(p) = log1p(e_p) + (p >= 0 ? p (1 - b) : -p b), 1 - b =
+// sigma(-t), a sum of terms >= 0. Accurate to a few ulp in fp32 (the CPU and
+// CUDA kernels compute it in fp32). NaN propagates through every branch.
 template <typename S>
 YD_HD S variant_element(int kind, S p, S t, S* loss) {
-  if (kind == kKindProb) {
-    const S a = sigmoid_(p), b = sigmoid_(t), d = a - b;
-    *loss = d * d;
-    return S(2) * d * a * (S(1) - a);
-  }
-  if (kind == kKindBce) {
-    const S b = sigmoid_(t);
-    *loss = b * softplus_(-p) + (S(1) - b) * softplus_(p);
-    return sigmoid_(p) - b;
+  if (kind == kKindProb || kind == kKindBce) {
+    const S ep = exp_(p < S(0) ? p : -p), et = exp_(t < S(0) ? t : -t);
+    // 1 / (1 + e_p) and 1 / (1 + e_t) from one division (each factor in [1, 2]).
+    const S np = S(1) + ep, nt = S(1) + et, r = S(1) / (np * nt);
+    const S dp = nt * r, dt = np * r;
+    const S sp = p >= S(0) ? dp : ep * dp;  // sigma(p)
+    const S sp_neg = p >= S(0) ? ep * dp : dp;  // sigma(-p)
+    const S st = t >= S(0) ? dt : et * dt;  // sigma(t)
+    const S st_neg = t >= S(0) ? et * dt : dt;  // sigma(-t)
+    // sigma(p) - sigma(t) without cancellation: for |p - t| <= 1 as
+    // -sigma(p) sigma(-t) expm1(t - p); else from the smaller pair
+    // (sigma(-t) - sigma(-p) when both lean positive).
+    const S gap = t - p;
+    const S near = -(sp * st_neg) * expm1_(gap);
+    const S far = p + t > S(0) ? st_neg - sp_neg : sp - st;
+    const S d = (gap <= S(1) && gap >= S(-1)) ? near : far;
+    if (kind == kKindProb) {
+      *loss = d * d;
+      return S(2) * d * (sp * sp_neg);
+    }
+    *loss = log1p_(ep) + (p >= S(0) ? p * st_neg : -p * st);
+    return d;
   }
   const S d = p - t;
   *loss = d * d;

@@ -387,7 +387,7 @@ void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per
 
 
 // Cells per unit of the general instantiations.
-constexpr int64_t kVariantChunk = 256;
+constexpr int64_t kVariantChunk = 4096;
 
 // The work units of the general and anchor-free kernels: runs of up to
 // kVariantChunk cells, within one (b, a) plane in nchw. Value k of a unit's
@@ -433,23 +433,42 @@ struct VariantUnits {
 template <Target kKind>
 YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t,
                                                        float* __restrict g, int64_t step, int64_t len,
-                                                       const double* __restrict m, double coef) {
+                                                       const float* __restrict m, double coef) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
-  // cell order.
-  double s[kVariantChunk];
+  // double. 'prob' and 'bce' in fp32, as PyTorch's float32 ops and the CUDA
+  // kernels compute them (8 or 16 floats per instruction; their derivatives
+  // are bounded by 1, so with a coefficient that fits fp32 the gradient is
+  // formed in fp32 too); 'logit' in double, where (p - t) and its square are
+  // exact or finite for any fp32 inputs.
+  using S = std::conditional_t<kKind == Target::Logit, double, float>;
+  S s[kVariantChunk];
   if (g) {
-    for (int64_t j = 0; j < len; ++j) {
-      const double d = variant_element<double>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
-      g[j * step] = static_cast<float>(coef * m[j] * d);
+    if (kKind != Target::Logit && coef_fits_fp32(coef)) {
+      const float cf = static_cast<float>(coef);
+      for (int64_t j = 0; j < len; ++j) {
+        const S d = variant_element<S>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
+        g[j * step] = static_cast<float>(cf * m[j] * d);
+      }
+    } else {
+      for (int64_t j = 0; j < len; ++j) {
+        const S d = variant_element<S>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
+        g[j * step] = static_cast<float>(coef * static_cast<double>(m[j]) * static_cast<double>(d));
+      }
     }
   } else {
     for (int64_t j = 0; j < len; ++j) {
-      variant_element<double>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
+      variant_element<S>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
     }
   }
-  double acc = 0.0;
-  for (int64_t j = 0; j < len; ++j) acc += m[j] * s[j];
-  return acc;
+  // kLanes independent accumulators (acc[j % kLanes]), folded in a fixed order:
+  // one chain would wait on the add latency for every element.
+  double acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= len; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(m[j + l]) * static_cast<double>(s[j + l]);
+  }
+  for (int l = 0; j < len; ++j, ++l) acc[l] += static_cast<double>(m[j]) * static_cast<double>(s[j]);
+  return fold(acc);
 }
 
 // tau^2 KL(softmax(T/tau) || softmax(P/tau)) per cell over the n values
@@ -459,16 +478,20 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
 // g = coef * m_j * d(tau^2 KL)/dP when g is not null. The steps of cell_math.h
 // (maxima; sums of exponentials, kept per thread and reused for the
 // probabilities; value and gradients), in double.
-YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base,
+// Cells per block of the KL steps: the exponentials of a block's n values per
+// cell are kept (n * kKlBlock doubles per array: in L2 for n = 80).
+constexpr int64_t kKlBlock = 256;
+
+YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base,
                 int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau,
-                const double* m, double coef) {
+                const float* m, double coef) {
   thread_local std::vector<double> ep, eq;
-  if (ep.size() < static_cast<size_t>(n * kVariantChunk)) {
-    ep.resize(static_cast<size_t>(n * kVariantChunk));
-    eq.resize(static_cast<size_t>(n * kVariantChunk));
+  if (ep.size() < static_cast<size_t>(n * kKlBlock)) {
+    ep.resize(static_cast<size_t>(n * kKlBlock));
+    eq.resize(static_cast<size_t>(n * kKlBlock));
   }
-  double mp[kVariantChunk], mq[kVariantChunk], lsp[kVariantChunk], lsq[kVariantChunk], kl[kVariantChunk];
-  double sp[kVariantChunk], sq[kVariantChunk];  // 1 / sum of exponentials, student and teacher
+  double mp[kKlBlock], mq[kKlBlock], lsp[kKlBlock], lsq[kKlBlock], kl[kKlBlock];
+  double sp[kKlBlock], sq[kKlBlock];  // 1 / sum of exponentials, student and teacher
   for (int64_t j = 0; j < len; ++j) {
     mp[j] = mq[j] = -INFINITY;
     lsp[j] = lsq[j] = kl[j] = 0.0;
@@ -482,8 +505,8 @@ YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, 
   }
   for (int64_t c = 0; c < n; ++c) {
     const int64_t off = base + (k0 + c) * step_k;
-    double* epc = ep.data() + c * kVariantChunk;
-    double* eqc = eq.data() + c * kVariantChunk;
+    double* epc = ep.data() + c * kKlBlock;
+    double* eqc = eq.data() + c * kKlBlock;
     for (int64_t j = 0; j < len; ++j) {
       epc[j] = vexp(p[off + j * step_c] / tau - mp[j]);
       eqc[j] = vexp(t[off + j * step_c] / tau - mq[j]);
@@ -498,19 +521,30 @@ YD_CLONES double kl_cells(const float* __restrict p, const float* __restrict t, 
   }
   for (int64_t c = 0; c < n; ++c) {
     const int64_t off = base + (k0 + c) * step_k;
-    const double* epc = ep.data() + c * kVariantChunk;
-    const double* eqc = eq.data() + c * kVariantChunk;
+    const double* epc = ep.data() + c * kKlBlock;
+    const double* eqc = eq.data() + c * kKlBlock;
     for (int64_t j = 0; j < len; ++j) {
       const int64_t e = off + j * step_c;
       const double logp = kl_log_prob<double>(p[e], tau, mp[j], lsp[j]);
       const double logq = kl_log_prob<double>(t[e], tau, mq[j], lsq[j]);
       const double q = eqc[j] * sq[j];
       kl[j] += kl_class_term(q, logq, logp);
-      if (g) g[e] = static_cast<float>(kl_grad_p(coef * m[j], tau, epc[j] * sp[j], q));
+      if (g) g[e] = static_cast<float>(kl_grad_p(coef * static_cast<double>(m[j]), tau, epc[j] * sp[j], q));
     }
   }
   double sum = 0.0;
-  for (int64_t j = 0; j < len; ++j) sum += m[j] * kl_cell_value(kl[j], tau);  // tau^2 KL >= 0
+  for (int64_t j = 0; j < len; ++j) sum += static_cast<double>(m[j]) * kl_cell_value(kl[j], tau);  // tau^2 KL >= 0
+  return sum;
+}
+
+// The KL steps over a unit's len cells, kKlBlock cells at a time (sums in cell order).
+double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t len, int64_t k0, int64_t n,
+                int64_t step_k, int64_t step_c, double tau, const float* m, double coef) {
+  double sum = 0.0;
+  for (int64_t j0 = 0; j0 < len; j0 += kKlBlock) {
+    sum += kl_block(p, t, g, base + j0 * step_c, std::min(kKlBlock, len - j0), k0, n, step_k, step_c, tau, m + j0,
+                    coef);
+  }
   return sum;
 }
 
@@ -581,17 +615,18 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
     const int64_t i0 = span.i0, len = span.len, base = span.base;
-    double mb[kVariantChunk], mo[kVariantChunk], mc[kVariantChunk];
+    // Per-cell masks: the teacher weight (fp32) or 1, times the FM-NMS keep (0 or 1).
+    float mb[kVariantChunk], mo[kVariantChunk], mc[kVariantChunk];
     for (int64_t j = 0; j < len; ++j) {
-      const double keep_j = kNms ? keep[i0 + j] : 1.0;
-      const double w = static_cast<double>(teacher_weight(t[base + kObjChannel * step_k + j * step_c]));
-      mb[j] = (v.weighted_box ? w : 1.0) * keep_j;
-      mo[j] = (v.weighted_obj ? w : 1.0) * keep_j;
-      mc[j] = (v.weighted_cls ? w : 1.0) * keep_j;
+      const float keep_j = kNms ? static_cast<float>(keep[i0 + j]) : 1.0f;
+      const float w = teacher_weight(t[base + kObjChannel * step_k + j * step_c]);
+      mb[j] = (v.weighted_box ? w : 1.0f) * keep_j;
+      mo[j] = (v.weighted_obj ? w : 1.0f) * keep_j;
+      mc[j] = (v.weighted_cls ? w : 1.0f) * keep_j;
     }
     // One channel k of kind kKind over the unit's cells: adds m_j * loss to
     // *sum, writes gradients.
-    auto channel = [&](auto kind, int64_t k, const double* m, double coef, double* sum) {
+    auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
       constexpr Target kKind = decltype(kind)::value;
       const int64_t off = base + k * step_k;
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef);
@@ -746,7 +781,7 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
     const int64_t i0 = span.i0, len = span.len, base = span.base;
-    double mb[kVariantChunk], mc[kVariantChunk];
+    float mb[kVariantChunk], mc[kVariantChunk];
     // w = max_c sigmoid(T_c) = sigmoid(max_c T_c) (NaN propagates, as in torch.max):
     // classes outer, cells inner (contiguous runs in nchw; the loop vectorizes).
     float best[kVariantChunk];
@@ -762,12 +797,12 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
       }
     }
     for (int64_t j = 0; j < len; ++j) {
-      const double w = sigmoid_<double>(best[j]);
-      const double keep_j = v.fm_nms ? keep[i0 + j] : 1.0;
-      mb[j] = (v.weighted_box ? w : 1.0) * keep_j;
-      mc[j] = (v.weighted_cls ? w : 1.0) * keep_j;
+      const float w = teacher_weight(best[j]);  // sigmoid in fp32, as for anchor heads
+      const float keep_j = v.fm_nms ? static_cast<float>(keep[i0 + j]) : 1.0f;
+      mb[j] = (v.weighted_box ? w : 1.0f) * keep_j;
+      mc[j] = (v.weighted_cls ? w : 1.0f) * keep_j;
     }
-    auto channel = [&](auto kind, int64_t k, const double* m, double coef, double* sum) {
+    auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
       constexpr Target kKind = decltype(kind)::value;
       const int64_t off = base + k * step_k;
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef);

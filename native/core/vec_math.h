@@ -14,7 +14,12 @@
 //              |vlog1p(u) - log1p(u)| <= 4 ulp of log1p(u); NaN stays NaN.
 //   vexpf(x):  float, <= 2 ulp of expf on [-86.9, 88.72]; +inf above, 0 below
 //              (the exact value is under 1.8e-38 there); NaN stays NaN. For the
-//              teacher weight sigmoid(T_obj) of the default kernel.
+//              teacher weight sigmoid(T_obj) of the default kernel and the
+//              float element math of the variant kernels.
+//   vlog1pf(u): float, for 0 <= u <= 1, <= 3 ulp of log1p(u) (exact, rounded
+//              to float); NaN stays NaN. The variants' softplus.
+//   vexpm1f_unit(x): float, for -1 <= x <= 1, <= 3 ulp of expm1(x); NaN stays
+//              NaN. The variants' sigma(p) - sigma(t) when p and t are close.
 // Both are far inside the loss's fp32 tolerances (docs/DESIGN.md §1) and keep
 // the kernels' results bit-identical across runs and thread counts (the same
 // instructions for every element).
@@ -125,6 +130,44 @@ YD_VEC_INLINE double vlog1p(double u) {
   p = p * z + 1.0 / 3.0;
   p = p * z + 1.0;
   return 2.0 * s * p;
+}
+
+YD_VEC_INLINE float vlog1pf(float u) {
+  // The float version of vlog1p: 2 atanh(s), s = u / (2 + u); for 0 <= u <= 1,
+  // z = s^2 <= 1/9 and the series to z^7 leaves < (1/9)^8 / 17 < 1.4e-9, under
+  // a tenth of float's epsilon.
+  const float s = u / (2.0f + u);
+  const float z = s * s;
+  float p = 1.0f / 15.0f;
+  p = p * z + 1.0f / 13.0f;
+  p = p * z + 1.0f / 11.0f;
+  p = p * z + 1.0f / 9.0f;
+  p = p * z + 1.0f / 7.0f;
+  p = p * z + 1.0f / 5.0f;
+  p = p * z + 1.0f / 3.0f;
+  p = p * z + 1.0f;
+  return 2.0f * s * p;
+}
+
+YD_VEC_INLINE float vexpm1f_unit(float x) {
+  // exp(x) - 1 for -1 <= x <= 1 (arguments outside are clamped): x times the
+  // Taylor polynomial 1 + x/2 + ... + x^10/11!, whose remainder is under
+  // 1/12! < 2.1e-9 relative, a thirtieth of float's epsilon. No 1 is subtracted,
+  // so tiny x keep their digits.
+  float xc = x < -1.0f ? -1.0f : x;
+  xc = xc > 1.0f ? 1.0f : xc;
+  float p = 1.0f / 39916800.0f;  // 1/11!
+  p = p * xc + 1.0f / 3628800.0f;
+  p = p * xc + 1.0f / 362880.0f;
+  p = p * xc + 1.0f / 40320.0f;
+  p = p * xc + 1.0f / 5040.0f;
+  p = p * xc + 1.0f / 720.0f;
+  p = p * xc + 1.0f / 120.0f;
+  p = p * xc + 1.0f / 24.0f;
+  p = p * xc + 1.0f / 6.0f;
+  p = p * xc + 0.5f;
+  p = p * xc + 1.0f;
+  return xc * p;
 }
 
 }  // namespace yd
