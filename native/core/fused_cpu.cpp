@@ -386,35 +386,43 @@ void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per
 }
 
 
-// Cells per unit of the general instantiations.
+// Cells per unit of the general instantiations: in nchw each channel of a
+// unit is a contiguous run, and long runs keep the hardware prefetcher going
+// (256-cell runs were 1.3-1.6x slower on workload (a) with the fp32 element
+// math); in the cell-major layouts a unit's K values per cell are read once
+// per channel, so the unit must stay in L2 (4096 cells x 85 values thrashed it:
+// 1.23x slower than 256).
 constexpr int64_t kVariantChunk = 4096;
+constexpr int64_t kCellMajorChunk = 256;
 
 // The work units of the general and anchor-free kernels: runs of up to
-// kVariantChunk cells, within one (b, a) plane in nchw. Value k of a unit's
-// cell j is at base + k * step_k + j * step_c: channels outer, cells inner, so
-// nchw reads contiguous runs; nahwc and nhwc cells are K contiguous values.
+// kVariantChunk cells (kCellMajorChunk in nahwc and nhwc), within one (b, a)
+// plane in nchw. Value k of a unit's cell j is at base + k * step_k + j * step_c:
+// channels outer, cells inner, so nchw reads contiguous runs; nahwc and nhwc
+// cells are K contiguous values.
 struct VariantUnits {
   struct Span {
     int64_t i0, len, base;  // first cell index, cell count, offset of (cell i0, k = 0)
   };
   bool nchw;
-  int64_t hw, K, cells, chunks_per_plane, count, step_k, step_c;
+  int64_t hw, K, cells, chunk, chunks_per_plane, count, step_k, step_c;
   explicit VariantUnits(const ScaleGeom& g)
       : nchw(!g.cell_major()),
         hw(g.height * g.width),
         K(g.per_anchor()),
         cells(g.cells()),
-        chunks_per_plane(nchw ? (hw + kVariantChunk - 1) / kVariantChunk : 0),
-        count(nchw ? g.batch * g.anchors * chunks_per_plane : (cells + kVariantChunk - 1) / kVariantChunk),
+        chunk(nchw ? kVariantChunk : kCellMajorChunk),
+        chunks_per_plane(nchw ? (hw + chunk - 1) / chunk : 0),
+        count(nchw ? g.batch * g.anchors * chunks_per_plane : (cells + chunk - 1) / chunk),
         step_k(nchw ? hw : 1),
         step_c(nchw ? 1 : K) {}
   Span at(int64_t unit) const {
     if (nchw) {
-      const int64_t plane = unit / chunks_per_plane, first = (unit % chunks_per_plane) * kVariantChunk;
-      return Span{plane * hw + first, std::min(kVariantChunk, hw - first), plane * K * hw + first};
+      const int64_t plane = unit / chunks_per_plane, first = (unit % chunks_per_plane) * chunk;
+      return Span{plane * hw + first, std::min(chunk, hw - first), plane * K * hw + first};
     }
-    const int64_t i0 = unit * kVariantChunk;
-    return Span{i0, std::min(kVariantChunk, cells - i0), i0 * K};
+    const int64_t i0 = unit * chunk;
+    return Span{i0, std::min(chunk, cells - i0), i0 * K};
   }
 };
 
@@ -490,17 +498,27 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
     ep.resize(static_cast<size_t>(n * kKlBlock));
     eq.resize(static_cast<size_t>(n * kKlBlock));
   }
+  // Division by tau as a product with 1 / tau: within an ulp of the quotient in
+  // double (1/tau is a normal double for every allowed tau), exact for tau = 1,
+  // and no division per value (the divisions were a sixth of the KL time).
+  const double inv_tau = 1.0 / tau;
   double mp[kKlBlock], mq[kKlBlock], lsp[kKlBlock], lsq[kKlBlock], kl[kKlBlock];
   double sp[kKlBlock], sq[kKlBlock];  // 1 / sum of exponentials, student and teacher
   for (int64_t j = 0; j < len; ++j) {
     mp[j] = mq[j] = -INFINITY;
     lsp[j] = lsq[j] = kl[j] = 0.0;
   }
+  // Maxima of the logits themselves; each shifted value is (x - max) / tau,
+  // computed as (x - max) * (1 / tau): the difference of two fp32 values is
+  // exact in double (or rounds toward a value still <= 0), so every argument of
+  // the exponentials is <= 0 and the largest is exactly 0 (a product x * (1/tau)
+  // minus its maximum could be contracted into an FMA that keeps the product's
+  // rounding error: +1e21 at tau = 1.2e-38, and exp overflowed).
   for (int64_t c = 0; c < n; ++c) {
     const int64_t off = base + (k0 + c) * step_k;
     for (int64_t j = 0; j < len; ++j) {
-      mp[j] = std::max(mp[j], p[off + j * step_c] / tau);
-      mq[j] = std::max(mq[j], t[off + j * step_c] / tau);
+      mp[j] = std::max(mp[j], static_cast<double>(p[off + j * step_c]));
+      mq[j] = std::max(mq[j], static_cast<double>(t[off + j * step_c]));
     }
   }
   for (int64_t c = 0; c < n; ++c) {
@@ -508,8 +526,11 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
     double* epc = ep.data() + c * kKlBlock;
     double* eqc = eq.data() + c * kKlBlock;
     for (int64_t j = 0; j < len; ++j) {
-      epc[j] = vexp(p[off + j * step_c] / tau - mp[j]);
-      eqc[j] = vexp(t[off + j * step_c] / tau - mq[j]);
+      // In double: with fp32 exponentials the log of their sum moves every
+      // log-probability by ~1e-8, and a KL of nearly equal distributions
+      // (3.6e-9 in test/numerics-edge.test.js) came out 8x too large.
+      epc[j] = vexp((p[off + j * step_c] - mp[j]) * inv_tau);
+      eqc[j] = vexp((t[off + j * step_c] - mq[j]) * inv_tau);
       lsp[j] += epc[j];
       lsq[j] += eqc[j];
     }
@@ -517,7 +538,7 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
   for (int64_t j = 0; j < len; ++j) {
     // Reciprocals of the sums: one division per cell, a product per class.
     sp[j] = 1.0 / lsp[j], sq[j] = 1.0 / lsq[j];
-    lsp[j] = std::log(lsp[j]), lsq[j] = std::log(lsq[j]);
+    lsp[j] = vlog_ge1(lsp[j]), lsq[j] = vlog_ge1(lsq[j]);  // sums >= 1: the largest term is exp(0)
   }
   for (int64_t c = 0; c < n; ++c) {
     const int64_t off = base + (k0 + c) * step_k;
@@ -525,8 +546,9 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
     const double* eqc = eq.data() + c * kKlBlock;
     for (int64_t j = 0; j < len; ++j) {
       const int64_t e = off + j * step_c;
-      const double logp = kl_log_prob<double>(p[e], tau, mp[j], lsp[j]);
-      const double logq = kl_log_prob<double>(t[e], tau, mq[j], lsq[j]);
+      // kl_log_prob's grouping, (shifted value) - ls, the shifted value as above.
+      const double logp = (p[e] - mp[j]) * inv_tau - lsp[j];
+      const double logq = (t[e] - mq[j]) * inv_tau - lsq[j];
       const double q = eqc[j] * sq[j];
       kl[j] += kl_class_term(q, logq, logp);
       if (g) g[e] = static_cast<float>(kl_grad_p(coef * static_cast<double>(m[j]), tau, epc[j] * sp[j], q));

@@ -18,6 +18,8 @@
 //              float element math of the variant kernels.
 //   vlog1pf(u): float, for 0 <= u <= 1, <= 3 ulp of log1p(u) (exact, rounded
 //              to float); NaN stays NaN. The variants' softplus.
+//   vlog_ge1(x): double, for 1 <= x < 1e308, <= 4 ulp of log(x); +Inf and NaN
+//              pass through. The KL steps' log of a sum of exponentials.
 //   vexpm1f_unit(x): float, for -1 <= x <= 1, <= 3 ulp of expm1(x); NaN stays
 //              NaN. The variants' sigma(p) - sigma(t) when p and t are close.
 // Both are far inside the loss's fp32 tolerances (docs/DESIGN.md §1) and keep
@@ -147,6 +149,22 @@ YD_VEC_INLINE float vlog1pf(float u) {
   p = p * z + 1.0f / 3.0f;
   p = p * z + 1.0f;
   return 2.0f * s * p;
+}
+
+YD_VEC_INLINE double vlog_ge1(double x) {
+  // log(x) for x >= 1 (a sum of exponentials whose largest term is 1): x =
+  // 2^k m with 1 <= m < 2 from the bits, log x = k ln 2 + vlog1p(m - 1) (m - 1
+  // is exact); ln 2 in two parts so k ln2_hi is exact. +Inf and NaN pass
+  // through.
+  uint64_t b;
+  std::memcpy(&b, &x, sizeof b);
+  const int64_t k = static_cast<int64_t>((b >> 52) & 0x7ff) - 1023;
+  const uint64_t mb = (b & uint64_t{0x000fffffffffffff}) | uint64_t{0x3ff0000000000000};
+  double m;
+  std::memcpy(&m, &mb, sizeof m);
+  const double kd = static_cast<double>(k);
+  const double y = kd * 6.93147180369123816490e-01 + (vlog1p(m - 1.0) + kd * 1.90821492927058770002e-10);
+  return x < 1.0e308 ? y : x;  // +Inf and NaN (the comparison is false) as they came
 }
 
 YD_VEC_INLINE float vexpm1f_unit(float x) {

@@ -146,6 +146,21 @@ void vec_math_checks() {
   std::printf("vexpm1f_unit: worst %.2f ulp (at x = %.9g)\n", worst, at);
   check(worst <= 3.0, "vexpm1f_unit within 3 ulp of expm1 on [-1, 1]", worst, 3.0);
   check(yd::vexpm1f_unit(0.0f) == 0.0f, "vexpm1f_unit(0) == 0");
+  // vlog_ge1 against glibc's log: <= 4 ulp on [1, 1e300].
+  worst = 0, at = 0;
+  for (int i = 0; i <= 1000000; ++i) {
+    const double x = 1.0 + 200.0 * i / 1000000.0;  // sums of up to 200 exponentials
+    const double e = ulps(yd::vlog_ge1(x), std::log(x));
+    if (e > worst) worst = e, at = x;
+  }
+  for (double x = 1.0; x < 1e300; x *= 1.37) {
+    const double e = ulps(yd::vlog_ge1(x), std::log(x));
+    if (e > worst) worst = e, at = x;
+  }
+  std::printf("vlog_ge1: worst %.2f ulp (at x = %.17g)\n", worst, at);
+  check(worst <= 4.0, "vlog_ge1 within 4 ulp of log on [1, 1e300]", worst, 4.0);
+  check(yd::vlog_ge1(1.0) == 0.0, "vlog_ge1(1) == 0");
+  check(std::isinf(yd::vlog_ge1(INFINITY)) && std::isnan(yd::vlog_ge1(NAN)), "vlog_ge1: +Inf and NaN pass through");
   check(std::isnan(yd::vexpm1f_unit(NAN)), "vexpm1f_unit(NaN) is NaN");
   check(std::isnan(yd::vlog1pf(NAN)), "vlog1pf(NaN) is NaN");
 }
