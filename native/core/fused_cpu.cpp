@@ -443,39 +443,52 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
                                                        float* __restrict g, int64_t step, int64_t len,
                                                        const float* __restrict m, double coef) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
-  // double. 'prob' and 'bce' in fp32, as PyTorch's float32 ops and the CUDA
-  // kernels compute them (8 or 16 floats per instruction; their derivatives
-  // are bounded by 1, so with a coefficient that fits fp32 the gradient is
-  // formed in fp32 too); 'logit' in double, where (p - t) and its square are
-  // exact or finite for any fp32 inputs.
-  using S = std::conditional_t<kKind == Target::Logit, double, float>;
-  S s[kVariantChunk];
+  // double. In fp32 as PyTorch's float32 ops, the CUDA kernels and the default
+  // kernel compute it (8 or 16 floats per instruction): 'prob' and 'bce' by
+  // variant_element; 'logit' as the default kernel does, d = P - T in fp32 and
+  // its square in double (where it overflows fp32 the loss is the double
+  // value). With a coefficient that fits fp32 the gradient is formed in fp32
+  // (coef * mask, then times the derivative: Inf only where the true value
+  // exceeds fp32); otherwise in double, rounded once.
+  constexpr bool kLogit = kKind == Target::Logit;
+  float s[kVariantChunk];  // per element: the loss, or d for 'logit'
+  auto element = [&](int64_t j) -> float {  // d loss / d p, or d for 'logit'
+    if constexpr (kLogit) {
+      s[j] = p[j * step] - t[j * step];
+      return s[j];
+    } else {
+      return variant_element<float>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
+    }
+  };
+  const double gcoef = kLogit ? 2.0 * coef : coef;  // d (P - T)^2 / dP = 2 d
   if (g) {
-    if (kKind != Target::Logit && coef_fits_fp32(coef)) {
-      const float cf = static_cast<float>(coef);
+    if (coef_fits_fp32(gcoef)) {
+      const float cf = static_cast<float>(gcoef);
       for (int64_t j = 0; j < len; ++j) {
-        const S d = variant_element<S>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
-        g[j * step] = static_cast<float>(cf * m[j] * d);
+        const float d = element(j);
+        g[j * step] = (cf * m[j]) * d;
       }
     } else {
       for (int64_t j = 0; j < len; ++j) {
-        const S d = variant_element<S>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
-        g[j * step] = static_cast<float>(coef * static_cast<double>(m[j]) * static_cast<double>(d));
+        const float d = element(j);
+        g[j * step] = static_cast<float>(gcoef * static_cast<double>(m[j]) * static_cast<double>(d));
       }
     }
   } else {
-    for (int64_t j = 0; j < len; ++j) {
-      variant_element<S>(static_cast<int>(kKind), p[j * step], t[j * step], &s[j]);
-    }
+    for (int64_t j = 0; j < len; ++j) element(j);
   }
   // kLanes independent accumulators (acc[j % kLanes]), folded in a fixed order:
   // one chain would wait on the add latency for every element.
+  auto term = [&](int64_t j) {
+    const double v = static_cast<double>(s[j]);
+    return static_cast<double>(m[j]) * (kLogit ? v * v : v);
+  };
   double acc[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= len; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(m[j + l]) * static_cast<double>(s[j + l]);
+    for (int l = 0; l < kLanes; ++l) acc[l] += term(j + l);
   }
-  for (int l = 0; j < len; ++j, ++l) acc[l] += static_cast<double>(m[j]) * static_cast<double>(s[j]);
+  for (int l = 0; j < len; ++j, ++l) acc[l] += term(j);
   return fold(acc);
 }
 
