@@ -4,7 +4,8 @@
 // C = 80, nchw, 34.3 M values per tensor; 2 threads; caller's gradOut), timed
 // interleaved with medians: float16 student + teacher with a Uint16Array
 // gradOut; a float32 student with a float16 teacher (the onnxruntime-node
-// case); the same heads widened to float32 (the fp32 default path); and the
+// case); the same heads widened to float32 (the fp32 default path); float16
+// and widened float32 under preset 'paper' (the variant kernel); and the
 // floors: 2-byte (uint16 c = a - b, 6 bytes per value) and 4-byte (12 bytes).
 //   node bench/half.js [--runs N] [--batch B] [--compare OTHER_ROOT]
 // --compare also times another build (a git worktree with its build/ and dist/)
@@ -45,6 +46,12 @@ const rows = {
   'float32 (the same values widened)': (m) => m.distillationLoss(
     heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
     { ...opts, gradOut: heads.map((x) => x.g32) }),
+  "float16 student + teacher, preset 'paper'": (m) => m.distillationLoss(
+    heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+    { ...opts, preset: 'paper', gradOut: heads.map((x) => x.g16) }),
+  "float32 (widened), preset 'paper'": (m) => m.distillationLoss(
+    heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
+    { ...opts, preset: 'paper', gradOut: heads.map((x) => x.g32) }),
 };
 const a16 = new Uint16Array(total).fill(3), b16 = new Uint16Array(total).fill(1), c16 = new Uint16Array(total);
 const a32 = new Float32Array(total).fill(3), b32 = new Float32Array(total).fill(1), c32 = new Float32Array(total);
@@ -55,7 +62,7 @@ const floors = {
 const timed = [];
 for (const [name, fn] of Object.entries(rows)) {
   timed.push([name, () => fn(mine)]);
-  if (theirs && name !== 'float32 (the same values widened)') timed.push([`${name} [${other}]`, () => fn(theirs)]);
+  if (theirs && !name.startsWith('float32 (')) timed.push([`${name} [${other}]`, () => fn(theirs)]);
 }
 for (const [name, fn] of Object.entries(floors)) timed.push([name, fn]);
 const times = new Map(timed.map(([n]) => [n, []]));

@@ -186,3 +186,53 @@ describe('16-bit heads under the default formula are read and written in place (
     expect(distillationLoss([ph], [th], { ...opts, grad: false }).loss).toBe(ref.loss);
   });
 });
+
+describe('16-bit heads under the other formulas and anchor-free heads are read in place too', () => {
+  // The variant kernels on 16-bit arrays (MixedSource in native/core/fused_cpu.cpp:
+  // each unit widened in cache) against widening the whole arrays first: every
+  // gradient element bit for bit (the same element math), the loss to 1e-12
+  // (nchw units group the per-unit sums differently). FM-NMS still widens first.
+  const pairs = [['float16', 'float16'], ['bfloat16', 'bfloat16'], ['float32', 'float16'], ['float16', 'float32'], ['bfloat16', 'float16']];
+  const variants = [
+    ['paper', { preset: 'paper' }],
+    ['bce', { objTarget: 'bce', clsTarget: 'bce' }],
+    ['kl', { clsTarget: 'kl', temperature: 2 }],
+    ['weighted cls off', { weighted: { cls: false } }],
+    ['anchor-free regMax 16', { head: 'anchorFree' }],
+    ['anchor-free regMax 1, kl', { head: 'anchorFree', regMax: 1, clsTarget: 'kl' }],
+    ['anchor-free regMax 17, prob', { head: 'anchorFree', regMax: 17, clsTarget: 'prob' }],
+  ];
+  const r = h.rng(0x16b18);
+  const cases = [];
+  variants.forEach(([name, extra], i) => {
+    const [sd, td] = pairs[i % pairs.length];
+    const af = extra.head === 'anchorFree';
+    for (const layout of af ? ['nchw', 'nhwc'] : ['nchw', 'nahwc', 'nhwc']) {
+      const C = r.pick([1, 6, 80]);
+      const H = r.int(1, 40), W = r.int(1, 60);
+      const R = af ? (extra.regMax || 16) : 0;
+      const shape = af ? (layout === 'nchw' ? [2, 4 * R + C, H, W] : [2, H, W, 4 * R + C]) : h.headShape(layout, 2, 3, C, H, W);
+      cases.push([`${name}: ${sd} student, ${td} teacher, ${layout} ${JSON.stringify(shape)}`, { sd, td, layout, C, shape, extra }]);
+    }
+  });
+  test.each(cases)('%s', (_id, c) => {
+    const n = h.numel(c.shape);
+    const p = new Float32Array(n).map(() => 3 * r.randn());
+    const t = new Float32Array(n).map(() => 3 * r.randn());
+    const ph = asHead({ data: p, shape: c.shape }, c.sd);
+    const th = asHead({ data: t, shape: c.shape }, c.td);
+    const opts = { numClasses: c.C, layout: c.layout, ...c.extra };
+    const wide = (head, dtype) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape: c.shape });
+    const ref = distillationLoss([wide(ph, c.sd)], [wide(th, c.td)], opts);
+    const got = distillationLoss([ph], [th], opts);
+    h.expectRelClose(got.loss, ref.loss, 1e-12, 'loss');
+    const want = c.sd === 'float32' ? ref.grads[0] : Uint16Array.from(ref.grads[0], enc[c.sd]);
+    expect(Object.prototype.toString.call(got.grads[0])).toBe(Object.prototype.toString.call(want));
+    expect(h.sameBits(got.grads[0], want)).toBe(true);
+    // One thread and two, gradOut in the student's dtype: the same bits.
+    const out = c.sd === 'float32' ? new Float32Array(n) : new Uint16Array(n);
+    const one = distillationLoss([ph], [th], { ...opts, gradOut: [out], threads: 1 });
+    expect(Object.is(one.loss, got.loss)).toBe(true);
+    expect(h.sameBits(out, got.grads[0])).toBe(true);
+  });
+});

@@ -406,12 +406,13 @@ struct VariantUnits {
   };
   bool nchw;
   int64_t hw, K, cells, chunk, chunks_per_plane, count, step_k, step_c;
-  explicit VariantUnits(const ScaleGeom& g)
+  // nchw_chunk: cells per unit in nchw (at most kVariantChunk).
+  VariantUnits(const ScaleGeom& g, int64_t nchw_chunk)
       : nchw(!g.cell_major()),
         hw(g.height * g.width),
         K(g.per_anchor()),
         cells(g.cells()),
-        chunk(nchw ? kVariantChunk : kCellMajorChunk),
+        chunk(nchw ? nchw_chunk : kCellMajorChunk),
         chunks_per_plane(nchw ? (hw + chunk - 1) / chunk : 0),
         count(nchw ? g.batch * g.anchors * chunks_per_plane : (cells + chunk - 1) / chunk),
         step_k(nchw ? hw : 1),
@@ -423,6 +424,68 @@ struct VariantUnits {
     }
     const int64_t i0 = unit * chunk;
     return Span{i0, std::min(chunk, cells - i0), i0 * K};
+  }
+};
+
+// Where a variant unit's values are read and its gradient written. A view:
+// value k of the unit's cell j at base + k * step_k + j * step_c of p and t, its
+// gradient at the same place of g (null without a gradient).
+struct UnitView {
+  const float* p;
+  const float* t;
+  float* g;
+  int64_t base, step_k, step_c;
+};
+
+// fp32 arrays, read and written in place.
+struct Fp32Source {
+  static constexpr bool kInPlace = true;
+  static constexpr int64_t kNchwChunk = kVariantChunk;
+  const float* p;
+  const float* t;
+  float* g;
+  UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
+    return UnitView{p, t, g, s.base, u.step_k, u.step_c};
+  }
+  void close(const VariantUnits&, const VariantUnits::Span&, const UnitView&) const {}
+};
+
+// 16-bit (or mixed) arrays: each unit's values widened to fp32 in per-thread
+// buffers (the unit's K channel runs in nchw, its K * len contiguous values in
+// the cell-major layouts), the fp32 body run on them, the gradient rounded to
+// its type on the way out (round to nearest even). Memory sees the arrays'
+// own element sizes; 1024-cell units in nchw keep the three buffers in L2
+// (K = 85: 1 MB). No FM-NMS here (its masks read whole teacher planes).
+struct MixedSource {
+  static constexpr bool kInPlace = false;
+  static constexpr int64_t kNchwChunk = 1024;
+  MixedArrays a;
+  UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
+    thread_local std::vector<float> bp, bt, bg;
+    const size_t n = static_cast<size_t>(u.K * s.len);
+    if (bp.size() < n) {
+      bp.resize(n);
+      bt.resize(n);
+      bg.resize(n);
+    }
+    if (u.nchw) {
+      for (int64_t k = 0; k < u.K; ++k) {
+        widen_run(a.p, a.p_type, s.base + k * u.step_k, s.len, bp.data() + k * s.len);
+        widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, bt.data() + k * s.len);
+      }
+      return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, s.len, 1};
+    }
+    widen_run(a.p, a.p_type, s.base, u.K * s.len, bp.data());
+    widen_run(a.t, a.t_type, s.base, u.K * s.len, bt.data());
+    return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, 1, u.K};
+  }
+  void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
+    if (!a.g) return;
+    if (u.nchw) {
+      for (int64_t k = 0; k < u.K; ++k) narrow_run(v.g + k * s.len, a.g_type, a.g, s.base + k * u.step_k, s.len);
+    } else {
+      narrow_run(v.g, a.g_type, a.g, s.base, u.K * s.len);
+    }
   }
 };
 
@@ -626,9 +689,9 @@ RawSums default_scale(const float* p, const float* t, float* g, const ScaleGeom&
 // in double (variant_element, the KL steps of cell_math.h), gradients rounded to
 // fp32 once. Term kinds and FM-NMS are compile-time; weighting is a per-cell
 // mask.
-template <BoxTarget kBox, Target kObj, Target kCls, bool kNms>
-RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom& geom,
-                      const Options& o, int threads) {
+template <BoxTarget kBox, Target kObj, Target kCls, bool kNms, typename Src>
+RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
+  static_assert(!kNms || Src::kInPlace, "FM-NMS reads fp32 teacher planes");
   static_assert(kObj != Target::Kl, "'kl' is for classes only");
   const Variant& v = o.variant;
   const int64_t cells = geom.cells();
@@ -640,16 +703,19 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
   const double tau = v.temperature;
 
   std::vector<unsigned char> keep;
-  if (kNms) {
+  if constexpr (kNms) {
     keep.resize(static_cast<size_t>(cells));
-    fm_nms_mask(t, geom, keep.data(), threads);
+    fm_nms_mask(src.t, geom, keep.data(), threads);
   }
-  const VariantUnits units(geom);
-  const int64_t step_k = units.step_k, step_c = units.step_c;
+  const VariantUnits units(geom, Src::kNchwChunk);
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
-    const int64_t i0 = span.i0, len = span.len, base = span.base;
+    const UnitView view = src.open(units, span);
+    const float* p = view.p;
+    const float* t = view.t;
+    float* g = view.g;
+    const int64_t i0 = span.i0, len = span.len, base = view.base, step_k = view.step_k, step_c = view.step_c;
     // Per-cell masks: the teacher weight (fp32) or 1, times the FM-NMS keep (0 or 1).
     float mb[kVariantChunk], mo[kVariantChunk], mc[kVariantChunk];
     for (int64_t j = 0; j < len; ++j) {
@@ -674,10 +740,10 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
     channel(std::integral_constant<Target, kObj>{}, kObjChannel, mo, co, &acc.obj);
     if constexpr (kCls != Target::Kl) {
       for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, kCls>{}, kClsOffset + c, mc, cc, &acc.cls);
-      return;
     } else {
       acc.cls += kl_cells(p, t, g, base, len, kClsOffset, C, step_k, step_c, tau, mc, cc);
     }
+    src.close(units, span, view);
   });
 }
 
@@ -688,10 +754,12 @@ RawSums general_scale(const float* p, const float* t, float* g, const ScaleGeom&
 // coef_fits_fp32), with FM-NMS as a keep mask computed first (a suppressed
 // cell's weight is 0; the default formula's fp32 element rounding); everything
 // else runs the general body.
-template <BoxTarget kBox, Target kObj, Target kCls, bool kNms>
-RawSums scale_kernel(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
-                     int threads) {
-  if constexpr (kBox == BoxTarget::Logit && kObj == Target::Logit && kCls == Target::Logit) {
+template <BoxTarget kBox, Target kObj, Target kCls, bool kNms, typename Src>
+RawSums scale_kernel(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
+  if constexpr (Src::kInPlace && kBox == BoxTarget::Logit && kObj == Target::Logit && kCls == Target::Logit) {
+    const float* p = src.p;
+    const float* t = src.t;
+    float* g = src.g;
     const Variant& v = o.variant;
     if (v.weighted_box && v.weighted_obj && v.weighted_cls &&
         coefs_fit_fp32(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells())) {
@@ -706,34 +774,38 @@ RawSums scale_kernel(const float* p, const float* t, float* g, const ScaleGeom& 
       }
     }
   }
-  return general_scale<kBox, kObj, kCls, kNms>(p, t, g, geom, o, threads);
+  return general_scale<kBox, kObj, kCls, kNms>(src, geom, o, threads);
 }
 
 // Runtime kinds to the kernel's compile-time parameters. No default: branches
 // (-Werror=switch): a new kind that is not listed here does not build.
-template <BoxTarget kBox, Target kObj, Target kCls>
-RawSums with_nms(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o, int threads) {
-  return o.variant.fm_nms ? scale_kernel<kBox, kObj, kCls, true>(p, t, g, geom, o, threads)
-                          : scale_kernel<kBox, kObj, kCls, false>(p, t, g, geom, o, threads);
+template <BoxTarget kBox, Target kObj, Target kCls, typename Src>
+RawSums with_nms(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
+  if constexpr (Src::kInPlace) {
+    if (o.variant.fm_nms) return scale_kernel<kBox, kObj, kCls, true>(src, geom, o, threads);
+  } else if (o.variant.fm_nms) {
+    throw Error(ErrorKind::Generic, code::kInternal, "FM-NMS reached the 16-bit variant kernel");
+  }
+  return scale_kernel<kBox, kObj, kCls, false>(src, geom, o, threads);
 }
 
-template <BoxTarget kBox, Target kObj>
-RawSums with_cls(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o, int threads) {
+template <BoxTarget kBox, Target kObj, typename Src>
+RawSums with_cls(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   switch (o.variant.cls) {
-    case Target::Logit: return with_nms<kBox, kObj, Target::Logit>(p, t, g, geom, o, threads);
-    case Target::Prob: return with_nms<kBox, kObj, Target::Prob>(p, t, g, geom, o, threads);
-    case Target::Bce: return with_nms<kBox, kObj, Target::Bce>(p, t, g, geom, o, threads);
-    case Target::Kl: return with_nms<kBox, kObj, Target::Kl>(p, t, g, geom, o, threads);
+    case Target::Logit: return with_nms<kBox, kObj, Target::Logit>(src, geom, o, threads);
+    case Target::Prob: return with_nms<kBox, kObj, Target::Prob>(src, geom, o, threads);
+    case Target::Bce: return with_nms<kBox, kObj, Target::Bce>(src, geom, o, threads);
+    case Target::Kl: return with_nms<kBox, kObj, Target::Kl>(src, geom, o, threads);
   }
   throw Error(ErrorKind::Generic, code::kInternal, "unknown clsTarget");
 }
 
-template <BoxTarget kBox>
-RawSums with_obj(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o, int threads) {
+template <BoxTarget kBox, typename Src>
+RawSums with_obj(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   switch (o.variant.obj) {
-    case Target::Logit: return with_cls<kBox, Target::Logit>(p, t, g, geom, o, threads);
-    case Target::Prob: return with_cls<kBox, Target::Prob>(p, t, g, geom, o, threads);
-    case Target::Bce: return with_cls<kBox, Target::Bce>(p, t, g, geom, o, threads);
+    case Target::Logit: return with_cls<kBox, Target::Logit>(src, geom, o, threads);
+    case Target::Prob: return with_cls<kBox, Target::Prob>(src, geom, o, threads);
+    case Target::Bce: return with_cls<kBox, Target::Bce>(src, geom, o, threads);
     case Target::Kl: break;  // refused by make_plan (objTarget 'kl')
   }
   throw Error(ErrorKind::Generic, code::kInternal, "objTarget 'kl' reached the kernel");
@@ -797,25 +869,32 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
   });
 }
 
-RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
-                          int threads) {
+template <typename Src>
+RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   const Variant& v = o.variant;
   const int64_t cells = geom.cells();
   const int64_t C = geom.classes, R = geom.reg_max, c0 = 4 * R;
   const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, 0.0, o.w_cls, o.grad_scale, C, cells, v.cls == Target::Kl);
   const double cb = vc.box, cc = vc.cls, tau = v.temperature, tb = o.box_temperature;
   std::vector<unsigned char> keep;
-  if (v.fm_nms) {
-    keep.resize(static_cast<size_t>(cells));
-    anchor_free_keep(t, geom, keep.data(), threads);
+  if constexpr (Src::kInPlace) {
+    if (v.fm_nms) {
+      keep.resize(static_cast<size_t>(cells));
+      anchor_free_keep(src.t, geom, keep.data(), threads);
+    }
+  } else if (v.fm_nms) {
+    throw Error(ErrorKind::Generic, code::kInternal, "FM-NMS reached the 16-bit anchor-free kernel");
   }
   // The units of general_scale (one anchor: a unit stays within one image's plane in nchw).
-  const VariantUnits units(geom);
-  const int64_t step_k = units.step_k, step_c = units.step_c;
+  const VariantUnits units(geom, Src::kNchwChunk);
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
-    const int64_t i0 = span.i0, len = span.len, base = span.base;
+    const UnitView view = src.open(units, span);
+    const float* p = view.p;
+    const float* t = view.t;
+    float* g = view.g;
+    const int64_t i0 = span.i0, len = span.len, base = view.base, step_k = view.step_k, step_c = view.step_c;
     float mb[kVariantChunk], mc[kVariantChunk];
     // w = max_c sigmoid(T_c) = sigmoid(max_c T_c) (NaN propagates, as in torch.max):
     // classes outer, cells inner (contiguous runs in nchw; the loop vectorizes).
@@ -861,17 +940,40 @@ RawSums anchor_free_scale(const float* p, const float* t, float* g, const ScaleG
         for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Bce>{}, c0 + c, mc, cc, &acc.cls);
         break;
     }
+    src.close(units, span, view);
   });
 }
 
 }  // namespace
 
-bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& o) {
+namespace {
+
+// The default kernel runs the default formula when every term is weighted and
+// its fp32 coefficients fit; otherwise the general body (scale_kernel).
+bool default_kernel_case(const ScaleGeom& geom, const Options& o) {
   return geom.head == Head::Anchor && o.variant.is_default() &&
          coefs_fit_fp32(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
 }
 
+template <typename Src>
+RawSums variant_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
+  if (geom.head == Head::AnchorFree) return anchor_free_scale(src, geom, o, threads);
+  switch (o.variant.box) {
+    case BoxTarget::Logit: return with_obj<BoxTarget::Logit>(src, geom, o, threads);
+    case BoxTarget::Paper: return with_obj<BoxTarget::Paper>(src, geom, o, threads);
+  }
+  throw Error(ErrorKind::Generic, code::kInternal, "unknown boxTarget");
+}
+
+}  // namespace
+
+bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& o) {
+  // Every formula and head but FM-NMS (whose masks read whole teacher planes).
+  return default_kernel_case(geom, o) || !o.variant.fm_nms;
+}
+
 RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Options& o, int threads) {
+  if (!default_kernel_case(geom, o)) return variant_scale(MixedSource{a}, geom, o, threads);
   const TermCoefs coefs = grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
   const int64_t per_anchor = geom.per_anchor();
   const bool grad = a.g != nullptr;
@@ -906,12 +1008,7 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
 
 RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
                   int threads) {
-  if (geom.head == Head::AnchorFree) return anchor_free_scale(p, t, g, geom, o, threads);
-  switch (o.variant.box) {
-    case BoxTarget::Logit: return with_obj<BoxTarget::Logit>(p, t, g, geom, o, threads);
-    case BoxTarget::Paper: return with_obj<BoxTarget::Paper>(p, t, g, geom, o, threads);
-  }
-  throw Error(ErrorKind::Generic, code::kInternal, "unknown boxTarget");
+  return variant_scale(Fp32Source{p, t, g}, geom, o, threads);
 }
 
 Terms scale_terms(const RawSums& raw, const ScaleGeom& g, const Variant& v) {

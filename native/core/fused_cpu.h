@@ -38,13 +38,15 @@ struct MixedArrays {
   ElemType g_type = ElemType::F32;
 };
 
-// Whether cpu_scale_mixed computes these options: the default formula of an
-// anchor head whose fp32 gradient coefficients fit (the default kernel's case).
+// Whether cpu_scale_mixed computes these options: every formula and head but
+// FM-NMS with a formula other than the default kernel's.
 bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& opts);
 // cpu_scale for contiguous arrays of any element types (float16 and bfloat16
 // heads, an fp16 teacher with an fp32 student, a 16-bit gradient), read and
-// written in place: no widened copies in memory. Bit-identical to cpu_scale on
-// the arrays widened to fp32 (the gradient rounded to nearest even).
+// written in place: no widened copies in memory. Every gradient element is
+// bit-identical to cpu_scale on the arrays widened to fp32 (the gradient
+// rounded to nearest even); the default kernel's loss too, the variant
+// kernels' loss within rounding (their units are smaller in nchw).
 RawSums cpu_scale_mixed(const MixedArrays& arrays, const ScaleGeom& geom, const Options& opts, int threads);
 
 // The per-scale terms from cpu_scale's raw sums: box / (4 N), obj / N,
