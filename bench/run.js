@@ -27,7 +27,7 @@ const value = (name, fallback) => {
 const QUICK = flag('--quick');
 const RUNS = Number(value('--runs', QUICK ? 3 : 7));
 const THREADS = value('--threads', '1,2').split(',').map(Number);
-const ONLY = value('--only', 'a,b,c,d,e,v').split(',');
+const ONLY = value('--only', 'a,b,c,d,e,v,f').split(',');
 const PYTHON = '/usr/bin/python3';
 const tty = process.stdout.isTTY;
 
@@ -52,6 +52,18 @@ const WORKLOADS = [
       ["clsTarget 'kl'", { clsTarget: 'kl' }],
       ['fmNms', { fmNms: true }],
       ["preset 'paper' + fmNms", { preset: 'paper', fmNms: true }],
+    ],
+  },
+  {
+    // Anchor-free heads (YOLOv8s at 640x640): 4 * 16 box-bin logits + 80 class
+    // logits per cell, no anchors, nchw.
+    id: 'f', name: 'anchor-free YOLOv8s 640x640, B=16, C=80, regMax 16, nchw, 2 threads (fused only)', C: 80, layout: 'nchw',
+    shapes: [8, 16, 32].map((s) => [QUICK ? 4 : 16, 4 * 16 + 80, 640 / s, 640 / s]),
+    opts: { numClasses: 80, head: 'anchorFree', layout: 'nchw' },
+    variants: [
+      ['anchor-free, default', {}],
+      ["anchor-free, clsTarget 'kl'", { clsTarget: 'kl' }],
+      ['anchor-free, fmNms', { fmNms: true }],
     ],
   },
 ].filter((w) => ONLY.includes(w.id));
@@ -156,7 +168,7 @@ function runWorkload(w) {
   const student = w.shapes.map((shape, s) => ({ data: fill(numel(shape), 11 + s), shape }));
   const teacher = w.shapes.map((shape, s) => ({ data: fill(numel(shape), 101 + s), shape }));
   const gradOut = w.shapes.map((s) => new Float32Array(numel(s)));
-  const opts = { numClasses: w.C, numAnchors: A, layout: w.layout };
+  const opts = w.opts || { numClasses: w.C, numAnchors: A, layout: w.layout };
   const inner = w.tiny ? 2000 : 1;
   const rows = [];
   const add = (impl, threads, st, extra = {}) => rows.push({ workload: w.id, impl, threads, ...st, ...extra });
