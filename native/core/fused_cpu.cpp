@@ -748,6 +748,13 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
 }
 
 
+// The default formula with FM-NMS on nchw heads whose planes fit one unit:
+// each unit computes its own plane's keep mask right before its body, so the
+// teacher plane is read from memory once and again from cache (defined below).
+bool nms_fused_applies(const ScaleGeom& geom);
+RawSums default_scale_nms_fused(const float* p, const float* t, float* g, const ScaleGeom& geom,
+                                const TermCoefs& coefs, int threads);
+
 // The one CPU kernel: term kinds and FM-NMS are its compile-time parameters.
 // Its all-'logit' instantiations are the fused default kernel whenever every
 // term is weighted and the fp32 gradient coefficients fit (cell_math.h,
@@ -766,6 +773,7 @@ RawSums scale_kernel(const Src& src, const ScaleGeom& geom, const Options& o, in
       const TermCoefs coefs =
           grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
       if constexpr (kNms) {
+        if (nms_fused_applies(geom)) return default_scale_nms_fused(p, t, g, geom, coefs, threads);
         std::vector<unsigned char> keep(static_cast<size_t>(geom.cells()));
         fm_nms_mask(t, geom, keep.data(), threads);
         return default_scale(p, t, g, geom, coefs, keep.data(), threads);
@@ -823,9 +831,46 @@ namespace {
 // then the first maximum) and its value: class c of cell j at
 // t0 + c * step_k + cell_off(j). Classes outer, cells inner (contiguous runs in
 // nchw); 32-bit indices, as wide as the values, so that the selects vectorize.
+// plane_class_argmax for n contiguous cells (nchw), compiled per instruction
+// set like the kernels (the template below is baseline SSE2 where it is not
+// inlined into a clone), in blocks of 1024 cells so that best and arg stay in
+// L1 across the classes. The same comparisons in the same class order per cell.
+YD_CLONES void contiguous_class_argmax(const float* __restrict t0, int64_t step_k, int64_t classes, int64_t n,
+                                       float* __restrict best, int32_t* __restrict arg) {
+  constexpr int64_t kBlock = 1024;
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t len = std::min(kBlock, n - j0);
+    float* b = best + j0;
+    int32_t* a = arg + j0;
+    for (int64_t j = 0; j < len; ++j) {
+      a[j] = 0;
+      b[j] = t0[j0 + j];
+    }
+    for (int64_t c = 1; c < classes; ++c) {
+      const float* tc = t0 + c * step_k + j0;
+      const int32_t c32 = static_cast<int32_t>(c);
+      for (int64_t j = 0; j < len; ++j) {
+        const float v = tc[j];
+        const bool take = argmax_takes(v, b[j]);
+        b[j] = take ? v : b[j];
+        a[j] = take ? c32 : a[j];
+      }
+    }
+  }
+}
+
+// The cell offsets of an nchw plane: cell j at j.
+struct IdentityOff {
+  int64_t operator()(int64_t j) const { return j; }
+};
+
 template <typename CellOff>
 void plane_class_argmax(const float* t0, int64_t step_k, int64_t classes, int64_t hw, const CellOff& cell_off,
                         float* best, int32_t* arg) {
+  if constexpr (std::is_same_v<CellOff, IdentityOff>) {
+    contiguous_class_argmax(t0, step_k, classes, hw, best, arg);
+    return;
+  }
   for (int64_t j = 0; j < hw; ++j) {
     arg[j] = 0;
     best[j] = t0[cell_off(j)];
@@ -1044,6 +1089,44 @@ void fm_nms_planes(const float* t, const ScaleGeom& g, unsigned char* keep, int6
   }
 }
 
+bool nms_fused_applies(const ScaleGeom& geom) {
+  return !geom.cell_major() && geom.height * geom.width <= kPlaneChunk;
+}
+
+RawSums default_scale_nms_fused(const float* p, const float* t, float* g, const ScaleGeom& geom,
+                                const TermCoefs& coefs, int threads) {
+  const int64_t H = geom.height, W = geom.width, hw = H * W;
+  const int64_t per_anchor = geom.per_anchor();
+  const int64_t planes = geom.batch * geom.anchors;  // one unit per (b, a) plane, as run_nchw's
+  return reduce_units(planes, geom.numel(), threads, [&](int64_t plane, RawSums& acc) {
+    thread_local std::vector<int32_t> arg;
+    thread_local std::vector<float> best;
+    thread_local std::vector<unsigned char> keep;
+    if (arg.size() < static_cast<size_t>(hw)) {
+      arg.resize(static_cast<size_t>(hw));
+      best.resize(static_cast<size_t>(hw));
+      keep.resize(static_cast<size_t>(hw));
+    }
+    // fm_nms_planes for this one plane (nchw: plane-local cell j = y * W + x).
+    const int64_t base = plane * per_anchor * hw;  // channel 0 of this (b, a)
+    contiguous_class_argmax(t + base + kClsOffset * hw, hw, geom.classes, hw, best.data(), arg.data());
+    const float* tobj = t + base + kObjChannel * hw;
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t x = 0; x < W; ++x) {
+        keep[y * W + x] = fm_nms_suppressed(
+                              y, x, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return tobj[jj]; })
+                              ? 0
+                              : 1;
+      }
+    }
+    if (g) {
+      nchw_unit_grad(p, t, g, base, hw, hw, per_anchor, coefs, keep.data(), acc);
+    } else {
+      nchw_unit_nograd(p, t, base, hw, hw, per_anchor, coefs, keep.data(), acc);
+    }
+  });
+}
+
 }  // namespace
 
 void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int threads) {
@@ -1051,7 +1134,7 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
   const int64_t planes = g.batch * g.anchors;
   if (g.stride_x == 1 && g.stride_y == W) {  // nchw: a plane's cells are contiguous
     run_blocks(planes, threads, hw * g.per_anchor(), [&](int64_t p0, int64_t p1) {
-      fm_nms_planes(t, g, keep, p0, p1, [](int64_t j) { return j; });
+      fm_nms_planes(t, g, keep, p0, p1, IdentityOff{});
     });
     return;
   }
