@@ -187,11 +187,12 @@ describe('16-bit heads under the default formula are read and written in place (
   });
 });
 
-describe('16-bit heads under the other formulas and anchor-free heads are read in place too', () => {
+describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads are read in place too', () => {
   // The variant kernels on 16-bit arrays (MixedSource in native/core/fused_cpu.cpp:
   // each unit widened in cache) against widening the whole arrays first: every
   // gradient element bit for bit (the same element math), the loss to 1e-12
-  // (nchw units group the per-unit sums differently). FM-NMS still widens first.
+  // (nchw units group the per-unit sums differently). FM-NMS masks widen one
+  // teacher plane at a time.
   const pairs = [['float16', 'float16'], ['bfloat16', 'bfloat16'], ['float32', 'float16'], ['float16', 'float32'], ['bfloat16', 'float16']];
   const variants = [
     ['paper', { preset: 'paper' }],
@@ -201,6 +202,9 @@ describe('16-bit heads under the other formulas and anchor-free heads are read i
     ['anchor-free regMax 16', { head: 'anchorFree' }],
     ['anchor-free regMax 1, kl', { head: 'anchorFree', regMax: 1, clsTarget: 'kl' }],
     ['anchor-free regMax 17, prob', { head: 'anchorFree', regMax: 17, clsTarget: 'prob' }],
+    ['default + fmNms', { fmNms: true }],
+    ['paper + fmNms', { preset: 'paper', fmNms: true }],
+    ['anchor-free fmNms, kl', { head: 'anchorFree', fmNms: true, clsTarget: 'kl' }],
   ];
   const r = h.rng(0x16b18);
   const cases = [];

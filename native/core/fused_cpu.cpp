@@ -347,12 +347,14 @@ MixedRuns mixed_runs(const MixedArrays& a) {
 }
 
 YD_MULTIVERSION void nchw_unit_mixed_grad(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
-                                          int64_t per_anchor, const TermCoefs& coefs, RawSums& acc) {
-  nchw_unit_body<true>(mixed_runs(a), base, hw, n, per_anchor, coefs, nullptr, acc);
+                                          int64_t per_anchor, const TermCoefs& coefs, const unsigned char* keep,
+                                          RawSums& acc) {
+  nchw_unit_body<true>(mixed_runs(a), base, hw, n, per_anchor, coefs, keep, acc);
 }
 YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
-                                            int64_t per_anchor, const TermCoefs& coefs, RawSums& acc) {
-  nchw_unit_body<false>(mixed_runs(a), base, hw, n, per_anchor, coefs, nullptr, acc);
+                                            int64_t per_anchor, const TermCoefs& coefs, const unsigned char* keep,
+                                            RawSums& acc) {
+  nchw_unit_body<false>(mixed_runs(a), base, hw, n, per_anchor, coefs, keep, acc);
 }
 
 // One cell-major unit (kCellChunk contiguous cells) of the default formula on
@@ -360,7 +362,8 @@ YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, 
 template <bool kGrad>
 __attribute__((always_inline)) inline void cells_mixed_body(const MixedArrays& a, int64_t i0, int64_t n,
                                                             int64_t per_anchor, int64_t classes,
-                                                            const TermCoefs& coefs, RawSums& acc) {
+                                                            const TermCoefs& coefs, const unsigned char* keep,
+                                                            RawSums& acc) {
   thread_local std::vector<float> buf;
   const size_t block = static_cast<size_t>(kCellChunk * per_anchor);
   if (buf.size() < 3 * block) buf.resize(3 * block);
@@ -370,19 +373,19 @@ __attribute__((always_inline)) inline void cells_mixed_body(const MixedArrays& a
   const int64_t off = i0 * per_anchor, len = n * per_anchor;
   widen_run(a.p, a.p_type, off, len, bp);
   widen_run(a.t, a.t_type, off, len, bt);
-  cells_body<kGrad>(bp, bt, kGrad ? bg : nullptr, n, per_anchor, classes, coefs, nullptr, acc);
+  cells_body<kGrad>(bp, bt, kGrad ? bg : nullptr, n, per_anchor, classes, coefs, keep, acc);
   if (kGrad) narrow_run(bg, a.g_type, a.g, off, len);
 }
 
 // Not multiversioned: compiled like run_cells (no FMA contraction in the
 // baseline build), so its sums are bit-identical to the fp32 path's.
-void cells_mixed_grad(const MixedArrays& a, int64_t i0, int64_t n, int64_t per_anchor,
-                                      int64_t classes, const TermCoefs& coefs, RawSums& acc) {
-  cells_mixed_body<true>(a, i0, n, per_anchor, classes, coefs, acc);
+void cells_mixed_grad(const MixedArrays& a, int64_t i0, int64_t n, int64_t per_anchor, int64_t classes,
+                      const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
+  cells_mixed_body<true>(a, i0, n, per_anchor, classes, coefs, keep, acc);
 }
-void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per_anchor,
-                                        int64_t classes, const TermCoefs& coefs, RawSums& acc) {
-  cells_mixed_body<false>(a, i0, n, per_anchor, classes, coefs, acc);
+void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per_anchor, int64_t classes,
+                        const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
+  cells_mixed_body<false>(a, i0, n, per_anchor, classes, coefs, keep, acc);
 }
 
 
@@ -437,6 +440,9 @@ struct UnitView {
   int64_t base, step_k, step_c;
 };
 
+// The FM-NMS keep mask of an fp32 anchor-free head (defined below).
+void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, int threads);
+
 // fp32 arrays, read and written in place.
 struct Fp32Source {
   static constexpr bool kInPlace = true;
@@ -444,6 +450,13 @@ struct Fp32Source {
   const float* p;
   const float* t;
   float* g;
+  void nms_mask(const ScaleGeom& geom, unsigned char* keep, int threads) const {
+    if (geom.head == Head::AnchorFree) {
+      anchor_free_keep(t, geom, keep, threads);
+    } else {
+      fm_nms_mask(t, geom, keep, threads);
+    }
+  }
   UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
     return UnitView{p, t, g, s.base, u.step_k, u.step_c};
   }
@@ -455,11 +468,14 @@ struct Fp32Source {
 // the cell-major layouts), the fp32 body run on them, the gradient rounded to
 // its type on the way out (round to nearest even). Memory sees the arrays'
 // own element sizes; 1024-cell units in nchw keep the three buffers in L2
-// (K = 85: 1 MB). No FM-NMS here (its masks read whole teacher planes).
+// (K = 85: 1 MB). FM-NMS masks widen one teacher plane at a time.
 struct MixedSource {
   static constexpr bool kInPlace = false;
   static constexpr int64_t kNchwChunk = 1024;
   MixedArrays a;
+  void nms_mask(const ScaleGeom& geom, unsigned char* keep, int threads) const {
+    fm_nms_mask_mixed(a, geom, keep, threads);
+  }
   UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
     thread_local std::vector<float> bp, bt, bg;
     const size_t n = static_cast<size_t>(u.K * s.len);
@@ -691,7 +707,6 @@ RawSums default_scale(const float* p, const float* t, float* g, const ScaleGeom&
 // mask.
 template <BoxTarget kBox, Target kObj, Target kCls, bool kNms, typename Src>
 RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
-  static_assert(!kNms || Src::kInPlace, "FM-NMS reads fp32 teacher planes");
   static_assert(kObj != Target::Kl, "'kl' is for classes only");
   const Variant& v = o.variant;
   const int64_t cells = geom.cells();
@@ -705,7 +720,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   std::vector<unsigned char> keep;
   if constexpr (kNms) {
     keep.resize(static_cast<size_t>(cells));
-    fm_nms_mask(src.t, geom, keep.data(), threads);
+    src.nms_mask(geom, keep.data(), threads);
   }
   const VariantUnits units(geom, Src::kNchwChunk);
 
@@ -789,12 +804,8 @@ RawSums scale_kernel(const Src& src, const ScaleGeom& geom, const Options& o, in
 // (-Werror=switch): a new kind that is not listed here does not build.
 template <BoxTarget kBox, Target kObj, Target kCls, typename Src>
 RawSums with_nms(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
-  if constexpr (Src::kInPlace) {
-    if (o.variant.fm_nms) return scale_kernel<kBox, kObj, kCls, true>(src, geom, o, threads);
-  } else if (o.variant.fm_nms) {
-    throw Error(ErrorKind::Generic, code::kInternal, "FM-NMS reached the 16-bit variant kernel");
-  }
-  return scale_kernel<kBox, kObj, kCls, false>(src, geom, o, threads);
+  return o.variant.fm_nms ? scale_kernel<kBox, kObj, kCls, true>(src, geom, o, threads)
+                          : scale_kernel<kBox, kObj, kCls, false>(src, geom, o, threads);
 }
 
 template <BoxTarget kBox, Target kObj, typename Src>
@@ -922,13 +933,9 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
   const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, 0.0, o.w_cls, o.grad_scale, C, cells, v.cls == Target::Kl);
   const double cb = vc.box, cc = vc.cls, tau = v.temperature, tb = o.box_temperature;
   std::vector<unsigned char> keep;
-  if constexpr (Src::kInPlace) {
-    if (v.fm_nms) {
-      keep.resize(static_cast<size_t>(cells));
-      anchor_free_keep(src.t, geom, keep.data(), threads);
-    }
-  } else if (v.fm_nms) {
-    throw Error(ErrorKind::Generic, code::kInternal, "FM-NMS reached the 16-bit anchor-free kernel");
+  if (v.fm_nms) {
+    keep.resize(static_cast<size_t>(cells));
+    src.nms_mask(geom, keep.data(), threads);
   }
   // The units of general_scale (one anchor: a unit stays within one image's plane in nchw).
   const VariantUnits units(geom, Src::kNchwChunk);
@@ -1012,13 +1019,19 @@ RawSums variant_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
 
 }  // namespace
 
-bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& o) {
-  // Every formula and head but FM-NMS (whose masks read whole teacher planes).
-  return default_kernel_case(geom, o) || !o.variant.fm_nms;
-}
-
 RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Options& o, int threads) {
-  if (!default_kernel_case(geom, o)) return variant_scale(MixedSource{a}, geom, o, threads);
+  // The default formula (with or without FM-NMS): the default kernel's units on
+  // widened runs, as in scale_kernel for fp32 heads, so the results are those
+  // of widening first; everything else: the variant kernels on MixedSource.
+  Options plain = o;
+  plain.variant.fm_nms = false;
+  if (!default_kernel_case(geom, plain)) return variant_scale(MixedSource{a}, geom, o, threads);
+  std::vector<unsigned char> keep_mask;
+  if (o.variant.fm_nms) {
+    keep_mask.resize(static_cast<size_t>(geom.cells()));
+    fm_nms_mask_mixed(a, geom, keep_mask.data(), threads);
+  }
+  const unsigned char* keep = o.variant.fm_nms ? keep_mask.data() : nullptr;
   const TermCoefs coefs = grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, geom.classes, geom.cells());
   const int64_t per_anchor = geom.per_anchor();
   const bool grad = a.g != nullptr;
@@ -1031,10 +1044,11 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
       const int64_t c0 = (unit % chunks_per_plane) * kPlaneChunk;
       const int64_t n = std::min(kPlaneChunk, hw - c0);
       const int64_t base = plane * per_anchor * hw + c0;
+      const unsigned char* k = keep ? keep + plane * hw + c0 : nullptr;  // cell index of (b, a, c0)
       if (grad) {
-        nchw_unit_mixed_grad(a, base, hw, n, per_anchor, coefs, acc);
+        nchw_unit_mixed_grad(a, base, hw, n, per_anchor, coefs, k, acc);
       } else {
-        nchw_unit_mixed_nograd(a, base, hw, n, per_anchor, coefs, acc);
+        nchw_unit_mixed_nograd(a, base, hw, n, per_anchor, coefs, k, acc);
       }
     });
   }
@@ -1043,10 +1057,11 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
   return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const int64_t i0 = unit * kCellChunk;
     const int64_t n = std::min(cells, i0 + kCellChunk) - i0;
+    const unsigned char* k = keep ? keep + i0 : nullptr;
     if (grad) {
-      cells_mixed_grad(a, i0, n, per_anchor, geom.classes, coefs, acc);
+      cells_mixed_grad(a, i0, n, per_anchor, geom.classes, coefs, k, acc);
     } else {
-      cells_mixed_nograd(a, i0, n, per_anchor, geom.classes, coefs, acc);
+      cells_mixed_nograd(a, i0, n, per_anchor, geom.classes, coefs, k, acc);
     }
   });
 }
@@ -1143,6 +1158,42 @@ void fm_nms_mask(const float* t, const ScaleGeom& g, unsigned char* keep, int th
   for (int64_t j = 0; j < hw; ++j) off[j] = (j / W) * g.stride_y + (j % W) * g.stride_x;
   run_blocks(planes, threads, hw * g.per_anchor(), [&](int64_t p0, int64_t p1) {
     fm_nms_planes(t, g, keep, p0, p1, [&](int64_t j) { return off[j]; });
+  });
+}
+
+void fm_nms_mask_mixed(const MixedArrays& a, const ScaleGeom& g, unsigned char* keep, int threads) {
+  const int64_t H = g.height, W = g.width, hw = H * W, K = g.per_anchor();
+  // One (b, a) plane of the teacher as an nchw head of batch 1: the masks of
+  // fp32 heads (fm_nms_planes, anchor_free_keep) run on it unchanged.
+  const ScaleGeom one = make_geom(Layout::NCHW, 1, 1, H, W, g.classes, g.head, g.reg_max);
+  run_blocks(g.batch * g.anchors, threads, hw * K, [&](int64_t p0, int64_t p1) {
+    thread_local std::vector<float> plane_values, cell_values;
+    thread_local std::vector<unsigned char> plane_keep;
+    if (plane_values.size() < static_cast<size_t>(K * hw)) plane_values.resize(static_cast<size_t>(K * hw));
+    if (cell_values.size() < static_cast<size_t>(K)) cell_values.resize(static_cast<size_t>(K));
+    if (plane_keep.size() < static_cast<size_t>(hw)) plane_keep.resize(static_cast<size_t>(hw));
+    float* pv = plane_values.data();
+    for (int64_t plane = p0; plane < p1; ++plane) {
+      const int64_t b = plane / g.anchors, an = plane % g.anchors;
+      if (!g.cell_major()) {  // nchw: each channel of the plane is one contiguous run
+        for (int64_t k = 0; k < K; ++k) widen_run(a.t, a.t_type, g.offset(b, an, 0, 0, k), hw, pv + k * hw);
+      } else {  // each cell's K values contiguous: widened, then placed channel-major
+        for (int64_t y = 0; y < H; ++y) {
+          for (int64_t x = 0; x < W; ++x) {
+            widen_run(a.t, a.t_type, g.offset(b, an, y, x, 0), K, cell_values.data());
+            for (int64_t k = 0; k < K; ++k) pv[k * hw + y * W + x] = cell_values[k];
+          }
+        }
+      }
+      if (g.head == Head::AnchorFree) {
+        anchor_free_keep(pv, one, plane_keep.data(), 1);
+      } else {
+        fm_nms_planes(pv, one, plane_keep.data(), 0, 1, IdentityOff{});
+      }
+      for (int64_t y = 0; y < H; ++y) {
+        for (int64_t x = 0; x < W; ++x) keep[g.cell_index(b, an, y, x)] = plane_keep[y * W + x];
+      }
+    }
   });
 }
 

@@ -38,9 +38,6 @@ struct MixedArrays {
   ElemType g_type = ElemType::F32;
 };
 
-// Whether cpu_scale_mixed computes these options: every formula and head but
-// FM-NMS with a formula other than the default kernel's.
-bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& opts);
 // cpu_scale for contiguous arrays of any element types (float16 and bfloat16
 // heads, an fp16 teacher with an fp32 student, a 16-bit gradient), read and
 // written in place: no widened copies in memory. Every gradient element is
@@ -48,6 +45,10 @@ bool cpu_scale_mixed_supported(const ScaleGeom& geom, const Options& opts);
 // rounded to nearest even); the default kernel's loss too, the variant
 // kernels' loss within rounding (their units are smaller in nchw).
 RawSums cpu_scale_mixed(const MixedArrays& arrays, const ScaleGeom& geom, const Options& opts, int threads);
+
+// fm_nms_mask for a 16-bit (or mixed) teacher: each (b, a) plane widened into a
+// per-thread buffer first (no widened copy of the whole head).
+void fm_nms_mask_mixed(const MixedArrays& arrays, const ScaleGeom& geom, unsigned char* keep, int threads);
 
 // The per-scale terms from cpu_scale's raw sums: box / (4 N), obj / N,
 // cls / (C N), or cls / N for 'kl'.

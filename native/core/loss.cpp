@@ -454,29 +454,21 @@ Terms mixed_scale(const at::Tensor& student, const at::Tensor& teacher, const at
   return terms;
 }
 
-// One scale of cpu_loss through cpu_scale on fp32 arrays (16-bit heads widened
-// first), the gradient written into gradOut when it is fp32 and contiguous,
-// else into a new fp32 array (copied into gradOut, or rounded to the student's
-// dtype).
-Terms widened_scale(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out, const ScaleGeom& g,
-                    const Options& opts, int threads, std::vector<at::Tensor>* grads) {
-  const at::Tensor p = student.to(at::kFloat).contiguous();
-  const at::Tensor t = teacher.to(at::kFloat).contiguous();
+// One scale of cpu_loss through cpu_scale on fp32 heads, the gradient written
+// into gradOut when it is contiguous, else into a new fp32 array (then copied
+// into gradOut).
+Terms fp32_scale(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out, const ScaleGeom& g,
+                 const Options& opts, int threads, std::vector<at::Tensor>* grads) {
+  const at::Tensor p = student.contiguous();
+  const at::Tensor t = teacher.contiguous();
   at::Tensor gw;  // fp32 contiguous buffer the kernel writes
-  if (opts.grad) {
-    gw = out.defined() && out.scalar_type() == at::kFloat && out.is_contiguous() ? out
-                                                                                   : at::empty(p.sizes(), p.options());
-  }
+  if (opts.grad) gw = out.defined() && out.is_contiguous() ? out : at::empty(p.sizes(), p.options());
   float* gp = opts.grad ? gw.data_ptr<float>() : nullptr;
   const Terms terms = scale_terms(cpu_scale(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, opts, threads), g,
                                   opts.variant);
   if (opts.grad) {
-    if (out.defined()) {
-      if (!gw.is_same(out)) out.copy_(gw);
-      grads->push_back(out);
-    } else {
-      grads->push_back(student.scalar_type() == at::kFloat ? gw : gw.to(student.scalar_type()));
-    }
+    if (out.defined() && !gw.is_same(out)) out.copy_(gw);
+    grads->push_back(out.defined() ? out : gw);
   }
   return terms;
 }
@@ -494,12 +486,11 @@ Result cpu_loss(const Plan& plan) {
   for (size_t s = 0; s < student.size(); ++s) {
     const ScaleGeom& g = geoms[s];
     const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
-    // 16-bit heads (or an fp16 teacher and an fp32 student) under the default
-    // formula are read and written in place, with no widened copies.
-    const bool in_place = (student[s].scalar_type() != at::kFloat || teacher[s].scalar_type() != at::kFloat) &&
-                          cpu_scale_mixed_supported(g, opts);
+    // 16-bit heads (or an fp16 teacher and an fp32 student) are read and
+    // written in place, with no widened copies, under every formula and head.
+    const bool in_place = student[s].scalar_type() != at::kFloat || teacher[s].scalar_type() != at::kFloat;
     const Terms terms = in_place ? mixed_scale(student[s], teacher[s], out, g, opts, threads, &r.grads)
-                                 : widened_scale(student[s], teacher[s], out, g, opts, threads, &r.grads);
+                                 : fp32_scale(student[s], teacher[s], out, g, opts, threads, &r.grads);
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;
