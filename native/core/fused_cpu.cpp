@@ -517,6 +517,32 @@ struct MixedSource {
 #define YD_CLONES
 #endif
 
+// 'logit' in one pass, as plane_chunk does for the default kernel: d = P - T in
+// fp32, m d^2 added in double to lane j % kLanes (the association of the
+// two-pass loop below, so the sums are the same bits), the gradient written in
+// the same loop. kFloatGrad: the coefficient fits fp32.
+template <bool kGrad, bool kFloatGrad>
+__attribute__((always_inline)) inline double logit_run(const float* __restrict p, const float* __restrict t,
+                                                       float* __restrict g, int64_t step, int64_t len,
+                                                       const float* __restrict m, double gcoef) {
+  const float cf = static_cast<float>(gcoef);
+  double acc[kLanes] = {};
+  auto one = [&](int64_t j, int l) {
+    const float d = p[j * step] - t[j * step];
+    const double dd = static_cast<double>(d);
+    acc[l] += static_cast<double>(m[j]) * (dd * dd);
+    if constexpr (kGrad) {
+      g[j * step] = kFloatGrad ? (cf * m[j]) * d : static_cast<float>(gcoef * static_cast<double>(m[j]) * dd);
+    }
+  };
+  int64_t j = 0;
+  for (; j + kLanes <= len; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) one(j + l, l);
+  }
+  for (int l = 0; j < len; ++j, ++l) one(j, l);
+  return fold(acc);
+}
+
 template <Target kKind>
 YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t,
                                                        float* __restrict g, int64_t step, int64_t len,
@@ -530,6 +556,12 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
   // (coef * mask, then times the derivative: Inf only where the true value
   // exceeds fp32); otherwise in double, rounded once.
   constexpr bool kLogit = kKind == Target::Logit;
+  if (kLogit && step == 1) {  // contiguous runs (nchw); strided runs vectorize better in two passes
+    const double gcoef = 2.0 * coef;  // d (P - T)^2 / dP = 2 d
+    if (!g) return logit_run<false, true>(p, t, g, step, len, m, gcoef);
+    return coef_fits_fp32(gcoef) ? logit_run<true, true>(p, t, g, step, len, m, gcoef)
+                                 : logit_run<true, false>(p, t, g, step, len, m, gcoef);
+  }
   float s[kVariantChunk];  // per element: the loss, or d for 'logit'
   auto element = [&](int64_t j) -> float {  // d loss / d p, or d for 'logit'
     if constexpr (kLogit) {
