@@ -3,21 +3,12 @@
 // (native/addon/grad_pool.h, README "Calls without gradOut"). Each scenario
 // runs in its own child process with --expose-gc (test/safety/grad-pool.js),
 // so a crash fails its test instead of killing jest.
-const { spawnSync } = require('child_process');
 const path = require('path');
+const { runScenario } = require('./helpers');
 const { gradientPool } = require('..');
 
 const script = path.join(__dirname, 'safety', 'grad-pool.js');
-
-function scenario(name) {
-  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout: 300000 });
-  if (r.status !== 0 || r.signal) {
-    throw new Error(`scenario ${name} failed: status ${r.status}, signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
-  }
-  expect(r.stderr).not.toMatch(/free\(\)|malloc|tcache|double free|corrupted/);
-  const lines = r.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]);
-}
+const scenario = (name) => runScenario(script, name, 300000);
 
 test('recycling is on where a marked buffer cannot be moved away (this runtime)', () => {
   const p = gradientPool();

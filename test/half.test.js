@@ -149,6 +149,32 @@ describe('bad half-precision arguments get coded errors naming the scale and ten
   });
 });
 
+// Random heads of case c (c.shape, student dtype c.sd, teacher dtype c.td)
+// against the same values widened to float32 arrays by hand (widening is
+// exact): every gradient element bit for bit (the float32 gradient rounded to
+// nearest even in the student's dtype), the loss bit for bit (exactLoss) or to
+// 1e-12; and gradOut in the student's dtype with one thread: the same bits.
+function expectInPlaceEqualsWidened(r, c, opts, exactLoss) {
+  const n = h.numel(c.shape);
+  const p = new Float32Array(n).map(() => 3 * r.randn());
+  const t = new Float32Array(n).map(() => 3 * r.randn());
+  const ph = asHead({ data: p, shape: c.shape }, c.sd);
+  const th = asHead({ data: t, shape: c.shape }, c.td);
+  const wide = (head, dtype) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape: c.shape });
+  const ref = distillationLoss([wide(ph, c.sd)], [wide(th, c.td)], opts);
+  const got = distillationLoss([ph], [th], opts);
+  if (exactLoss) expect(Object.is(got.loss, ref.loss)).toBe(true);
+  else h.expectRelClose(got.loss, ref.loss, 1e-12, 'loss');
+  const want = c.sd === 'float32' ? ref.grads[0] : Uint16Array.from(ref.grads[0], enc[c.sd]);
+  expect(Object.prototype.toString.call(got.grads[0])).toBe(Object.prototype.toString.call(want));
+  expect(h.sameBits(got.grads[0], want)).toBe(true);
+  const out = c.sd === 'float32' ? new Float32Array(n) : new Uint16Array(n);
+  const one = distillationLoss([ph], [th], { ...opts, gradOut: [out], threads: 1 });
+  expect(Object.is(one.loss, got.loss)).toBe(true);
+  expect(h.sameBits(out, want)).toBe(true);
+  return { ref, ph, th, opts };
+}
+
 describe('16-bit heads under the default formula are read and written in place (no widened copies)', () => {
   // The in-place path (cpu_scale_mixed) must give exactly what widening the
   // arrays to float32 first gives: the same loss bits, and the float32 gradient
@@ -164,25 +190,8 @@ describe('16-bit heads under the default formula are read and written in place (
     }
   }
   test.each(cases)('%s', (_id, c) => {
-    const n = h.numel(c.shape);
-    const p = new Float32Array(n).map(() => 3 * r.randn());
-    const t = new Float32Array(n).map(() => 3 * r.randn());
-    const ph = asHead({ data: p, shape: c.shape }, c.sd);
-    const th = asHead({ data: t, shape: c.shape }, c.td);
-    const opts = { numClasses: c.C, layout: c.layout };
-    // The same values as float32 arrays (widening is exact).
-    const wide = (head, dtype) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape: c.shape });
-    const ref = distillationLoss([wide(ph, c.sd)], [wide(th, c.td)], opts);
-    const got = distillationLoss([ph], [th], opts);
-    expect(Object.is(got.loss, ref.loss)).toBe(true);
-    const want = c.sd === 'float32' ? ref.grads[0] : Uint16Array.from(ref.grads[0], enc[c.sd]);
-    expect(Object.prototype.toString.call(got.grads[0])).toBe(Object.prototype.toString.call(want));
-    expect(h.sameBits(got.grads[0], want)).toBe(true);
-    // gradOut in the student's dtype, two threads and one: the same bits.
-    const out = c.sd === 'float32' ? new Float32Array(n) : new Uint16Array(n);
-    const again = distillationLoss([ph], [th], { ...opts, gradOut: [out], threads: 1 });
-    expect(Object.is(again.loss, ref.loss)).toBe(true);
-    expect(h.sameBits(out, want)).toBe(true);
+    // The default kernel: the same loss bits too, and grad: false as well.
+    const { ref, ph, th, opts } = expectInPlaceEqualsWidened(r, c, { numClasses: c.C, layout: c.layout }, true);
     expect(distillationLoss([ph], [th], { ...opts, grad: false }).loss).toBe(ref.loss);
   });
 });
@@ -220,23 +229,6 @@ describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads ar
     }
   });
   test.each(cases)('%s', (_id, c) => {
-    const n = h.numel(c.shape);
-    const p = new Float32Array(n).map(() => 3 * r.randn());
-    const t = new Float32Array(n).map(() => 3 * r.randn());
-    const ph = asHead({ data: p, shape: c.shape }, c.sd);
-    const th = asHead({ data: t, shape: c.shape }, c.td);
-    const opts = { numClasses: c.C, layout: c.layout, ...c.extra };
-    const wide = (head, dtype) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape: c.shape });
-    const ref = distillationLoss([wide(ph, c.sd)], [wide(th, c.td)], opts);
-    const got = distillationLoss([ph], [th], opts);
-    h.expectRelClose(got.loss, ref.loss, 1e-12, 'loss');
-    const want = c.sd === 'float32' ? ref.grads[0] : Uint16Array.from(ref.grads[0], enc[c.sd]);
-    expect(Object.prototype.toString.call(got.grads[0])).toBe(Object.prototype.toString.call(want));
-    expect(h.sameBits(got.grads[0], want)).toBe(true);
-    // One thread and two, gradOut in the student's dtype: the same bits.
-    const out = c.sd === 'float32' ? new Float32Array(n) : new Uint16Array(n);
-    const one = distillationLoss([ph], [th], { ...opts, gradOut: [out], threads: 1 });
-    expect(Object.is(one.loss, got.loss)).toBe(true);
-    expect(h.sameBits(out, got.grads[0])).toBe(true);
+    expectInPlaceEqualsWidened(r, c, { numClasses: c.C, layout: c.layout, ...c.extra }, false);
   });
 });

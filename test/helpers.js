@@ -210,8 +210,27 @@ function valuesOf(a, dtype) {
   return Object.prototype.toString.call(a) === '[object Uint16Array]' ? Float64Array.from(a, decode16[dtype]) : a;
 }
 
+/**
+ * Runs `node --expose-gc script name` in a child process (a crash fails the
+ * caller's test instead of killing jest) and returns the JSON of its last
+ * stdout line. A non-zero exit, a signal or glibc heap-check output fails.
+ */
+function runScenario(script, name, timeout = 120000) {
+  const { spawnSync } = require('child_process');
+  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout });
+  if (r.status !== 0 || r.signal) {
+    throw new Error(`scenario ${name} failed: status ${r.status}, signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
+  }
+  // glibc's heap checks print before aborting; even a clean exit must not show them.
+  if (/free\(\)|malloc|tcache|double free|corrupted/.test(r.stderr)) {
+    throw new Error(`scenario ${name}: heap-check output\n${r.stderr}`);
+  }
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+}
+
 module.exports = {
-  toHalf, fromHalf, toBf16, fromBf16, encode16, decode16, headOfDtype, valuesOf,
+  toHalf, fromHalf, toBf16, fromBf16, encode16, decode16, headOfDtype, valuesOf, runScenario,
   pkg, rng, headShape, channelOf, numel, makeHeads, optionsOf, torchAvailable, runTorchReference,
   expectArraysClose, expectRelClose, sameBits, worstViolation,
 };

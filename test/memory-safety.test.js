@@ -2,21 +2,11 @@
 // Memory safety against adversarial JavaScript (RELIABILITY.md "What a caller
 // may do to a buffer"). Every scenario runs in its own child process
 // (test/safety/scenarios.js), so a crash fails its test instead of killing jest.
-const { spawnSync } = require('child_process');
 const path = require('path');
+const { runScenario } = require('./helpers');
 
 const script = path.join(__dirname, 'safety', 'scenarios.js');
-
-function scenario(name) {
-  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout: 60000 });
-  if (r.status !== 0 || r.signal) {
-    throw new Error(`scenario ${name} crashed: status ${r.status}, signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
-  }
-  // glibc's heap checks print before aborting; even a clean exit must not show them.
-  expect(r.stderr).not.toMatch(/free\(\)|malloc|tcache|double free|corrupted/);
-  const lines = r.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]);
-}
+const scenario = (name) => runScenario(script, name, 60000);
 
 const refused = (code) => (out) => {
   expect(out.ok).toBe(false);
