@@ -734,6 +734,16 @@ RawSums default_scale(const float* p, const float* t, float* g, const ScaleGeom&
            : run_cells<false>(p, t, nullptr, geom, coefs, keep, threads);
 }
 
+// FM-NMS keep flags of the cells [c_first, c_first + len) of one nchw plane
+// (channel 0 at tplane, hw cells per channel; the classes from channel cls0),
+// from the class argmax of the rows those cells and their neighbours span: the
+// variant kernels' units compute their own mask from the teacher values they
+// are about to read (defined below). kAnchorFree: the score is sigma(max class
+// logit) in double, else the objectness logit.
+template <bool kAnchorFree>
+void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
+                    int64_t len, unsigned char* keep);
+
 // Every instantiation but the default formula's (and the default formula when
 // a term is not weighted or its fp32 coefficients do not fit): per-element math
 // in double (variant_element, the KL steps of cell_math.h), gradients rounded to
@@ -751,12 +761,16 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   const double cb = vc.box, co = vc.obj, cc = vc.cls;
   const double tau = v.temperature;
 
+  // FM-NMS: fp32 nchw heads make each unit's mask in the unit (the teacher
+  // plane read once from memory); other layouts and 16-bit heads first.
+  const bool unit_masks = kNms && Src::kInPlace && !geom.cell_major();
   std::vector<unsigned char> keep;
-  if constexpr (kNms) {
+  if (kNms && !unit_masks) {
     keep.resize(static_cast<size_t>(cells));
     src.nms_mask(geom, keep.data(), threads);
   }
   const VariantUnits units(geom, Src::kNchwChunk);
+  const int64_t hw = geom.height * geom.width;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
@@ -765,10 +779,17 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     const float* t = view.t;
     float* g = view.g;
     const int64_t i0 = span.i0, len = span.len, base = view.base, step_k = view.step_k, step_c = view.step_c;
+    unsigned char unit_keep[kVariantChunk];
+    const unsigned char* kp = kNms ? keep.data() + i0 : nullptr;  // the unit's cells' flags
+    if (unit_masks) {
+      nchw_unit_keep<false>(t + (span.base - i0 % hw), geom.height, geom.width, C, kClsOffset, i0 % hw, len,
+                            unit_keep);
+      kp = unit_keep;
+    }
     // Per-cell masks: the teacher weight (fp32) or 1, times the FM-NMS keep (0 or 1).
     float mb[kVariantChunk], mo[kVariantChunk], mc[kVariantChunk];
     for (int64_t j = 0; j < len; ++j) {
-      const float keep_j = kNms ? static_cast<float>(keep[i0 + j]) : 1.0f;
+      const float keep_j = kNms ? static_cast<float>(kp[j]) : 1.0f;
       const float w = teacher_weight(t[base + kObjChannel * step_k + j * step_c]);
       mb[j] = (v.weighted_box ? w : 1.0f) * keep_j;
       mo[j] = (v.weighted_obj ? w : 1.0f) * keep_j;
@@ -909,6 +930,39 @@ struct IdentityOff {
   int64_t operator()(int64_t j) const { return j; }
 };
 
+template <bool kAnchorFree>
+void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
+                    int64_t len, unsigned char* keep) {
+  const int64_t hw = H * W;
+  const int64_t y0 = c_first / W, y1 = (c_first + len - 1) / W;
+  const int64_t e0 = std::max<int64_t>(0, y0 - 1) * W, e1 = std::min<int64_t>(H, y1 + 2) * W;  // cells [e0, e1)
+  thread_local std::vector<float> best;
+  thread_local std::vector<int32_t> arg;
+  thread_local std::vector<double> score;
+  if (best.size() < static_cast<size_t>(e1 - e0)) {
+    best.resize(static_cast<size_t>(e1 - e0));
+    arg.resize(static_cast<size_t>(e1 - e0));
+    score.resize(static_cast<size_t>(e1 - e0));
+  }
+  contiguous_class_argmax(tplane + cls0 * hw + e0, hw, classes, e1 - e0, best.data(), arg.data());
+  const int32_t* a = arg.data() - e0;  // indexed by plane cell
+  auto arg_at = [&](int64_t jj) { return a[jj]; };
+  if constexpr (kAnchorFree) {  // anchor_free_keep's score
+    for (int64_t k = 0; k < e1 - e0; ++k) score[k] = sigmoid_<double>(best[k]);
+    const double* sc = score.data() - e0;
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t c = c_first + j;
+      keep[j] = fm_nms_suppressed(c / W, c % W, H, W, arg_at, [&](int64_t jj) { return sc[jj]; }) ? 0 : 1;
+    }
+  } else {  // fm_nms_planes' objectness
+    const float* tobj = tplane + kObjChannel * hw;
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t c = c_first + j;
+      keep[j] = fm_nms_suppressed(c / W, c % W, H, W, arg_at, [&](int64_t jj) { return tobj[jj]; }) ? 0 : 1;
+    }
+  }
+}
+
 template <typename CellOff>
 void plane_class_argmax(const float* t0, int64_t step_k, int64_t classes, int64_t hw, const CellOff& cell_off,
                         float* best, int32_t* arg) {
@@ -966,11 +1020,13 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
   const int64_t C = geom.classes, R = geom.reg_max, c0 = 4 * R;
   const VariantCoefs vc = variant_coefs(o.lambda, o.w_box, 0.0, o.w_cls, o.grad_scale, C, cells, v.cls == Target::Kl);
   const double cb = vc.box, cc = vc.cls, tau = v.temperature, tb = o.box_temperature;
+  const bool unit_masks = v.fm_nms && Src::kInPlace && !geom.cell_major();  // as in general_scale
   std::vector<unsigned char> keep;
-  if (v.fm_nms) {
+  if (v.fm_nms && !unit_masks) {
     keep.resize(static_cast<size_t>(cells));
     src.nms_mask(geom, keep.data(), threads);
   }
+  const int64_t hw = geom.height * geom.width;
   // The units of general_scale (one anchor: a unit stays within one image's plane in nchw).
   const VariantUnits units(geom, Src::kNchwChunk);
 
@@ -996,9 +1052,15 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
         best[j] = argmax_takes(val, best[j]) ? val : best[j];
       }
     }
+    unsigned char unit_keep[kVariantChunk];
+    const unsigned char* kp = v.fm_nms && !unit_masks ? keep.data() + i0 : nullptr;
+    if (unit_masks) {
+      nchw_unit_keep<true>(t + (span.base - i0 % hw), geom.height, geom.width, C, c0, i0 % hw, len, unit_keep);
+      kp = unit_keep;
+    }
     for (int64_t j = 0; j < len; ++j) {
       const float w = teacher_weight(best[j]);  // sigmoid in fp32, as for anchor heads
-      const float keep_j = v.fm_nms ? static_cast<float>(keep[i0 + j]) : 1.0f;
+      const float keep_j = v.fm_nms ? static_cast<float>(kp[j]) : 1.0f;
       mb[j] = (v.weighted_box ? w : 1.0f) * keep_j;
       mc[j] = (v.weighted_cls ? w : 1.0f) * keep_j;
     }

@@ -2,7 +2,8 @@
 # AddressSanitizer over the adversarial tests: builds the addon and its core
 # with -fsanitize=address into build-asan/ (LibTorch and Node stay as they are),
 # preloads libasan into node, and runs every memory-safety scenario
-# (test/safety/scenarios.js) and the fuzzer's cases, adversarial JavaScript
+# (test/safety/scenarios.js), the recycled-gradient-memory scenarios
+# (test/safety/grad-pool.js) and the fuzzer's cases, adversarial JavaScript
 # included. Counts AddressSanitizer reports, and those with the addon's frames
 # on the stack; exits non-zero if there is any. Takes a few minutes (the build).
 #   bash test/reliability/asan.sh [RUNS]
@@ -22,6 +23,11 @@ names=$(env -u YOLO_DISTILL_ADDON node test/safety/scenarios.js | node -e 'conso
 crashed=0
 for s in $names; do
   if ! out=$(run test/safety/scenarios.js "$s" 2>&1); then crashed=$((crashed + 1)); echo "  $s: exit non-zero"; fi
+  echo "  $s: $(echo "$out" | tail -1 | cut -c1-100)"
+done
+echo "asan: the recycled gradient memory (test/safety/grad-pool.js)"
+for s in full_write kept_results_untouched untransferable loop_without_gc async_calls limits workers; do
+  if ! out=$(run test/safety/grad-pool.js "$s" 2>&1); then crashed=$((crashed + 1)); echo "  $s: exit non-zero"; fi
   echo "  $s: $(echo "$out" | tail -1 | cut -c1-100)"
 done
 echo "asan: fuzzer, $runs cases (half adversarial)"
