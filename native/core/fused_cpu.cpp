@@ -737,8 +737,8 @@ RawSums default_scale(const float* p, const float* t, float* g, const ScaleGeom&
 // FM-NMS keep flags of the cells [c_first, c_first + len) of one nchw plane
 // (channel 0 at tplane, hw cells per channel; the classes from channel cls0),
 // from the class argmax of the rows those cells and their neighbours span: the
-// variant kernels' units compute their own mask from the teacher values they
-// are about to read (defined below). kAnchorFree: the score is sigma(max class
+// variant kernels' units, and the default kernel's plane units, compute their
+// own mask from the teacher values they are about to read (defined below). kAnchorFree: the score is sigma(max class
 // logit) in double, else the objectness logit.
 template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
@@ -780,7 +780,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     float* g = view.g;
     const int64_t i0 = span.i0, len = span.len, base = view.base, step_k = view.step_k, step_c = view.step_c;
     unsigned char unit_keep[kVariantChunk];
-    const unsigned char* kp = kNms ? keep.data() + i0 : nullptr;  // the unit's cells' flags
+    const unsigned char* kp = kNms && !unit_masks ? keep.data() + i0 : nullptr;  // the unit's cells' flags
     if (unit_masks) {
       nchw_unit_keep<false>(t + (span.base - i0 % hw), geom.height, geom.width, C, kClsOffset, i0 % hw, len,
                             unit_keep);
@@ -828,9 +828,10 @@ RawSums default_scale_nms_fused(const float* p, const float* t, float* g, const 
 // The one CPU kernel: term kinds and FM-NMS are its compile-time parameters.
 // Its all-'logit' instantiations are the fused default kernel whenever every
 // term is weighted and the fp32 gradient coefficients fit (cell_math.h,
-// coef_fits_fp32), with FM-NMS as a keep mask computed first (a suppressed
-// cell's weight is 0; the default formula's fp32 element rounding); everything
-// else runs the general body.
+// coef_fits_fp32), with FM-NMS as a keep mask (a suppressed cell's weight is 0;
+// the default formula's fp32 element rounding), made per plane by the unit that
+// reads it in nchw, computed first otherwise; everything else runs the general
+// body.
 template <BoxTarget kBox, Target kObj, Target kCls, bool kNms, typename Src>
 RawSums scale_kernel(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   if constexpr (Src::kInPlace && kBox == BoxTarget::Logit && kObj == Target::Logit && kCls == Target::Logit) {
@@ -1210,26 +1211,10 @@ RawSums default_scale_nms_fused(const float* p, const float* t, float* g, const 
   const int64_t per_anchor = geom.per_anchor();
   const int64_t planes = geom.batch * geom.anchors;  // one unit per (b, a) plane, as run_nchw's
   return reduce_units(planes, geom.numel(), threads, [&](int64_t plane, RawSums& acc) {
-    thread_local std::vector<int32_t> arg;
-    thread_local std::vector<float> best;
     thread_local std::vector<unsigned char> keep;
-    if (arg.size() < static_cast<size_t>(hw)) {
-      arg.resize(static_cast<size_t>(hw));
-      best.resize(static_cast<size_t>(hw));
-      keep.resize(static_cast<size_t>(hw));
-    }
-    // fm_nms_planes for this one plane (nchw: plane-local cell j = y * W + x).
+    if (keep.size() < static_cast<size_t>(hw)) keep.resize(static_cast<size_t>(hw));
     const int64_t base = plane * per_anchor * hw;  // channel 0 of this (b, a)
-    contiguous_class_argmax(t + base + kClsOffset * hw, hw, geom.classes, hw, best.data(), arg.data());
-    const float* tobj = t + base + kObjChannel * hw;
-    for (int64_t y = 0; y < H; ++y) {
-      for (int64_t x = 0; x < W; ++x) {
-        keep[y * W + x] = fm_nms_suppressed(
-                              y, x, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return tobj[jj]; })
-                              ? 0
-                              : 1;
-      }
-    }
+    nchw_unit_keep<false>(t + base, H, W, geom.classes, kClsOffset, 0, hw, keep.data());  // the whole plane
     if (g) {
       nchw_unit_grad(p, t, g, base, hw, hw, per_anchor, coefs, keep.data(), acc);
     } else {
