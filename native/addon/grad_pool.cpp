@@ -58,6 +58,13 @@ void free_block(PoolBlock* b) {
   delete b;
 }
 
+// Marks b orphaned; whether it can be freed now (no external ArrayBuffer over
+// it left). Called with the pool's lock held; the caller frees after unlocking.
+bool orphan_locked(PoolBlock* b) {
+  b->state = PoolBlock::kOrphan;
+  return b->v8_holds == 0;
+}
+
 // Takes a block of exactly `bytes` from the free list, or nullptr.
 PoolBlock* take_pooled(size_t bytes) {
   Pool& p = pool();
@@ -105,8 +112,7 @@ void give_back(PoolBlock* b) {
       p.free.emplace(b->bytes, b);
       p.pooled_bytes += b->bytes;
     } else {
-      b->state = PoolBlock::kOrphan;
-      release = b->v8_holds == 0;
+      release = orphan_locked(b);
     }
   }
   if (release) free_block(b);
@@ -206,14 +212,9 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
   }
   napi_value ab = nullptr;
   if (napi_create_external_arraybuffer(env, b->mem, bytes, on_buffer_released, b, &ab) != napi_ok) {
-    // e.g. a runtime that allows no external buffers: no finalizer will run.
-    bool release = false;
-    {
-      std::lock_guard<std::mutex> lock(pool().mu);
-      b->v8_holds -= 1;
-      release = b->v8_holds == 0;
-    }
-    if (release) free_block(b);
+    // e.g. a runtime that allows no external buffers: no finalizer will run,
+    // so the hold taken above is dropped here, as the finalizer would.
+    on_buffer_released(env, nullptr, b);
     ad->recycle_gradients = false;
     return plain_array(env, n, half, data);
   }
@@ -246,8 +247,7 @@ void release_environment_blocks(AddonData* data) {
     bool release = false;
     {
       std::lock_guard<std::mutex> lock(pool().mu);
-      b->state = PoolBlock::kOrphan;
-      release = b->v8_holds == 0;
+      release = orphan_locked(b);
     }
     if (release) free_block(b);
   }
@@ -285,8 +285,7 @@ Napi::Value GradientPool(const Napi::CallbackInfo& info) {
           PoolBlock* b = it->second;
           p.free.erase(it);
           p.pooled_bytes -= b->bytes;
-          b->state = PoolBlock::kOrphan;
-          if (b->v8_holds == 0) to_free.push_back(b);
+          if (orphan_locked(b)) to_free.push_back(b);
         }
       }
       pooled = static_cast<double>(p.pooled_bytes);
