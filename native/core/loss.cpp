@@ -425,52 +425,38 @@ ElemType elem_type(at::ScalarType t) {
   }
 }
 
-// One scale of cpu_loss through cpu_scale_mixed: the heads in their dtypes, the
-// gradient written into gradOut when it is contiguous (any of the three dtypes),
-// else into a new array of the student's dtype (copied into gradOut if given).
-Terms mixed_scale(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out, const ScaleGeom& g,
-                  const Options& opts, int threads, std::vector<at::Tensor>* grads) {
+// One scale of cpu_loss: the heads read in place in their dtypes (cpu_scale on
+// fp32 heads, cpu_scale_mixed when either is 16-bit: no widened copies), the
+// gradient written into gradOut when it is contiguous (attach_grad_out made it
+// the student's dtype), else into a new array of the student's dtype (then
+// copied into gradOut if given).
+Terms cpu_scale_terms(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out,
+                      const ScaleGeom& g, const Options& opts, int threads, std::vector<at::Tensor>* grads) {
   const at::Tensor p = student.contiguous();
   const at::Tensor t = teacher.contiguous();
-  at::Tensor gw;
-  const bool direct = out.defined() && out.is_contiguous() &&
-                      (out.scalar_type() == at::kFloat || out.scalar_type() == at::kHalf ||
-                       out.scalar_type() == at::kBFloat16);
-  if (opts.grad) gw = direct ? out : at::empty(p.sizes(), p.options());
-  MixedArrays a;
-  a.p = p.data_ptr();
-  a.p_type = elem_type(p.scalar_type());
-  a.t = t.data_ptr();
-  a.t_type = elem_type(t.scalar_type());
-  if (opts.grad) {
-    a.g = gw.data_ptr();
-    a.g_type = elem_type(gw.scalar_type());
-  }
-  const Terms terms = scale_terms(cpu_scale_mixed(a, g, opts, threads), g, opts.variant);
-  if (opts.grad) {
-    if (out.defined() && !gw.is_same(out)) out.copy_(gw);
-    grads->push_back(out.defined() ? out : gw);
-  }
-  return terms;
-}
-
-// One scale of cpu_loss through cpu_scale on fp32 heads, the gradient written
-// into gradOut when it is contiguous, else into a new fp32 array (then copied
-// into gradOut).
-Terms fp32_scale(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out, const ScaleGeom& g,
-                 const Options& opts, int threads, std::vector<at::Tensor>* grads) {
-  const at::Tensor p = student.contiguous();
-  const at::Tensor t = teacher.contiguous();
-  at::Tensor gw;  // fp32 contiguous buffer the kernel writes
+  at::Tensor gw;  // the contiguous buffer the kernel writes
   if (opts.grad) gw = out.defined() && out.is_contiguous() ? out : at::empty(p.sizes(), p.options());
-  float* gp = opts.grad ? gw.data_ptr<float>() : nullptr;
-  const Terms terms = scale_terms(cpu_scale(p.data_ptr<float>(), t.data_ptr<float>(), gp, g, opts, threads), g,
-                                  opts.variant);
+  RawSums raw;
+  if (p.scalar_type() == at::kFloat && t.scalar_type() == at::kFloat) {
+    raw = cpu_scale(p.data_ptr<float>(), t.data_ptr<float>(), opts.grad ? gw.data_ptr<float>() : nullptr, g, opts,
+                    threads);
+  } else {
+    MixedArrays a;
+    a.p = p.data_ptr();
+    a.p_type = elem_type(p.scalar_type());
+    a.t = t.data_ptr();
+    a.t_type = elem_type(t.scalar_type());
+    if (opts.grad) {
+      a.g = gw.data_ptr();
+      a.g_type = elem_type(gw.scalar_type());
+    }
+    raw = cpu_scale_mixed(a, g, opts, threads);
+  }
   if (opts.grad) {
     if (out.defined() && !gw.is_same(out)) out.copy_(gw);
     grads->push_back(out.defined() ? out : gw);
   }
-  return terms;
+  return scale_terms(raw, g, opts.variant);
 }
 
 // The fused CPU backend: per scale, the default kernel or the variant kernel.
@@ -486,11 +472,7 @@ Result cpu_loss(const Plan& plan) {
   for (size_t s = 0; s < student.size(); ++s) {
     const ScaleGeom& g = geoms[s];
     const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
-    // 16-bit heads (or an fp16 teacher and an fp32 student) are read and
-    // written in place, with no widened copies, under every formula and head.
-    const bool in_place = student[s].scalar_type() != at::kFloat || teacher[s].scalar_type() != at::kFloat;
-    const Terms terms = in_place ? mixed_scale(student[s], teacher[s], out, g, opts, threads, &r.grads)
-                                 : fp32_scale(student[s], teacher[s], out, g, opts, threads, &r.grads);
+    const Terms terms = cpu_scale_terms(student[s], teacher[s], out, g, opts, threads, &r.grads);
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;
