@@ -215,7 +215,20 @@ struct PendingArray {
   enum Role { Student, Teacher, GradOut } role;
   size_t scale;
   at::ScalarType dtype;  // float32 (Float32Array), float16 or bfloat16 (Uint16Array)
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;  // no overflow: checked in phase 1
+    return n;
+  }
 };
+
+// The array holds exactly the values its shape needs.
+void check_data_length(const PendingArray& a, size_t length) {
+  if (static_cast<int64_t>(length) != a.numel()) {
+    fail_range(kDataLength, a.what + ": data has " + std::to_string(length) + " elements but shape " +
+                                shape_str(a.shape) + " needs " + std::to_string(a.numel()));
+  }
+}
 
 // The dtype of a head array: a Float32Array is float32; a Uint16Array holds the
 // raw bits of float16 or bfloat16 values and must say which (docs/DESIGN.md §1c).
@@ -429,10 +442,8 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   call.opts = parse_options(info[2]);
   call.student.resize(student.size());
   call.teacher.resize(teacher.size());
-  std::vector<bool> student_is_array(student.size(), false);
   for (size_t s = 0; s < student.size(); ++s) {
     read_head(env, student[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
-    student_is_array[s] = !call.student[s].defined();  // bound in phase 2
   }
   for (size_t s = 0; s < teacher.size(); ++s) {
     read_head(env, teacher[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
@@ -484,16 +495,31 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   for (size_t s = 0; s < grad_is_array.size(); ++s) {
     if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], scale_name(s, "gradOut"), "", async);
   }
+  // The new gradient arrays of array students without gradOut, made before any
+  // pointer is taken: an array over recycled memory is marked untransferable,
+  // which runs JavaScript (native/addon/grad_pool.h). Nobody else can reach
+  // them before the call returns or settles. A Float32Array for a float32
+  // student, a Uint16Array of the student's dtype for a 16-bit one. Their
+  // memory may be a recycled block holding an earlier gradient: every loss path
+  // writes every element.
+  // (The student's data length is checked first, so that a shape its data
+  // does not back allocates nothing.)
+  std::vector<void*> new_grad(student.size(), nullptr);
+  if (call.opts.grad) {
+    for (const PendingArray& a : arrays) {
+      if (a.role != PendingArray::Student || !call.grad_js[a.scale].IsUndefined()) continue;
+      check_data_length(a, bind_float32_array(env, a.value, a.what, ".data").length);  // its pointer is not kept
+      const Napi::TypedArray ga =
+          new_gradient_array(env, static_cast<size_t>(a.numel()), a.dtype != at::kFloat, &new_grad[a.scale]);
+      call.pins.push_back(ga);
+      call.grad_js[a.scale] = ga;
+    }
+  }
   // From here on only Node-API calls that run no JavaScript at all: take the
   // pointers of the caller's arrays, now that nothing can detach them.
   for (const PendingArray& a : arrays) {
-    int64_t numel = 1;
-    for (int64_t d : a.shape) numel *= d;  // no overflow: checked in phase 1
     const BoundArray data = bind_float32_array(env, a.value, a.what, ".data");
-    if (static_cast<int64_t>(data.length) != numel) {
-      fail_range(kDataLength, a.what + ": data has " + std::to_string(data.length) + " elements but shape " +
-                                  shape_str(a.shape) + " needs " + std::to_string(numel));
-    }
+    check_data_length(a, data.length);
     call.pins.push_back(a.value.As<Napi::Object>());
     (a.role == PendingArray::Student ? call.student : call.teacher)[a.scale] = borrow(data.data, a.shape, a.dtype);
   }
@@ -521,18 +547,8 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
         }
         call.pins.push_back(call.grad_js[s].As<Napi::Object>());
         call.grad_out[s] = borrow(ga.data, st.sizes().vec(), st.scalar_type());
-      } else if (call.grad_js[s].IsUndefined() && student_is_array[s]) {
-        // A Float32Array head: its gradient is a new Float32Array, written in
-        // place; nobody else can reach it before the call returns or settles.
-        // A Uint16Array of the student's dtype for a float16/bfloat16 student.
-        // Its memory may be a recycled block holding an earlier gradient
-        // (native/addon/grad_pool.h): every loss path writes every element.
-        const size_t n = static_cast<size_t>(st.numel());
-        void* gp = nullptr;
-        Napi::TypedArray ga = new_gradient_array(env, n, st.scalar_type() != at::kFloat, &gp);
-        call.pins.push_back(ga);
-        call.grad_out[s] = borrow(gp, st.sizes().vec(), st.scalar_type());
-        call.grad_js[s] = ga;
+      } else if (new_grad[s] != nullptr) {  // made above, before the pointers were taken
+        call.grad_out[s] = borrow(new_grad[s], st.sizes().vec(), st.scalar_type());
       }
     }
   }
