@@ -188,6 +188,11 @@ describe('16-bit heads under the default formula are read and written in place (
       const shape = h.headShape(layout, 2, 3, C, r.int(1, 13), r.int(1, 21));
       cases.push([`${sd} student, ${td} teacher, ${layout} ${JSON.stringify(shape)}`, { sd, td, layout, C, shape }]);
     }
+    // nchw planes of more cells than one widened run (MixedRuns::kRun = 1024
+    // in native/core/fused_cpu.cpp), not a multiple of 16: runs of a plane
+    // are widened and summed in pieces.
+    const big = h.headShape('nchw', 1, 3, 2, r.int(33, 60), r.int(33, 60));
+    cases.push([`${sd} student, ${td} teacher, nchw ${JSON.stringify(big)} (planes over 1024 cells)`, { sd, td, layout: 'nchw', C: 2, shape: big }]);
   }
   test.each(cases)('%s', (_id, c) => {
     // The default kernel: the same loss bits too, and grad: false as well.

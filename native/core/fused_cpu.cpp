@@ -119,6 +119,7 @@ inline double cell_run(const float* __restrict p, const float* __restrict t, flo
 // offset off: fp32 arrays in place (Fp32Runs, here); 16-bit or mixed arrays
 // through per-thread fp32 buffers (MixedRuns, with cpu_scale_mixed below).
 struct Fp32Runs {
+  static constexpr int64_t kRun = kPlaneChunk;  // the whole run in place
   const float* p;
   const float* t;
   float* g;
@@ -137,8 +138,11 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
                                                           int64_t per_anchor, const TermCoefs& coefs,
                                                           const unsigned char* keep, RawSums& acc) {
   float w[kPlaneChunk];
-  const float* tobj = runs.teacher(base + kObjChannel * hw, n);
-  for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(tobj[j]);
+  for (int64_t r0 = 0; r0 < n; r0 += Runs::kRun) {
+    const int64_t m = std::min(Runs::kRun, n - r0);
+    const float* tobj = runs.teacher(base + kObjChannel * hw + r0, m);
+    for (int64_t j = 0; j < m; ++j) w[r0 + j] = teacher_weight(tobj[j]);
+  }
   if (keep) {
     for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
   }
@@ -147,10 +151,15 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
     const int64_t off = base + k * hw;
     const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
     double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
-    const float* pk = runs.student(off, n);
-    const float* tk = runs.teacher(off, n);
-    plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off) : nullptr, w, n, coef, lanes);
-    if (kGrad) runs.grad_done(off, n);
+    // Runs::kRun values at a time (lane j % kLanes of every value is the same
+    // as in one pass over the n values: kRun is a multiple of kLanes).
+    for (int64_t r0 = 0; r0 < n; r0 += Runs::kRun) {
+      const int64_t m = std::min(Runs::kRun, n - r0);
+      const float* pk = runs.student(off + r0, m);
+      const float* tk = runs.teacher(off + r0, m);
+      plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off + r0) : nullptr, w + r0, m, coef, lanes);
+      if (kGrad) runs.grad_done(off + r0, m);
+    }
   }
   acc.box += fold(box);
   acc.obj += fold(obj);
@@ -324,26 +333,36 @@ void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n)
 // per-thread fp32 buffer, the gradient rounded to its type when done. The body,
 // and so the math and its order, is the fp32 one.
 struct MixedRuns {
+  // Values widened at a time: three buffers of 4 KB stay in L1 (whole runs of
+  // up to kPlaneChunk values went through L2: 2.26x the 2-byte floor).
+  static constexpr int64_t kRun = 1024;
+  static_assert(kRun % kLanes == 0, "the lanes of a run are those of the whole run");
   const MixedArrays& a;
   float* bp;
   float* bt;
   float* bg;
+  // fp32 arrays (of a mixed pair) are read and written in place.
   const float* student(int64_t off, int64_t n) const {
+    if (a.p_type == ElemType::F32) return static_cast<const float*>(a.p) + off;
     widen_run(a.p, a.p_type, off, n, bp);
     return bp;
   }
   const float* teacher(int64_t off, int64_t n) const {
+    if (a.t_type == ElemType::F32) return static_cast<const float*>(a.t) + off;
     widen_run(a.t, a.t_type, off, n, bt);
     return bt;
   }
-  float* grad(int64_t) const { return bg; }
-  void grad_done(int64_t off, int64_t n) const { narrow_run(bg, a.g_type, a.g, off, n); }
+  float* grad(int64_t off) const { return a.g_type == ElemType::F32 ? static_cast<float*>(a.g) + off : bg; }
+  void grad_done(int64_t off, int64_t n) const {
+    if (a.g_type != ElemType::F32) narrow_run(bg, a.g_type, a.g, off, n);
+  }
 };
 
 MixedRuns mixed_runs(const MixedArrays& a) {
   thread_local std::vector<float> buf;
-  if (buf.size() < static_cast<size_t>(3 * kPlaneChunk)) buf.resize(static_cast<size_t>(3 * kPlaneChunk));
-  return MixedRuns{a, buf.data(), buf.data() + kPlaneChunk, buf.data() + 2 * kPlaneChunk};
+  constexpr int64_t r = MixedRuns::kRun;
+  if (buf.size() < static_cast<size_t>(3 * r)) buf.resize(static_cast<size_t>(3 * r));
+  return MixedRuns{a, buf.data(), buf.data() + r, buf.data() + 2 * r};
 }
 
 YD_MULTIVERSION void nchw_unit_mixed_grad(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
