@@ -51,6 +51,12 @@ describe("clsTarget 'kl' stays exact at extreme logit/temperature ratios", () =>
     { id: 'kl_tiny_tau', tau: 1e-14, s: (b, a, y, x, k) => 20 - 0.75 * (k % 2), t: (b, a, y, x, k) => 20 - 0.5 * ((k + y) % 2) },
     // near-equal distributions: cancellation in q (log q - log p)
     { id: 'kl_near_equal', tau: 3, s: (b, a, y, x, k) => 0.001 * k + (k === 6 ? 1e-4 * (y + 1) : 0), t: (b, a, y, x, k) => 0.001 * k },
+    // one block of cells split between the fp32 KL steps and the double ones
+    // (kl_block_f32 / kl_block in native/core/fused_cpu.cpp): cells with (x + y)
+    // odd have logit differences spanning 60 / tau > 40, the others 0.9
+    { id: 'kl_split_block', tau: 1, s: (b, a, y, x, k) => ((x + y) % 2 ? 60 * (k % 2) - 0.5 * a : 0.3 * k), t: (b, a, y, x, k) => 0.1 * k - 0.2 * ((k + a) % 3) },
+    // the same split with an offset common to the classes far above their spread
+    { id: 'kl_common_offset', tau: 2, s: (b, a, y, x, k) => 1e6 + 0.125 * ((k + y) % 4), t: (b, a, y, x, k) => 0.25 * ((k * x) % 3) },
   ];
   withTorch.each(cases.map((c) => [c.id, c]))('%s: KL >= 0, equal to PyTorch (float64), gradient sums to 0 over the classes', (id, c) => {
     const student = [head(1, 3, C, 3, 2, c.s)];
