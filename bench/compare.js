@@ -2,7 +2,7 @@
 'use strict';
 // Two builds side by side in one process, timings interleaved (A B A B ...),
 // medians, 2 threads, caller-owned gradOut: every workload of `npm run bench`
-// (a, b, c, d, e, v) plus nhwc, and whether the two builds' results (loss and
+// (a, b, c, d, e, v, f) plus nhwc, and whether the two builds' results (loss and
 // every gradient bit) are identical. For "no slowdown, same results" checks of
 // a kernel change:
 //   node bench/compare.js BEFORE_ROOT [AFTER_ROOT] [--runs N]
@@ -23,6 +23,8 @@ const yolo = (B, C, size, layout) => [8, 16, 32].map((s) => {
   const g = size / s;
   return layout === 'nchw' ? [B, A * (5 + C), g, g] : layout === 'nhwc' ? [B, g, g, A * (5 + C)] : [B, A, g, g, 5 + C];
 });
+// YOLOv8s-shaped anchor-free heads (grids 80/40/20, regMax 16, C = 80: 144 channels).
+const anchorFree = (B, layout) => [80, 40, 20].map((g) => (layout === 'nchw' ? [B, 144, g, g] : [B, g, g, 144]));
 const sameBits = (a, b) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
 const rows = [
@@ -38,6 +40,10 @@ const rows = [
   ['v: fmNms', 80, 'nchw', yolo(16, 80, 640, 'nchw'), { fmNms: true }],
   ["v: preset 'paper' + fmNms", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { preset: 'paper', fmNms: true }],
   ["v: weighted {cls: false}, nahwc", 80, 'nahwc', yolo(16, 80, 640, 'nahwc'), { weighted: { cls: false } }],
+  ['f: anchor-free YOLOv8s 640, B=16', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }],
+  ["f: anchor-free, clsTarget 'kl'", 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', clsTarget: 'kl' }],
+  ['f: anchor-free, fmNms', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', fmNms: true }],
+  ['f: anchor-free, nhwc', 80, 'nhwc', anchorFree(16, 'nhwc'), { head: 'anchorFree' }],
 ];
 
 console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
