@@ -84,6 +84,40 @@ describe("clsTarget 'kl' stays exact at extreme logit/temperature ratios", () =>
   });
 });
 
+describe("clsTarget 'kl' at huge temperatures: tau^2 KL tends to half the variance of T - P", () => {
+  // As tau grows, softmax(T / tau) tends to uniform and tau^2 KL(q || p) to
+  // Var_q(T - P) / 2 (second-order expansion; the next term is O(spread / tau)),
+  // and d(tau^2 KL)/dP_c to -(1/C) ((T_c - P_c) - mean_c(T - P)). Computed here in
+  // float64 from the formula, not from the package. PyTorch float64's
+  // log_softmax cancels at these ratios (tau = 1e10: 216 for a true 1.5; 0 above
+  // 1e19), so the reference is this limit.
+  const C = 6, H = 3, W = 4, N = H * W;
+  const r = h.rng(0x7a0);
+  const sv = Array.from({ length: N * C }, () => 4 * r.randn());
+  const tv = Array.from({ length: N * C }, () => 4 * r.randn());
+  // obj logit 40: sigma = 1 in fp32, so every cell's weight is 1
+  const student = [head(1, 1, C, H, W, (b, a, y, x, k) => (k < 5 ? 0.1 * k : Math.fround(sv[(y * W + x) * C + k - 5])))];
+  const teacher = [head(1, 1, C, H, W, (b, a, y, x, k) => (k === 4 ? 40 : k < 5 ? 0.1 * k : Math.fround(tv[(y * W + x) * C + k - 5])))];
+  let want = 0;
+  const wantGrad = new Float64Array(N * C);
+  for (let i = 0; i < N; i++) {
+    const d = Array.from({ length: C }, (_, c) => Math.fround(tv[i * C + c]) - Math.fround(sv[i * C + c]));
+    const mean = d.reduce((a, b) => a + b, 0) / C;
+    want += d.reduce((a, v) => a + (v - mean) ** 2, 0) / C / 2 / N;
+    d.forEach((v, c) => { wantGrad[i * C + c] = -(v - mean) / C / N; });
+  }
+  test.each([1e12, 1e20, 1e30, 3e38])('temperature %p', (tau) => {
+    const got = distillationLoss(student, teacher, { numClasses: C, numAnchors: 1, clsTarget: 'kl', temperature: tau, lambda: 1, weights: { box: 1, obj: 1, cls: 1 } });
+    h.expectRelClose(got.cls, want, 1e-9, `cls at tau ${tau}`);
+    const g = got.grads[0], hw = H * W;
+    for (let i = 0; i < N; i++)
+      for (let c = 0; c < C; c++) {
+        const v = g[(5 + c) * hw + i], w = wantGrad[i * C + c];
+        expect(Math.abs(v - w)).toBeLessThanOrEqual(1e-6 * Math.abs(w) + 1e-9);
+      }
+  });
+});
+
 withTorch('FM-NMS with a NaN teacher class logit: NaN counts as the argmax, as in torch.argmax', () => {
   const C = 3;
   // One plane of 3x3 cells, A = 1. Cell (1,1) has a NaN class logit; its

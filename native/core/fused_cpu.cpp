@@ -723,6 +723,55 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
 // kKlSpread (e^(+-e) would leave float's range; tiny temperatures land here)
 // and NaN/Inf logits go to kl_block (double).
 constexpr float kKlSpread = 40.0f;
+// Cells whose scaled differences span at most kKlTiny (|e| <= 1e-9: a
+// temperature 1e9 times the spread of T - P or more): e^2 can leave float's
+// range (e ~ 1e-20 at tau = 1e20), so their KL is its second-order expansion
+// in double (kl_cell_taylor), within ~|e| relative.
+constexpr double kKlTiny = 1e-9;
+// What kl_block_f32 did with a cell (its ok[] entries).
+constexpr unsigned char kKlDouble = 0, kKlDone = 1, kKlTaylor = 2;
+
+// tau^2 KL of one cell of n values (value c at base + c * step_k) by its
+// second-order expansion: with D_c = (T_c - max T) - (P_c - max P), q the
+// teacher's softmax(T / tau), Dbar = sum q D, E = D - Dbar,
+//   tau^2 KL = Var_q(D) / 2 = sum q E^2 / 2      (relative error ~ max |E| / tau),
+//   d(tau^2 KL)/dP_c = tau (p_c - q_c) = q_c (sum q E - E_c) (sum q E ~ 0: centred),
+// times m (returned) and coef * m (the gradient). Scalar double: it runs only for
+// cells of huge temperatures, where the fp32 steps would underflow and the
+// double log-softmax steps cancel (tau = 1e10: both PyTorch float64 and the
+// former kernel were off by orders of magnitude; test/numerics-edge.test.js).
+double kl_cell_taylor(const float* p, const float* t, float* g, int64_t base, int64_t n, int64_t step_k, double tau,
+                      float m, double coef) {
+  thread_local std::vector<double> w, dv;
+  if (w.size() < static_cast<size_t>(n)) w.resize(static_cast<size_t>(n)), dv.resize(static_cast<size_t>(n));
+  double mt = -INFINITY, mp = -INFINITY;
+  for (int64_t c = 0; c < n; ++c) {
+    mt = std::max(mt, static_cast<double>(t[base + c * step_k]));
+    mp = std::max(mp, static_cast<double>(p[base + c * step_k]));
+  }
+  double s = 0.0, sd = 0.0;
+  for (int64_t c = 0; c < n; ++c) {
+    const double ts = static_cast<double>(t[base + c * step_k]) - mt;
+    w[c] = std::exp(ts / tau);
+    dv[c] = ts - (static_cast<double>(p[base + c * step_k]) - mp);
+    s += w[c];
+    sd += w[c] * dv[c];
+  }
+  const double mean = sd / s;
+  double se = 0.0, se2 = 0.0;
+  for (int64_t c = 0; c < n; ++c) {
+    dv[c] -= mean;  // E_c
+    se += w[c] * dv[c];
+    se2 += w[c] * dv[c] * dv[c];
+  }
+  const double ebar = se / s;  // ~ 0
+  if (g) {
+    const double f = coef * static_cast<double>(m) / s;
+    for (int64_t c = 0; c < n; ++c) g[base + c * step_k] = static_cast<float>(f * w[c] * (ebar - dv[c]));
+  }
+  const double var = se2 / s - ebar * ebar;
+  return static_cast<double>(m) * (var > 0.0 ? 0.5 * var : 0.0);
+}
 
 // The steps for kL cells (lanes) at once, cell l's value c at
 // base + c * step_k + l * step_c (step_c == 1 when kUnit): every per-cell
@@ -775,7 +824,10 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     }
   }
   for (int l = 0; l < kL; ++l) {
-    ok[l] = bad[l] == 0.0f && hi[l] - lo[l] <= kKlSpread;  // NaN: not ok
+    // NaN: not ok. A span under kKlTiny (huge temperatures: e^2 would leave
+    // float's range) goes to kl_cell_tiny, over kKlSpread to kl_block.
+    const double span = hi[l] - lo[l];
+    ok[l] = !(bad[l] == 0.0f && span <= kKlSpread) ? kKlDouble : span <= kKlTiny ? kKlTaylor : kKlDone;
     mu[l] /= sw[l];
   }
   // 3. Centred differences, G and r; h_c = gap(e_c) - e_c = expm1(-e_c) kept.
@@ -856,7 +908,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
                        dbuf.data(), hbuf.data(), ok + j, kl + j);
   }
   double sum = 0.0;
-  for (int64_t i = 0; i < len; ++i) sum += ok[i] ? static_cast<double>(m[i]) * kl[i] : 0.0;
+  for (int64_t i = 0; i < len; ++i) sum += ok[i] == kKlDone ? static_cast<double>(m[i]) * kl[i] : 0.0;
   return sum;
 }
 
@@ -880,7 +932,9 @@ double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t 
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
     sum += kl_block_f32(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next);
     for (int64_t j = 0; j < bl; ++j) {
-      if (!ok[j]) sum += kl_block(p, t, g, b0 + j * step_c, 1, k0, n, step_k, step_c, tau, m + j0 + j, coef);
+      const int64_t cell = b0 + j * step_c;
+      if (ok[j] == kKlDouble) sum += kl_block(p, t, g, cell, 1, k0, n, step_k, step_c, tau, m + j0 + j, coef);
+      if (ok[j] == kKlTaylor) sum += kl_cell_taylor(p, t, g, cell + k0 * step_k, n, step_k, tau, m[j0 + j], coef);
     }
   }
   return sum;
