@@ -214,4 +214,34 @@ maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
     h.expectRelClose(emu.sums[0] / (4 * emu.N), cpu.scales[0].box, 1e-6, 'box');
     expect(emu.launches).toBe(2); // the fused kernel and the one-block finish
   });
+
+  // The KL steps where a log-softmax in fp32 cancels: nearly equal student and
+  // teacher (KL ~ 1e-8 per cell), huge temperatures (tau^2 KL tends to half a
+  // variance while each log-probability moves by 1e-12), and a span of logit
+  // differences over 40 (the log-softmax steps). The CUDA kernel's kl_cell and
+  // the CPU's kl_group run cell_math.h's centred steps, so they agree here at
+  // the fp32 tolerances of every other case.
+  const klCases = [
+    ['near-equal, tau 2', { clsTarget: 'kl', temperature: 2 }, 'near', false],
+    ['near-equal, anchor-free box and classes', { clsTarget: 'kl', temperature: 1, boxTemperature: 10 }, 'near', true],
+    ['tau 1e12', { clsTarget: 'kl', temperature: 1e12 }, 'ordinary', false],
+    ['boxTemperature 1e15, anchor-free', { clsTarget: 'kl', temperature: 3, boxTemperature: 1e15 }, 'ordinary', true],
+    ['differences spanning over 40: tau 0.01', { clsTarget: 'kl', temperature: 0.01 }, 'ordinary', false],
+  ];
+  test.each(klCases)('KL: %s', (id, variant, data, af) => {
+    const C = 5, H = 4, W = 3, regMax = 16;
+    const c = af
+      ? { af: true, dtype: 'float32', layout: 'nchw', variant, regMax, B: 1, A: 1, C, H, W }
+      : { dtype: 'float32', layout: 'nchw', variant, B: 1, A: 2, C, H, W };
+    const K = af ? 4 * regMax + C : 5 + C;
+    const shape = [1, (af ? 1 : 2) * K, H, W];
+    const r = h.rng(0x6b1 + id.length);
+    const t = new Float32Array(h.numel(shape)).map(() => 2.5 * r.randn());
+    const p = data === 'near' ? t.map((v) => Math.fround(v + 1e-3 * r.randn())) : new Float32Array(t.length).map(() => 2.5 * r.randn());
+    const { boxTemperature, ...rest } = variant;
+    const opts = af
+      ? { numClasses: C, layout: 'nchw', head: 'anchorFree', regMax, boxTemperature, ...rest }
+      : { numClasses: C, numAnchors: 2, layout: 'nchw', ...rest };
+    compareWithCpu(`KL: ${id}`, c, shape, p, t, opts);
+  });
 });

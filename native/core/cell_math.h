@@ -243,6 +243,107 @@ YD_HD S kl_grad_p(S coef_mask, S tau, S p, S q) { return coef_mask * tau * (p - 
 template <typename S>
 YD_HD S kl_cell_value(S sum, S tau) { return (sum < S(0) ? S(0) : sum) * tau * tau; }
 
+// ---- The centred KL steps (docs/DESIGN.md §2): the CPU kernel's fp32 path
+// (fused_cpu.cpp, kl_group) and the CUDA kernels (fused_cuda.cu, kl_cell) ----
+// Per cell, with d_c = ((T_c - max T) - (P_c - max P)) / tau, teacher weights
+// w_c = exp((T_c - max T) / tau), S = sum w, mu = sum w d / S, e_c = d_c - mu:
+//   tau^2 KL = tau^2 (r / S + log1p(x)),  x = (G - r) / S,
+//   G = sum w_c kl_gap(e_c),  r = sum w_c e_c (~ 0),
+//   d(tau^2 KL)/dP_c = tau (p_c - q_c) = tau (w_c / S) (kl_gap(e_c) - e_c - x) / (1 + x).
+// For cells whose d spans at most kKlSpread; a span of at most kKlTiny takes
+// kl_taylor_cell instead (e^2 would leave float's range at huge temperatures).
+constexpr double kKlSpread = 40.0;
+constexpr double kKlTiny = 1e-9;
+
+// e^(-e) - 1 + e (>= 0, about e^2 / 2 near 0) without cancelling its first-order
+// parts: |e| <= 1: e^2 times the Taylor polynomial sum_{k=0}^{9} (-e)^k / (k+2)!
+// (remainder under 2 / 12! < 4.2e-9 relative: the result is >= e^2 / 2.72);
+// else (exp(-e) - 1) + e, where the result is >= 0.36 and exp's error and two
+// roundings stay under 1e-6 of it (worst near e = -1: e^1 / gap = 3.8). Within
+// 1e-6 relative on [-41, 41] with vexpf (3.1e-7 measured against long double,
+// test/cpp/cell_math_test.cpp); NaN stays NaN.
+YD_HD float kl_gap(float e) {
+  const float u = -e;
+  float q = 1.0f / 39916800.0f;  // 1/11!
+  q = q * u + 1.0f / 3628800.0f;
+  q = q * u + 1.0f / 362880.0f;
+  q = q * u + 1.0f / 40320.0f;
+  q = q * u + 1.0f / 5040.0f;
+  q = q * u + 1.0f / 720.0f;
+  q = q * u + 1.0f / 120.0f;
+  q = q * u + 1.0f / 24.0f;
+  q = q * u + 1.0f / 6.0f;
+  q = q * u + 0.5f;
+  const float small = (e * e) * q;
+  const float large = (exp_(u) - 1.0f) + e;
+  return (e <= 1.0f && e >= -1.0f) ? small : large;  // NaN: large, which is NaN
+}
+
+// log(1 + x) for the centred KL's x >= -1e-5 (G >= 0; |r| / S is rounding): on
+// the host vlog1p (its series holds on [-0.5, 1]) and, above 1, the log of
+// 1 + x (KL >= log 2 there: the rounding of 1 + x is negligible), both
+// vectorizable; the CUDA math library's log1p on the device.
+YD_HD double kl_log1p(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::log1p(x);
+#else
+  return x <= 1.0 ? vlog1p(x) : vlog_ge1(1.0 + x);
+#endif
+}
+
+// tau^2 KL of one centred cell from r, x and 1 / S (clamped at 0 like kl_cell_value).
+YD_HD double kl_centred_value(double r, double x, double inv_s, double tau) {
+  return kl_cell_value(r * inv_s + kl_log1p(x), tau);
+}
+// The factor of a centred cell's gradient, coef * m * tau / (S (1 + x)):
+// element c's gradient is factor * w_c * ((kl_gap(e_c) - e_c) - x).
+YD_HD double kl_centred_factor(double coef_mask, double tau, double inv_s, double x) {
+  return coef_mask * tau * inv_s / (1.0 + x);
+}
+
+// tau^2 KL of one cell whose scaled differences span at most kKlTiny, by its
+// second-order expansion: with D_c = (T_c - max T) - (P_c - max P), q the
+// teacher's softmax(T / tau) and E = D - sum q D,
+//   tau^2 KL = Var_q(D) / 2 = (sum q E^2 - (sum q E)^2) / 2   (relative error ~ max |e|),
+//   d(tau^2 KL)/dP_c = tau (p_c - q_c) = q_c (sum q E - E_c).
+// Returns m * tau^2 KL; writes coef * m * the derivative through cell.put(c, v)
+// when grad. cell.p(c), cell.t(c): the student's and teacher's value c as float.
+// In double; it runs only at huge temperatures (and for distributions equal up
+// to a shift), where the centred fp32 steps would underflow e^2 and the
+// log-softmax steps cancel (tau = 1e10: PyTorch float64 gave 216 for a true 1.5).
+template <typename Cell>
+YD_HD double kl_taylor_cell(const Cell& cell, int64_t n, double tau, double m, double coef, bool grad) {
+  double mt = -INFINITY, mp = -INFINITY;
+  for (int64_t c = 0; c < n; ++c) {
+    mt = fmax(mt, static_cast<double>(cell.t(c)));
+    mp = fmax(mp, static_cast<double>(cell.p(c)));
+  }
+  auto weight = [&](int64_t c) { return exp_((static_cast<double>(cell.t(c)) - mt) / tau); };
+  auto diff_d = [&](int64_t c) {
+    return (static_cast<double>(cell.t(c)) - mt) - (static_cast<double>(cell.p(c)) - mp);
+  };
+  double s = 0.0, sd = 0.0;
+  for (int64_t c = 0; c < n; ++c) {
+    const double w = weight(c);
+    s += w;
+    sd += w * diff_d(c);
+  }
+  const double mean = sd / s;
+  double se = 0.0, se2 = 0.0;
+  for (int64_t c = 0; c < n; ++c) {
+    const double w = weight(c), e = diff_d(c) - mean;
+    se += w * e;
+    se2 += w * e * e;
+  }
+  const double ebar = se / s;  // ~ 0: centred
+  if (grad) {
+    const double f = coef * m / s;
+    for (int64_t c = 0; c < n; ++c) cell.put(c, f * weight(c) * (ebar - (diff_d(c) - mean)));
+  }
+  const double var = se2 / s - ebar * ebar;
+  return m * (var > 0.0 ? 0.5 * var : 0.0);
+}
+
 // FM-NMS: whether cell (y, x) of an H x W plane is suppressed: another cell of
 // its 3x3 neighbourhood has the same teacher class argmax (arg_at(j)) and a
 // higher teacher objectness logit (obj_at(j)), ties going to the earlier cell

@@ -702,76 +702,33 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
   return sum;
 }
 
-// The same KL in fp32 exponentials, for cells whose scaled logit differences
-// d_c = (T_c - P_c) / tau (up to a constant, below) span at most kKlSpread
-// (ordinary heads; ok[j] says which cells qualify, the others are left to
-// kl_block). With w_c =
-// exp((T_c - max T) / tau) (unnormalised teacher probabilities, S = sum w),
-// mu = sum w d / S and e_c = d_c - mu:
-//   KL = sum q (log q - log p) = log(sum_c w_c e^(-e_c) / S)
-//      = r / S + log1p(x),  x = (G - r) / S,
-//   G = sum w_c gap(e_c),  gap(e) = e^(-e) - 1 + e >= 0,  r = sum w_c e_c (~ 0),
-// and dKL/dP_c * tau = p_c - q_c = (w_c / S) (gap(e_c) - e_c - x) / (1 + x).
-// No term is a difference of nearly equal first-order quantities: G is a sum of
-// non-negative terms of relative error <= 1e-6 (vgapf), d and mu are in double
-// (a logit shift common to every class cancels exactly), e_c is rounded to
-// float after centring (an error of 6e-8 e_c, second order in the KL), and the
-// KL's sensitivity to the fp32 teacher weights is second order in e. So each
-// cell's KL is within ~2e-6 relative of the exact value at every size, near-
-// equal distributions included (test/numerics-edge.test.js 'kl_near_equal'),
-// and each gradient element within ~1e-6 relative of its scale. Spreads over
-// kKlSpread (e^(+-e) would leave float's range; tiny temperatures land here)
-// and NaN/Inf logits go to kl_block (double).
-constexpr float kKlSpread = 40.0f;
-// Cells whose scaled differences span at most kKlTiny (|e| <= 1e-9: a
-// temperature 1e9 times the spread of T - P or more): e^2 can leave float's
-// range (e ~ 1e-20 at tau = 1e20), so their KL is its second-order expansion
-// in double (kl_cell_taylor), within ~|e| relative.
-constexpr double kKlTiny = 1e-9;
-// What kl_block_f32 did with a cell (its ok[] entries).
+// The same KL in fp32 exponentials: cell_math.h's centred steps (the formulas
+// and docs/DESIGN.md §2), vectorized over groups of cells. No term is a
+// difference of nearly equal first-order quantities: G is a sum of
+// non-negative terms of relative error <= 1e-6 (kl_gap), d and mu are in
+// double (a logit shift common to every class cancels exactly), e_c is rounded
+// to float after centring (an error of 6e-8 e_c, second order in the KL), and
+// the KL's sensitivity to the fp32 teacher weights is second order in e. So
+// each cell's KL is within ~2e-6 relative of the exact value at every size,
+// near-equal distributions included (test/numerics-edge.test.js
+// 'kl_near_equal'), and each gradient element within ~1e-6 relative of its
+// scale. Cells whose d spans over kKlSpread (e^(+-e) would leave float's
+// range; tiny temperatures land here) or hold NaN/Inf go to kl_block (double),
+// those spanning at most kKlTiny (huge temperatures) to kl_taylor_cell.
+// What kl_block_f32 did with a cell (its ok[] entries): the span limits
+// kKlSpread and kKlTiny are cell_math.h's.
 constexpr unsigned char kKlDouble = 0, kKlDone = 1, kKlTaylor = 2;
 
-// tau^2 KL of one cell of n values (value c at base + c * step_k) by its
-// second-order expansion: with D_c = (T_c - max T) - (P_c - max P), q the
-// teacher's softmax(T / tau), Dbar = sum q D, E = D - Dbar,
-//   tau^2 KL = Var_q(D) / 2 = sum q E^2 / 2      (relative error ~ max |E| / tau),
-//   d(tau^2 KL)/dP_c = tau (p_c - q_c) = q_c (sum q E - E_c) (sum q E ~ 0: centred),
-// times m (returned) and coef * m (the gradient). Scalar double: it runs only for
-// cells of huge temperatures, where the fp32 steps would underflow and the
-// double log-softmax steps cancel (tau = 1e10: both PyTorch float64 and the
-// former kernel were off by orders of magnitude; test/numerics-edge.test.js).
-double kl_cell_taylor(const float* p, const float* t, float* g, int64_t base, int64_t n, int64_t step_k, double tau,
-                      float m, double coef) {
-  thread_local std::vector<double> w, dv;
-  if (w.size() < static_cast<size_t>(n)) w.resize(static_cast<size_t>(n)), dv.resize(static_cast<size_t>(n));
-  double mt = -INFINITY, mp = -INFINITY;
-  for (int64_t c = 0; c < n; ++c) {
-    mt = std::max(mt, static_cast<double>(t[base + c * step_k]));
-    mp = std::max(mp, static_cast<double>(p[base + c * step_k]));
-  }
-  double s = 0.0, sd = 0.0;
-  for (int64_t c = 0; c < n; ++c) {
-    const double ts = static_cast<double>(t[base + c * step_k]) - mt;
-    w[c] = std::exp(ts / tau);
-    dv[c] = ts - (static_cast<double>(p[base + c * step_k]) - mp);
-    s += w[c];
-    sd += w[c] * dv[c];
-  }
-  const double mean = sd / s;
-  double se = 0.0, se2 = 0.0;
-  for (int64_t c = 0; c < n; ++c) {
-    dv[c] -= mean;  // E_c
-    se += w[c] * dv[c];
-    se2 += w[c] * dv[c] * dv[c];
-  }
-  const double ebar = se / s;  // ~ 0
-  if (g) {
-    const double f = coef * static_cast<double>(m) / s;
-    for (int64_t c = 0; c < n; ++c) g[base + c * step_k] = static_cast<float>(f * w[c] * (ebar - dv[c]));
-  }
-  const double var = se2 / s - ebar * ebar;
-  return static_cast<double>(m) * (var > 0.0 ? 0.5 * var : 0.0);
-}
+// kl_taylor_cell (cell_math.h) on a cell of fp32 arrays: value c at base + c * step_k.
+struct Fp32KlCell {
+  const float* student;
+  const float* teacher;
+  float* grad;
+  int64_t base, step_k;
+  float p(int64_t c) const { return student[base + c * step_k]; }
+  float t(int64_t c) const { return teacher[base + c * step_k]; }
+  void put(int64_t c, double v) const { grad[base + c * step_k] = static_cast<float>(v); }
+};
 
 // The steps for kL cells (lanes) at once, cell l's value c at
 // base + c * step_k + l * step_c (step_c == 1 when kUnit): every per-cell
@@ -825,7 +782,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   }
   for (int l = 0; l < kL; ++l) {
     // NaN: not ok. A span under kKlTiny (huge temperatures: e^2 would leave
-    // float's range) goes to kl_cell_tiny, over kKlSpread to kl_block.
+    // float's range) goes to kl_taylor_cell, over kKlSpread to kl_block.
     const double span = hi[l] - lo[l];
     ok[l] = !(bad[l] == 0.0f && span <= kKlSpread) ? kKlDouble : span <= kKlTiny ? kKlTaylor : kKlDone;
     mu[l] /= sw[l];
@@ -836,7 +793,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   for (int64_t c = 0; c < n; ++c) {
     for (int l = 0; l < kL; ++l) {
       const float e = static_cast<float>(db[c * kL + l] - mu[l]);
-      const float gap = vgapf(e);
+      const float gap = kl_gap(e);
       const double w = static_cast<double>(wb[c * kL + l]);
       hb[c * kL + l] = gap - e;
       gs[l] += w * static_cast<double>(gap);
@@ -848,12 +805,9 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   for (int l = 0; l < kL; ++l) {
     const double inv_s = 1.0 / sw[l];
     const double x = (gs[l] - rs[l]) * inv_s;
-    // log1p(x): x >= -1e-5 here (G >= 0, |r| / S is rounding); vlog1p's
-    // series holds on [-0.5, 1]; above, the log of 1 + x (KL >= log 2 there).
-    const double l1p = x <= 1.0 ? vlog1p(x) : vlog_ge1(1.0 + x);
-    kl[l] = kl_cell_value(rs[l] * inv_s + l1p, tau);
+    kl[l] = kl_centred_value(rs[l], x, inv_s, tau);
     xs[l] = x;
-    fs[l] = coef * static_cast<double>(m[l]) * tau * inv_s / (1.0 + x);
+    fs[l] = kl_centred_factor(coef * static_cast<double>(m[l]), tau, inv_s, x);
   }
   if (g) {
     for (int64_t c = 0; c < n; ++c) {
@@ -934,7 +888,9 @@ double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t 
     for (int64_t j = 0; j < bl; ++j) {
       const int64_t cell = b0 + j * step_c;
       if (ok[j] == kKlDouble) sum += kl_block(p, t, g, cell, 1, k0, n, step_k, step_c, tau, m + j0 + j, coef);
-      if (ok[j] == kKlTaylor) sum += kl_cell_taylor(p, t, g, cell + k0 * step_k, n, step_k, tau, m[j0 + j], coef);
+      if (ok[j] == kKlTaylor) {
+        sum += kl_taylor_cell(Fp32KlCell{p, t, g, cell + k0 * step_k, step_k}, n, tau, m[j0 + j], coef, g != nullptr);
+      }
     }
   }
   return sum;

@@ -221,13 +221,11 @@ __global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg
   }
 }
 
-// tau^2 KL(softmax(T/tau) || softmax(P/tau)) of one cell over its n values
-// k0 .. k0+n-1 (value k at base + k * step): the classes of clsTarget 'kl', or
-// one side's bins of an anchor-free box. Writes g = coef * m * tau * (p - q)
-// when g is not null; returns the value clamped at 0 and times tau^2 (the
-// steps of cell_math.h, in fp32).
+// The log-softmax steps of cell_math.h in fp32, for the cells kl_cell leaves:
+// differences spanning over kKlSpread (tiny temperatures, huge logits) and
+// NaN/Inf logits.
 template <typename T>
-__device__ __forceinline__ float kl_cell(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g,
+__device__ __forceinline__ float kl_cell_logsoftmax(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g,
                                          int64_t base, int64_t step, int k0, int n, float tau, float m, double coef) {
   float mp = -INFINITY, mq = -INFINITY;
   for (int c = 0; c < n; ++c) {
@@ -253,6 +251,86 @@ __device__ __forceinline__ float kl_cell(const T* __restrict__ p, const T* __res
     if (g) g[e] = from_f<T>(static_cast<float>(coef * static_cast<double>(kl_grad(m, tau, logp, q))));
   }
   return kl_cell_value(sum, tau);
+}
+
+// kl_taylor_cell's view of one cell: value c at base + (k0 + c) * step.
+template <typename T>
+struct KlCellView {
+  const T* p_;
+  const T* t_;
+  T* g_;
+  int64_t base, step;
+  int k0;
+  __device__ float p(int64_t c) const { return to_f(p_[base + (k0 + c) * step]); }
+  __device__ float t(int64_t c) const { return to_f(t_[base + (k0 + c) * step]); }
+  __device__ void put(int64_t c, double v) const { g_[base + (k0 + c) * step] = from_f<T>(static_cast<float>(v)); }
+};
+
+// tau^2 KL(softmax(T/tau) || softmax(P/tau)) of one cell over its n values
+// k0 .. k0+n-1 (value k at base + k * step): the classes of clsTarget 'kl', or
+// one side's bins of an anchor-free box. Writes g = coef * m * tau * (p - q)
+// when g is not null; returns the value clamped at 0 and times tau^2. The
+// centred steps of cell_math.h (those of the CPU kernel): d and the sums in
+// double, the teacher weights and kl_gap in fp32, each value read three or
+// four times instead of keeping n values per thread; kl_taylor_cell for spans
+// under kKlTiny, the log-softmax steps for spans over kKlSpread or NaN/Inf.
+template <typename T>
+__device__ __forceinline__ float kl_cell(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g,
+                                         int64_t base, int64_t step, int k0, int n, float tau, float m, double coef) {
+  float mt = -INFINITY, mp = -INFINITY;
+  for (int c = 0; c < n; ++c) {
+    const int64_t e = base + (k0 + c) * step;
+    mt = fmaxf(mt, to_f(t[e]));
+    mp = fmaxf(mp, to_f(p[e]));
+  }
+  const double inv_tau = 1.0 / static_cast<double>(tau);
+  auto ts_of = [&](int64_t e) { return static_cast<double>(to_f(t[e])) - static_cast<double>(mt); };
+  auto d_of = [&](int64_t e, double ts) {
+    return (ts - (static_cast<double>(to_f(p[e])) - static_cast<double>(mp))) * inv_tau;
+  };
+  double s = 0.0, sd = 0.0, lo = INFINITY, hi = -INFINITY;
+  for (int c = 0; c < n; ++c) {
+    const int64_t e = base + (k0 + c) * step;
+    const double ts = ts_of(e), d = d_of(e, ts);
+    const double w = static_cast<double>(expf(static_cast<float>(ts * inv_tau)));
+    s += w;
+    sd += w * d;
+    lo = fmin(lo, d);
+    hi = fmax(hi, d);
+  }
+  // fmax/fmin drop NaN: a NaN or infinite logit shows in s or sd instead.
+  const double span = hi - lo;
+  if (!(span <= kKlSpread) || !(fabs(sd) <= DBL_MAX) || !(s <= DBL_MAX)) {
+    return kl_cell_logsoftmax(p, t, g, base, step, k0, n, tau, m, coef);
+  }
+  if (span <= kKlTiny) {
+    const KlCellView<T> cell{p, t, g, base, step, k0};
+    return static_cast<float>(kl_taylor_cell(cell, n, static_cast<double>(tau), 1.0, coef * static_cast<double>(m),
+                                             g != nullptr));
+  }
+  const double mu = sd / s;
+  double gs = 0.0, rs = 0.0;
+  for (int c = 0; c < n; ++c) {
+    const int64_t e = base + (k0 + c) * step;
+    const double ts = ts_of(e);
+    const float w = expf(static_cast<float>(ts * inv_tau));
+    const float ec = static_cast<float>(d_of(e, ts) - mu);
+    gs += static_cast<double>(w) * static_cast<double>(kl_gap(ec));
+    rs += static_cast<double>(w) * static_cast<double>(ec);
+  }
+  const double inv_s = 1.0 / s, x = (gs - rs) * inv_s;
+  if (g) {
+    const double f = kl_centred_factor(coef * static_cast<double>(m), static_cast<double>(tau), inv_s, x);
+    for (int c = 0; c < n; ++c) {
+      const int64_t e = base + (k0 + c) * step;
+      const double ts = ts_of(e);
+      const float w = expf(static_cast<float>(ts * inv_tau));
+      const float ec = static_cast<float>(d_of(e, ts) - mu);
+      const float h = kl_gap(ec) - ec;
+      g[e] = from_f<T>(static_cast<float>(f * static_cast<double>(w) * (static_cast<double>(h) - x)));
+    }
+  }
+  return static_cast<float>(kl_centred_value(rs, x, inv_s, static_cast<double>(tau)));
 }
 
 // The variants: a thread per cell (values at base + k * step), fp32 math,

@@ -22,9 +22,6 @@
 //              pass through. The KL steps' log of a sum of exponentials.
 //   vexpm1f_unit(x): float, for -1 <= x <= 1, <= 3 ulp of expm1(x); NaN stays
 //              NaN. The variants' sigma(p) - sigma(t) when p and t are close.
-//   vgapf(e):  float, e^(-e) - 1 + e (>= 0, about e^2 / 2 near 0) for
-//              |e| <= 41, within 1e-6 relative (3.1e-7 measured); NaN stays NaN.
-//              The fp32 KL steps' second-order part (fused_cpu.cpp kl_block_f32).
 // Both are far inside the loss's fp32 tolerances (docs/DESIGN.md §1) and keep
 // the kernels' results bit-identical across runs and thread counts (the same
 // instructions for every element).
@@ -189,28 +186,6 @@ YD_VEC_INLINE float vexpm1f_unit(float x) {
   p = p * xc + 0.5f;
   p = p * xc + 1.0f;
   return xc * p;
-}
-
-YD_VEC_INLINE float vgapf(float e) {
-  // e^(-e) - 1 + e without the cancellation of its first-order parts:
-  // |e| <= 1: e^2 times the Taylor polynomial sum_{k=0}^{9} (-e)^k / (k+2)!
-  // (remainder under 2 / 12! < 4.2e-9 relative, as the result is >= e^2 / 2.72);
-  // else (exp(-e) - 1) + e, where the result is >= 0.36 and exp's 2 ulp and
-  // two roundings stay under 1e-6 of it (worst near e = -1: e^1 / g = 3.8).
-  const float u = -e;
-  float q = 1.0f / 39916800.0f;  // 1/11!
-  q = q * u + 1.0f / 3628800.0f;
-  q = q * u + 1.0f / 362880.0f;
-  q = q * u + 1.0f / 40320.0f;
-  q = q * u + 1.0f / 5040.0f;
-  q = q * u + 1.0f / 720.0f;
-  q = q * u + 1.0f / 120.0f;
-  q = q * u + 1.0f / 24.0f;
-  q = q * u + 1.0f / 6.0f;
-  q = q * u + 0.5f;
-  const float small = (e * e) * q;
-  const float large = (vexpf(u) - 1.0f) + e;
-  return (e <= 1.0f && e >= -1.0f) ? small : large;  // NaN: large, which is NaN
 }
 
 }  // namespace yd
