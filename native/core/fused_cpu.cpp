@@ -874,8 +874,10 @@ YD_CLONES double kl_block_f32(const float* __restrict p, const float* __restrict
                      : kl_block_f32_body<false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next);
 }
 
-// The KL steps over a unit's len cells, kKlBlock cells at a time (sums in cell
-// order): kl_block_f32, and kl_block (double) for the cells it leaves.
+// The KL steps over a unit's len cells, kKlBlock cells at a time: kl_block_f32,
+// then for the cells it leaves kl_block (double log-softmax: wide spans,
+// NaN/Inf) or kl_taylor_cell (huge temperatures), which overwrite those cells'
+// gradients. Sums in a fixed order: the block's fp32 cells, then the others.
 double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t len, int64_t k0, int64_t n,
                 int64_t step_k, int64_t step_c, double tau, const float* m, double coef) {
   double sum = 0.0;
