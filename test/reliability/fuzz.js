@@ -69,7 +69,10 @@ const caseArb = fc.record({
     boxTarget: fc.constantFrom('logit', 'paper'),
     objTarget: fc.constantFrom('logit', 'prob', 'bce'),
     clsTarget: fc.constantFrom('logit', 'prob', 'bce', 'kl'),
-    temperature: fc.double({ min: 0.25, max: 4, noNaN: true }),
+    // ordinary temperatures, and ones whose logit differences span over 40
+    // (the double KL steps) or under 1e-3 (the fp32 steps' polynomial branch)
+    temperature: fc.oneof({ weight: 3, arbitrary: fc.double({ min: 0.25, max: 4, noNaN: true }) },
+      { weight: 1, arbitrary: fc.constantFrom(0.01, 0.05, 1000) }),
     weighted: fc.record({ box: fc.boolean(), obj: fc.boolean(), cls: fc.boolean() }),
     fmNms: fc.boolean(),
   }, { requiredKeys: [] }), { freq: 3 }),
@@ -85,7 +88,7 @@ const caseArb = fc.record({
   }) }),
   // Anchor-free heads (layouts nchw/nhwc; nahwc cases stay anchor heads).
   afHead: fc.oneof({ weight: 3, arbitrary: fc.constant(null) },
-    { weight: 1, arbitrary: fc.record({ regMax: fc.constantFrom(1, 2, 4, 16), boxTemperature: fc.constantFrom(1, 10) }) }),
+    { weight: 1, arbitrary: fc.record({ regMax: fc.constantFrom(1, 2, 4, 16), boxTemperature: fc.constantFrom(1, 10, 0.05, 1000) }) }),
   // Half-precision arrays (valid 'array' cases): student and teacher dtypes.
   dtypes: fc.oneof({ weight: 3, arbitrary: fc.constant(null) },
     { weight: 1, arbitrary: fc.tuple(fc.constantFrom('float32', 'float16', 'bfloat16'), fc.constantFrom('float32', 'float16', 'bfloat16')) }),
