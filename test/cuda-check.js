@@ -148,6 +148,34 @@ async function main() {
     });
   }
 
+  // The KL where a log-softmax cancels (nearly equal heads; huge temperatures):
+  // the GPU against the CPU kernel, which runs the same centred steps
+  // (native/core/cell_math.h) and is checked against PyTorch float64 and the
+  // float64 limit in test/numerics-edge.test.js (PyTorch itself cancels here).
+  const rk = h.rng(0xc0dd);
+  const klCases = [
+    ['nearly equal heads, tau 2', { clsTarget: 'kl', temperature: 2 }, true],
+    ['tau 1e12', { clsTarget: 'kl', temperature: 1e12 }, false],
+    ['anchor-free, boxTemperature 1e15', { head: 'anchorFree', regMax: 16, clsTarget: 'kl', temperature: 3, boxTemperature: 1e15 }, false],
+    ['anchor-free, nearly equal heads', { head: 'anchorFree', regMax: 16, clsTarget: 'kl', temperature: 1 }, true],
+  ];
+  for (const [label, api, near] of klCases) {
+    await check(`KL, ${label}: the GPU equals the CPU kernel`, () => {
+      const shape = api.head === 'anchorFree' ? [2, 4 * 16 + 5, 6, 7] : [2, 3 * (5 + 5), 6, 7];
+      const n = h.numel(shape);
+      const t = new Float32Array(n).map(() => 2.5 * rk.randn());
+      const p = near ? t.map((v) => Math.fround(v + 1e-3 * rk.randn())) : new Float32Array(n).map(() => 2.5 * rk.randn());
+      const opts = { numClasses: 5, ...(api.head ? {} : { numAnchors: 3 }), ...api };
+      const cpu = distillationLoss([{ data: p, shape }], [{ data: t, shape }], opts);
+      const st = toCuda([{ data: p, shape }], 'float32');
+      const te = toCuda([{ data: t, shape }], 'float32');
+      const got = distillationLoss(st, te, opts);
+      for (const k of ['box', 'obj', 'cls']) h.expectRelClose(got[k], cpu[k], 1e-5, k, 1e-12);
+      h.expectArraysClose(got.grads[0].toFloat32Array(), cpu.grads[0], 1e-6, 1e-5, 'grad');
+      [...st, ...te, ...got.grads].forEach((x) => x.dispose());
+    });
+  }
+
   const c0 = cases[0];
   await check('grad: false on the GPU, default and variant kernels: no gradients, same terms', () => {
     for (const extra of [{}, { clsTarget: 'kl', fmNms: true }]) {
