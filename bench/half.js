@@ -3,7 +3,7 @@
 // Half-precision arrays on the CPU (workload (a) shapes: YOLOv5s 640, B = 16,
 // C = 80, nchw, 34.3 M values per tensor; 2 threads; caller's gradOut), timed
 // interleaved with medians: float16 student + teacher with a Uint16Array
-// gradOut; a float32 student with a float16 teacher (the onnxruntime-node
+// gradOut; the same in bfloat16; a float32 student with a float16 teacher (the onnxruntime-node
 // case); the same heads widened to float32 (the fp32 default path); float16
 // and widened float32 under preset 'paper' (the variant kernel); and the
 // floors: 2-byte (uint16 c = a - b, 6 bytes per value) and 4-byte (12 bytes).
@@ -26,12 +26,13 @@ const A = 3, C = 80, K = 5 + C;
 const shapes = [8, 16, 32].map((s) => [B, A * K, 640 / s, 640 / s]);
 const numel = (s) => s.reduce((a, b) => a * b, 1);
 const total = shapes.reduce((n, s) => n + numel(s), 0);
-const { toHalf, fromHalf } = require('../test/helpers'); // round to nearest even, tested there
+const { toHalf, fromHalf, toBf16 } = require('../test/helpers'); // round to nearest even, tested there
 const heads = shapes.map((s, k) => {
   const p = fill(numel(s), 1 + k), t = fill(numel(s), 11 + k);
   const ph = Uint16Array.from(p, toHalf), th = Uint16Array.from(t, toHalf);
   return {
     shape: s, ph, th, pw: Float32Array.from(ph, fromHalf), tw: Float32Array.from(th, fromHalf),
+    pb: Uint16Array.from(p, toBf16), tb: Uint16Array.from(t, toBf16),
     g16: new Uint16Array(numel(s)).fill(1), g32: new Float32Array(numel(s)).fill(1),
   };
 });
@@ -39,6 +40,9 @@ const opts = { numClasses: C, threads: 2 };
 const rows = {
   'float16 student + teacher, Uint16Array gradOut': (m) => m.distillationLoss(
     heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+    { ...opts, gradOut: heads.map((x) => x.g16) }),
+  'bfloat16 student + teacher, Uint16Array gradOut': (m) => m.distillationLoss(
+    heads.map((x) => ({ data: x.pb, shape: x.shape, dtype: 'bfloat16' })), heads.map((x) => ({ data: x.tb, shape: x.shape, dtype: 'bfloat16' })),
     { ...opts, gradOut: heads.map((x) => x.g16) }),
   'float32 student, float16 teacher': (m) => m.distillationLoss(
     heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),

@@ -201,6 +201,34 @@ describe('16-bit heads under the default formula are read and written in place (
   });
 });
 
+test.each(['float16', 'bfloat16'])('%s default-formula heads with NaN and Inf (nchw, the register kernel): NaN where the widened call has NaN, every other gradient element bit for bit', (dtype) => {
+  // Planes of 23 x 19 cells: 16-value vectors and a scalar tail in every channel.
+  const r = h.rng(0x7a7 + dtype.length);
+  const shape = h.headShape('nchw', 1, 3, 4, 23, 19);
+  const n = h.numel(shape);
+  const p = new Float32Array(n).map(() => 3 * r.randn());
+  const t = new Float32Array(n).map(() => 3 * r.randn());
+  for (const k of [5, 77, 400, 1310, n - 3]) p[k] = NaN;
+  for (const k of [33, 901]) p[k] = Infinity;
+  for (const k of [60, 1500]) t[k] = -Infinity;
+  const ph = asHead({ data: p, shape }, dtype), th = asHead({ data: t, shape }, dtype);
+  const wide = (head) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape });
+  const ref = distillationLoss([wide(ph)], [wide(th)], { numClasses: 4 });
+  const got = distillationLoss([ph], [th], { numClasses: 4 });
+  expect(Number.isNaN(got.loss)).toBe(Number.isNaN(ref.loss));
+  const g = got.grads[0], rg = ref.grads[0];
+  let nans = 0;
+  for (let i = 0; i < n; i++) {
+    if (Number.isNaN(rg[i])) {
+      nans++;
+      expect(Number.isNaN(dec[dtype](g[i]))).toBe(true);
+    } else if (g[i] !== enc[dtype](rg[i])) {
+      throw new Error(`element ${i}: ${g[i]} vs ${enc[dtype](rg[i])} (${rg[i]})`);
+    }
+  }
+  expect(nans).toBeGreaterThan(0);
+});
+
 describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads are read in place too', () => {
   // The variant kernels on 16-bit arrays (MixedSource in native/core/fused_cpu.cpp:
   // each unit widened in cache) against widening the whole arrays first: every

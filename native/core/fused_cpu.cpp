@@ -378,48 +378,77 @@ YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, 
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define YD_F16_IN_REGISTERS 1
-// float16 student and teacher (gradient float16 or none) under the default
-// formula, nchw, on AVX-512F machines: plane_chunk written out with
-// intrinsics, the values converted in registers (vcvtph2ps / vcvtps2ph) instead
-// of through buffers. The arithmetic is the avx512f clone's of plane_chunk, as
-// GCC compiles it: d = p - t and w * d in fp32, the lanes' sums as FMAs in
-// double (acc += (double)wd * (double)d, 8 lanes per register), the gradient
-// coef * wd rounded to nearest even; the tail (and planes under 16 cells) in
-// scalar code with the same FMA. test/half.test.js checks every loss and
-// gradient bit against widening first.
-inline float f16_value(uint16_t h) { return c10::detail::fp16_ieee_to_fp32_value(h); }
-inline uint16_t f16_bits(float f) { return c10::detail::fp16_ieee_from_fp32_value(f); }
+// float16 or bfloat16 student and teacher (the same type; gradient of that
+// type or none) under the default formula, nchw, on AVX-512F machines:
+// plane_chunk written out with intrinsics, the values converted in registers
+// instead of through buffers (float16: 2.19x its 2-byte floor buffered, 1.17x
+// so). The arithmetic is the avx512f clone's of plane_chunk, as GCC compiles
+// it: d = p - t and w * d in fp32, the lanes' sums as FMAs in double
+// (acc += (double)wd * (double)d, 8 lanes per register), the gradient coef * wd
+// rounded to nearest even; the tail (and planes under 16 cells) in scalar code
+// with the same FMA. test/half.test.js checks every loss and gradient bit
+// against widening first. Masked intrinsics with every lane set are the same
+// instructions as the unmasked ones, without GCC 12's -Wmaybe-uninitialized on
+// the latter's undefined sources.
 
-// Lanes 0-7 and 8-15 of a float vector as doubles (masked forms with every
-// lane set, for the same reason as above).
+// float16: vcvtph2ps / vcvtps2ph (round to nearest even), as at::Tensor::to.
+struct F16Regs {
+  static constexpr ElemType kType = ElemType::F16;
+  __attribute__((target("avx512f"))) static __m512 widen(const uint16_t* s) {
+    return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
+  }
+  __attribute__((target("avx512f"))) static void narrow(__m512 v, uint16_t* d) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d),
+                        _mm512_mask_cvtps_ph(_mm256_setzero_si256(), 0xFFFF, v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static float value(uint16_t h) { return c10::detail::fp16_ieee_to_fp32_value(h); }
+  static uint16_t bits(float f) { return c10::detail::fp16_ieee_from_fp32_value(f); }
+};
+// bfloat16: the top half of a float32; narrowed as c10::detail::
+// round_to_nearest_even (bias 0x7FFF plus the kept half's lowest bit; NaN -> 0x7FC0).
+struct Bf16Regs {
+  static constexpr ElemType kType = ElemType::BF16;
+  __attribute__((target("avx512f"))) static __m512 widen(const uint16_t* s) {
+    const __m512i u = _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, u, 16));
+  }
+  __attribute__((target("avx512f"))) static void narrow(__m512 v, uint16_t* d) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, u, 16), _mm512_set1_epi32(1)),
+                                          _mm512_set1_epi32(0x7FFF));
+    __m512i r = _mm512_maskz_srli_epi32(0xFFFF, _mm512_add_epi32(u, bias), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_mask_cvtepi32_epi16(_mm256_setzero_si256(), 0xFFFF, r));
+  }
+  static float value(uint16_t h) {
+    const uint32_t b = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &b, sizeof f);
+    return f;
+  }
+  static uint16_t bits(float f) { return c10::detail::round_to_nearest_even(f); }
+};
+
+// Lanes 0-7 (kHalf 0) or 8-15 (kHalf 1) of a float vector as doubles.
 template <int kHalf>
 __attribute__((target("avx512f"))) inline __m512d widen_half(__m512 v) {
   const __m256d h = _mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, _mm512_castps_pd(v), kHalf);
   return _mm512_mask_cvtps_pd(_mm512_setzero_pd(), 0xFF, _mm256_castpd_ps(h));
 }
 
-template <bool kGrad>
-__attribute__((target("avx512f"))) inline void plane_chunk_f16(const uint16_t* __restrict p,
-                                                               const uint16_t* __restrict t,
-                                                               uint16_t* __restrict g, const float* __restrict w,
-                                                               int64_t n, float coef, double* __restrict lanes) {
+template <bool kGrad, typename Regs>
+__attribute__((target("avx512f"))) inline void plane_chunk_16(const uint16_t* __restrict p,
+                                                              const uint16_t* __restrict t,
+                                                              uint16_t* __restrict g, const float* __restrict w,
+                                                              int64_t n, float coef, double* __restrict lanes) {
   int64_t j = 0;
   if (n >= kLanes) {
     __m512d lo = _mm512_loadu_pd(lanes), hi = _mm512_loadu_pd(lanes + 8);
     const __m512 vc = _mm512_set1_ps(coef);
-    const __m512 zero = _mm512_setzero_ps();
     for (; j + kLanes <= n; j += kLanes) {
-      // Masked conversions with every lane set: the same instructions,
-      // without GCC 12's -Wmaybe-uninitialized on the unmasked intrinsics.
-      const __m512 pv = _mm512_mask_cvtph_ps(zero, 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + j)));
-      const __m512 tv = _mm512_mask_cvtph_ps(zero, 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + j)));
-      const __m512 d = _mm512_sub_ps(pv, tv);
+      const __m512 d = _mm512_sub_ps(Regs::widen(p + j), Regs::widen(t + j));
       const __m512 wd = _mm512_mul_ps(d, _mm512_loadu_ps(w + j));
-      if (kGrad) {
-        const __m512 gv = _mm512_mul_ps(vc, wd);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(g + j),
-                            _mm512_mask_cvtps_ph(_mm256_setzero_si256(), 0xFFFF, gv, _MM_FROUND_TO_NEAREST_INT));
-      }
+      if (kGrad) Regs::narrow(_mm512_mul_ps(vc, wd), g + j);
       lo = _mm512_fmadd_pd(widen_half<0>(wd), widen_half<0>(d), lo);
       hi = _mm512_fmadd_pd(widen_half<1>(wd), widen_half<1>(d), hi);
     }
@@ -427,20 +456,20 @@ __attribute__((target("avx512f"))) inline void plane_chunk_f16(const uint16_t* _
     _mm512_storeu_pd(lanes + 8, hi);
   }
   for (int l = 0; j < n; ++j, ++l) {
-    const float d = diff(f16_value(p[j]), f16_value(t[j]));
+    const float d = diff(Regs::value(p[j]), Regs::value(t[j]));
     const float wd = weighted_diff(w[j], d);
     lanes[l] = std::fma(static_cast<double>(wd), static_cast<double>(d), lanes[l]);
-    if (kGrad) g[j] = f16_bits(grad_value(coef, wd));
+    if (kGrad) g[j] = Regs::bits(grad_value(coef, wd));
   }
 }
 
-template <bool kGrad>
-__attribute__((target("avx512f"))) void nchw_unit_f16(const uint16_t* p, const uint16_t* t, uint16_t* g,
-                                                      int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
-                                                      const TermCoefs& coefs, const unsigned char* keep,
-                                                      RawSums& acc) {
+template <bool kGrad, typename Regs>
+__attribute__((target("avx512f"))) void nchw_unit_16(const uint16_t* p, const uint16_t* t, uint16_t* g,
+                                                     int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
+                                                     const TermCoefs& coefs, const unsigned char* keep,
+                                                     RawSums& acc) {
   float w[kPlaneChunk];
-  widen_f16_hw(t + base + kObjChannel * hw, w, n);
+  widen_run(t, Regs::kType, base + kObjChannel * hw, n, w);
   for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(w[j]);
   if (keep) {
     for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
@@ -450,16 +479,32 @@ __attribute__((target("avx512f"))) void nchw_unit_f16(const uint16_t* p, const u
     const int64_t off = base + k * hw;
     const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
     double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
-    plane_chunk_f16<kGrad>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
+    plane_chunk_16<kGrad, Regs>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
   }
   acc.box += fold(box);
   acc.obj += fold(obj);
   acc.cls += fold(cls);
 }
 
-bool f16_in_registers(const MixedArrays& a) {
+// The 16-bit type both heads (and the gradient, if any) share when the
+// register kernel applies, or F32 when it does not.
+ElemType sixteen_in_registers(const MixedArrays& a) {
   static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
-  return cpu && a.p_type == ElemType::F16 && a.t_type == ElemType::F16 && (!a.g || a.g_type == ElemType::F16);
+  const ElemType e = a.p_type;
+  const bool same = e != ElemType::F32 && a.t_type == e && (!a.g || a.g_type == e);
+  return cpu && same ? e : ElemType::F32;
+}
+
+template <typename Regs>
+void nchw_unit_16_call(const MixedArrays& a, bool grad, int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
+                       const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
+  const uint16_t* p16 = static_cast<const uint16_t*>(a.p);
+  const uint16_t* t16 = static_cast<const uint16_t*>(a.t);
+  if (grad) {
+    nchw_unit_16<true, Regs>(p16, t16, static_cast<uint16_t*>(a.g), base, hw, n, per_anchor, coefs, keep, acc);
+  } else {
+    nchw_unit_16<false, Regs>(p16, t16, nullptr, base, hw, n, per_anchor, coefs, keep, acc);
+  }
 }
 #endif
 
@@ -1449,7 +1494,7 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
     const int64_t chunks_per_plane = (hw + kPlaneChunk - 1) / kPlaneChunk;
     const int64_t units = geom.batch * geom.anchors * chunks_per_plane;
 #ifdef YD_F16_IN_REGISTERS
-    const bool f16_regs = f16_in_registers(a);
+    const ElemType regs16 = sixteen_in_registers(a);
 #endif
     return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
       const int64_t plane = unit / chunks_per_plane;
@@ -1458,16 +1503,8 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
       const int64_t base = plane * per_anchor * hw + c0;
       const unsigned char* k = keep ? keep + plane * hw + c0 : nullptr;  // cell index of (b, a, c0)
 #ifdef YD_F16_IN_REGISTERS
-      if (f16_regs) {
-        const uint16_t* p16 = static_cast<const uint16_t*>(a.p);
-        const uint16_t* t16 = static_cast<const uint16_t*>(a.t);
-        if (grad) {
-          nchw_unit_f16<true>(p16, t16, static_cast<uint16_t*>(a.g), base, hw, n, per_anchor, coefs, k, acc);
-        } else {
-          nchw_unit_f16<false>(p16, t16, nullptr, base, hw, n, per_anchor, coefs, k, acc);
-        }
-        return;
-      }
+      if (regs16 == ElemType::F16) return nchw_unit_16_call<F16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+      if (regs16 == ElemType::BF16) return nchw_unit_16_call<Bf16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
 #endif
       if (grad) {
         nchw_unit_mixed_grad(a, base, hw, n, per_anchor, coefs, k, acc);
