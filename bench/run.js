@@ -27,7 +27,7 @@ const value = (name, fallback) => {
 const QUICK = flag('--quick');
 const RUNS = Number(value('--runs', QUICK ? 3 : 7));
 const THREADS = value('--threads', '1,2').split(',').map(Number);
-const ONLY = value('--only', 'a,b,c,d,e,v,f').split(',');
+const ONLY = value('--only', 'a,b,c,d,e,v,f,h').split(',');
 const PYTHON = '/usr/bin/python3';
 const tty = process.stdout.isTTY;
 
@@ -65,6 +65,15 @@ const WORKLOADS = [
       ["anchor-free, clsTarget 'kl'", { clsTarget: 'kl' }],
       ['anchor-free, fmNms', { fmNms: true }],
     ],
+  },
+  {
+    // 16-bit heads (workload (a) shapes, default formula, gradOut in the
+    // student's dtype) against a 2-byte floor: the same native pass over
+    // Uint16Arrays (6 bytes per value).
+    id: 'h', name: 'workload (a) as 16-bit heads, default formula, 2 threads (fused only; × a 2-byte floor, 6 B/value)', C: 80,
+    layout: 'nchw', shapes: yolo(QUICK ? 4 : 16, 80, 640, 'nchw'),
+    half: [['float16 student + teacher', 'float16', 'float16'], ['bfloat16 student + teacher', 'bfloat16', 'bfloat16'],
+      ['float32 student, float16 teacher (× the 4-byte floor)', 'float32', 'float16']],
   },
 ].filter((w) => ONLY.includes(w.id));
 
@@ -173,6 +182,30 @@ function runWorkload(w) {
   const rows = [];
   const add = (impl, threads, st, extra = {}) => rows.push({ workload: w.id, impl, threads, ...st, ...extra });
 
+  if (w.half) {
+    // Each 16-bit pairing against the floor of its element size, timed alternately.
+    const { encode16 } = require('../test/helpers'); // round to nearest even, tested there
+    const threads = Math.max(...THREADS);
+    const as = (x, dtype) => (dtype === 'float32' ? { data: x.data, shape: x.shape } : { data: Uint16Array.from(x.data, encode16[dtype]), shape: x.shape, dtype });
+    const f16 = w.shapes.map((s) => [new Uint16Array(numel(s)).fill(3), new Uint16Array(numel(s)).fill(1), new Uint16Array(numel(s))]);
+    const floor2 = () => { for (const [a, b, c] of f16) native.streamingFloor(a, b, c, threads); };
+    const floor4 = () => { for (let s = 0; s < w.shapes.length; s++) native.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads); };
+    for (const [label, sd, td] of w.half) {
+      progress(`[${w.id}] ${label}`);
+      const st = student.map((x) => as(x, sd)), te = teacher.map((x) => as(x, td));
+      const g = w.shapes.map((s) => (sd === 'float32' ? new Float32Array(numel(s)) : new Uint16Array(numel(s))));
+      const [fused, floor] = timePair(() => yd.distillationLoss(st, te, { ...opts, threads, gradOut: g }), sd === td ? floor2 : floor4, { runs: Math.min(RUNS, 5) });
+      add(`fused, ${label}`, threads, fused, { floorMedian: floor.median, bytes: sd === td ? 6 : 12 });
+    }
+    if (tty) process.stdout.write('\r\x1b[K');
+    for (const r of rows) {
+      r.gbPerS = (r.bytes * values) / (r.median / 1e3) / 1e9;
+      r.vsFloor = r.median / r.floorMedian;
+      r.speedupVsEager = null;
+    }
+    return { id: w.id, name: w.name, values, shapes: w.shapes, peakRssMb: process.resourceUsage().maxRSS / 1024, rows };
+  }
+
   if (w.variants) {
     // Each variant's cost next to the default path, all against the same floor.
     const threads = Math.max(...THREADS);
@@ -242,7 +275,7 @@ function fmtMs(ms) {
 
 function table(results) {
   const lines = [];
-  lines.push('| workload | impl | threads | median | spread (min–max) | GB/s (12 B/value) | × floor | speedup vs eager | notes |');
+  lines.push('| workload | impl | threads | median | spread (min–max) | GB/s (12 B/value; h: 6 for 16-bit pairs) | × floor | speedup vs eager | notes |');
   lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const w of results.workloads) {
     for (const r of w.rows) {
