@@ -378,8 +378,9 @@ YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, 
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define YD_F16_IN_REGISTERS 1
-// float16 or bfloat16 student and teacher (the same type; gradient of that
-// type or none) under the default formula, nchw, on AVX-512F machines:
+// float16 or bfloat16 student and teacher (the same type), or an fp32 student
+// with an fp16 teacher (gradient of the student's type or none), under the
+// default formula, nchw, on AVX-512F machines:
 // plane_chunk written out with intrinsics, the values converted in registers
 // instead of through buffers (float16: 2.19x its 2-byte floor buffered, 1.17x
 // so). The arithmetic is the avx512f clone's of plane_chunk, as GCC compiles
@@ -393,6 +394,7 @@ YD_MULTIVERSION void nchw_unit_mixed_nograd(const MixedArrays& a, int64_t base, 
 
 // float16: vcvtph2ps / vcvtps2ph (round to nearest even), as at::Tensor::to.
 struct F16Regs {
+  using Elem = uint16_t;
   static constexpr ElemType kType = ElemType::F16;
   __attribute__((target("avx512f"))) static __m512 widen(const uint16_t* s) {
     return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
@@ -407,6 +409,7 @@ struct F16Regs {
 // bfloat16: the top half of a float32; narrowed as c10::detail::
 // round_to_nearest_even (bias 0x7FFF plus the kept half's lowest bit; NaN -> 0x7FC0).
 struct Bf16Regs {
+  using Elem = uint16_t;
   static constexpr ElemType kType = ElemType::BF16;
   __attribute__((target("avx512f"))) static __m512 widen(const uint16_t* s) {
     const __m512i u = _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
@@ -429,6 +432,16 @@ struct Bf16Regs {
   static uint16_t bits(float f) { return c10::detail::round_to_nearest_even(f); }
 };
 
+// float32 (the student of an fp16 teacher, the onnxruntime case): as it is.
+struct F32Regs {
+  using Elem = float;
+  static constexpr ElemType kType = ElemType::F32;
+  __attribute__((target("avx512f"))) static __m512 widen(const float* s) { return _mm512_loadu_ps(s); }
+  __attribute__((target("avx512f"))) static void narrow(__m512 v, float* d) { _mm512_storeu_ps(d, v); }
+  static float value(float f) { return f; }
+  static float bits(float f) { return f; }
+};
+
 // Lanes 0-7 (kHalf 0) or 8-15 (kHalf 1) of a float vector as doubles.
 template <int kHalf>
 __attribute__((target("avx512f"))) inline __m512d widen_half(__m512 v) {
@@ -436,19 +449,21 @@ __attribute__((target("avx512f"))) inline __m512d widen_half(__m512 v) {
   return _mm512_mask_cvtps_pd(_mm512_setzero_pd(), 0xFF, _mm256_castpd_ps(h));
 }
 
-template <bool kGrad, typename Regs>
-__attribute__((target("avx512f"))) inline void plane_chunk_16(const uint16_t* __restrict p,
-                                                              const uint16_t* __restrict t,
-                                                              uint16_t* __restrict g, const float* __restrict w,
-                                                              int64_t n, float coef, double* __restrict lanes) {
+// S: the student's (and gradient's) element type, T: the teacher's.
+template <bool kGrad, typename S, typename T>
+__attribute__((target("avx512f"))) inline void plane_chunk_16(const typename S::Elem* __restrict p,
+                                                              const typename T::Elem* __restrict t,
+                                                              typename S::Elem* __restrict g,
+                                                              const float* __restrict w, int64_t n, float coef,
+                                                              double* __restrict lanes) {
   int64_t j = 0;
   if (n >= kLanes) {
     __m512d lo = _mm512_loadu_pd(lanes), hi = _mm512_loadu_pd(lanes + 8);
     const __m512 vc = _mm512_set1_ps(coef);
     for (; j + kLanes <= n; j += kLanes) {
-      const __m512 d = _mm512_sub_ps(Regs::widen(p + j), Regs::widen(t + j));
+      const __m512 d = _mm512_sub_ps(S::widen(p + j), T::widen(t + j));
       const __m512 wd = _mm512_mul_ps(d, _mm512_loadu_ps(w + j));
-      if (kGrad) Regs::narrow(_mm512_mul_ps(vc, wd), g + j);
+      if (kGrad) S::narrow(_mm512_mul_ps(vc, wd), g + j);
       lo = _mm512_fmadd_pd(widen_half<0>(wd), widen_half<0>(d), lo);
       hi = _mm512_fmadd_pd(widen_half<1>(wd), widen_half<1>(d), hi);
     }
@@ -456,20 +471,20 @@ __attribute__((target("avx512f"))) inline void plane_chunk_16(const uint16_t* __
     _mm512_storeu_pd(lanes + 8, hi);
   }
   for (int l = 0; j < n; ++j, ++l) {
-    const float d = diff(Regs::value(p[j]), Regs::value(t[j]));
+    const float d = diff(S::value(p[j]), T::value(t[j]));
     const float wd = weighted_diff(w[j], d);
     lanes[l] = std::fma(static_cast<double>(wd), static_cast<double>(d), lanes[l]);
-    if (kGrad) g[j] = Regs::bits(grad_value(coef, wd));
+    if (kGrad) g[j] = S::bits(grad_value(coef, wd));
   }
 }
 
-template <bool kGrad, typename Regs>
-__attribute__((target("avx512f"))) void nchw_unit_16(const uint16_t* p, const uint16_t* t, uint16_t* g,
-                                                     int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
-                                                     const TermCoefs& coefs, const unsigned char* keep,
-                                                     RawSums& acc) {
+template <bool kGrad, typename S, typename T>
+__attribute__((target("avx512f"))) void nchw_unit_16(const typename S::Elem* p, const typename T::Elem* t,
+                                                     typename S::Elem* g, int64_t base, int64_t hw, int64_t n,
+                                                     int64_t per_anchor, const TermCoefs& coefs,
+                                                     const unsigned char* keep, RawSums& acc) {
   float w[kPlaneChunk];
-  widen_run(t, Regs::kType, base + kObjChannel * hw, n, w);
+  widen_run(t, T::kType, base + kObjChannel * hw, n, w);
   for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(w[j]);
   if (keep) {
     for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
@@ -479,31 +494,37 @@ __attribute__((target("avx512f"))) void nchw_unit_16(const uint16_t* p, const ui
     const int64_t off = base + k * hw;
     const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
     double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
-    plane_chunk_16<kGrad, Regs>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
+    plane_chunk_16<kGrad, S, T>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
   }
   acc.box += fold(box);
   acc.obj += fold(obj);
   acc.cls += fold(cls);
 }
 
-// The 16-bit type both heads (and the gradient, if any) share when the
-// register kernel applies, or F32 when it does not.
-ElemType sixteen_in_registers(const MixedArrays& a) {
+// Which register kernel a pair of arrays takes (the gradient, if any, of the
+// student's type): float16 or bfloat16 pairs, and an fp32 student with an
+// fp16 teacher; 0 when none applies (the buffered runs above).
+enum class RegsPair { None, F16, Bf16, F32F16 };
+RegsPair regs_pair(const MixedArrays& a) {
   static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
-  const ElemType e = a.p_type;
-  const bool same = e != ElemType::F32 && a.t_type == e && (!a.g || a.g_type == e);
-  return cpu && same ? e : ElemType::F32;
+  if (!cpu || (a.g && a.g_type != a.p_type)) return RegsPair::None;
+  if (a.p_type == ElemType::F16 && a.t_type == ElemType::F16) return RegsPair::F16;
+  if (a.p_type == ElemType::BF16 && a.t_type == ElemType::BF16) return RegsPair::Bf16;
+  if (a.p_type == ElemType::F32 && a.t_type == ElemType::F16) return RegsPair::F32F16;
+  return RegsPair::None;
 }
 
-template <typename Regs>
+template <typename S, typename T>
 void nchw_unit_16_call(const MixedArrays& a, bool grad, int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
                        const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
-  const uint16_t* p16 = static_cast<const uint16_t*>(a.p);
-  const uint16_t* t16 = static_cast<const uint16_t*>(a.t);
+  using SE = typename S::Elem;
+  using TE = typename T::Elem;
+  const SE* ps = static_cast<const SE*>(a.p);
+  const TE* ts = static_cast<const TE*>(a.t);
   if (grad) {
-    nchw_unit_16<true, Regs>(p16, t16, static_cast<uint16_t*>(a.g), base, hw, n, per_anchor, coefs, keep, acc);
+    nchw_unit_16<true, S, T>(ps, ts, static_cast<SE*>(a.g), base, hw, n, per_anchor, coefs, keep, acc);
   } else {
-    nchw_unit_16<false, Regs>(p16, t16, nullptr, base, hw, n, per_anchor, coefs, keep, acc);
+    nchw_unit_16<false, S, T>(ps, ts, nullptr, base, hw, n, per_anchor, coefs, keep, acc);
   }
 }
 #endif
@@ -1494,7 +1515,7 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
     const int64_t chunks_per_plane = (hw + kPlaneChunk - 1) / kPlaneChunk;
     const int64_t units = geom.batch * geom.anchors * chunks_per_plane;
 #ifdef YD_F16_IN_REGISTERS
-    const ElemType regs16 = sixteen_in_registers(a);
+    const RegsPair regs = regs_pair(a);
 #endif
     return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
       const int64_t plane = unit / chunks_per_plane;
@@ -1503,8 +1524,14 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
       const int64_t base = plane * per_anchor * hw + c0;
       const unsigned char* k = keep ? keep + plane * hw + c0 : nullptr;  // cell index of (b, a, c0)
 #ifdef YD_F16_IN_REGISTERS
-      if (regs16 == ElemType::F16) return nchw_unit_16_call<F16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
-      if (regs16 == ElemType::BF16) return nchw_unit_16_call<Bf16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+      switch (regs) {
+        case RegsPair::F16: return nchw_unit_16_call<F16Regs, F16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+        case RegsPair::Bf16:
+          return nchw_unit_16_call<Bf16Regs, Bf16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+        case RegsPair::F32F16:
+          return nchw_unit_16_call<F32Regs, F16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+        case RegsPair::None: break;
+      }
 #endif
       if (grad) {
         nchw_unit_mixed_grad(a, base, hw, n, per_anchor, coefs, k, acc);
