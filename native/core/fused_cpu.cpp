@@ -119,6 +119,7 @@ inline double cell_run(const float* __restrict p, const float* __restrict t, flo
 // offset off: fp32 arrays in place (Fp32Runs, here); 16-bit or mixed arrays
 // through per-thread fp32 buffers (MixedRuns, with cpu_scale_mixed below).
 struct Fp32Runs {
+  static constexpr bool kRegisters = false;     // plane_chunk on fp32 views
   static constexpr int64_t kRun = kPlaneChunk;  // the whole run in place
   const float* p;
   const float* t;
@@ -151,14 +152,18 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
     const int64_t off = base + k * hw;
     const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
     double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
-    // Runs::kRun values at a time (lane j % kLanes of every value is the same
-    // as in one pass over the n values: kRun is a multiple of kLanes).
-    for (int64_t r0 = 0; r0 < n; r0 += Runs::kRun) {
-      const int64_t m = std::min(Runs::kRun, n - r0);
-      const float* pk = runs.student(off + r0, m);
-      const float* tk = runs.teacher(off + r0, m);
-      plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off + r0) : nullptr, w + r0, m, coef, lanes);
-      if (kGrad) runs.grad_done(off + r0, m);
+    if constexpr (Runs::kRegisters) {  // the arrays as they are (RegsRuns below)
+      runs.template plane<kGrad>(off, w, n, coef, lanes);
+    } else {
+      // Runs::kRun values at a time (lane j % kLanes of every value is the same
+      // as in one pass over the n values: kRun is a multiple of kLanes).
+      for (int64_t r0 = 0; r0 < n; r0 += Runs::kRun) {
+        const int64_t m = std::min(Runs::kRun, n - r0);
+        const float* pk = runs.student(off + r0, m);
+        const float* tk = runs.teacher(off + r0, m);
+        plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off + r0) : nullptr, w + r0, m, coef, lanes);
+        if (kGrad) runs.grad_done(off + r0, m);
+      }
     }
   }
   acc.box += fold(box);
@@ -335,6 +340,7 @@ void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n)
 struct MixedRuns {
   // Values widened at a time: three buffers of 4 KB stay in L1 (whole runs of
   // up to kPlaneChunk values went through L2: 2.26x the 2-byte floor).
+  static constexpr bool kRegisters = false;
   static constexpr int64_t kRun = 1024;
   static_assert(kRun % kLanes == 0, "the lanes of a run are those of the whole run");
   const MixedArrays& a;
@@ -478,32 +484,42 @@ __attribute__((target("avx512f"))) inline void plane_chunk_16(const typename S::
   }
 }
 
-template <bool kGrad, typename S, typename T>
-__attribute__((target("avx512f"))) void nchw_unit_16(const typename S::Elem* p, const typename T::Elem* t,
-                                                     typename S::Elem* g, int64_t base, int64_t hw, int64_t n,
-                                                     int64_t per_anchor, const TermCoefs& coefs,
-                                                     const unsigned char* keep, RawSums& acc) {
-  float w[kPlaneChunk];
-  widen_run(t, T::kType, base + kObjChannel * hw, n, w);
-  for (int64_t j = 0; j < n; ++j) w[j] = teacher_weight(w[j]);
-  if (keep) {
-    for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
+// nchw_unit_body's runs for the register kernel: each channel's n values by
+// plane_chunk_16 on the arrays themselves; the teacher's objectness (for the
+// weights) widened kRun values at a time into a per-thread buffer.
+template <typename S, typename T>
+struct RegsRuns {
+  static constexpr bool kRegisters = true;
+  static constexpr int64_t kRun = MixedRuns::kRun;
+  const typename S::Elem* p;
+  const typename T::Elem* t;
+  typename S::Elem* g;
+  float* bt;
+  const float* teacher(int64_t off, int64_t n) const {
+    widen_run(t, T::kType, off, n, bt);
+    return bt;
   }
-  double box[kLanes] = {}, obj[kLanes] = {}, cls[kLanes] = {};
-  for (int64_t k = 0; k < per_anchor; ++k) {
-    const int64_t off = base + k * hw;
-    const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
-    double* lanes = k < kBoxChannels ? box : k == kObjChannel ? obj : cls;
+  template <bool kGrad>
+  __attribute__((target("avx512f"))) void plane(int64_t off, const float* w, int64_t n, float coef,
+                                                double* lanes) const {
     plane_chunk_16<kGrad, S, T>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
   }
-  acc.box += fold(box);
-  acc.obj += fold(obj);
-  acc.cls += fold(cls);
+};
+
+template <bool kGrad, typename S, typename T>
+__attribute__((target("avx512f"))) void nchw_unit_16(const MixedArrays& a, int64_t base, int64_t hw, int64_t n,
+                                                     int64_t per_anchor, const TermCoefs& coefs,
+                                                     const unsigned char* keep, RawSums& acc) {
+  thread_local std::vector<float> bt(static_cast<size_t>(MixedRuns::kRun));
+  using SE = typename S::Elem;
+  const RegsRuns<S, T> runs{static_cast<const SE*>(a.p), static_cast<const typename T::Elem*>(a.t),
+                            static_cast<SE*>(a.g), bt.data()};
+  nchw_unit_body<kGrad>(runs, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
 // Which register kernel a pair of arrays takes (the gradient, if any, of the
 // student's type): float16 or bfloat16 pairs, and an fp32 student with an
-// fp16 teacher; 0 when none applies (the buffered runs above).
+// fp16 teacher; None where none applies (the buffered runs above).
 enum class RegsPair { None, F16, Bf16, F32F16 };
 RegsPair regs_pair(const MixedArrays& a) {
   static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
@@ -517,14 +533,10 @@ RegsPair regs_pair(const MixedArrays& a) {
 template <typename S, typename T>
 void nchw_unit_16_call(const MixedArrays& a, bool grad, int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
                        const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
-  using SE = typename S::Elem;
-  using TE = typename T::Elem;
-  const SE* ps = static_cast<const SE*>(a.p);
-  const TE* ts = static_cast<const TE*>(a.t);
   if (grad) {
-    nchw_unit_16<true, S, T>(ps, ts, static_cast<SE*>(a.g), base, hw, n, per_anchor, coefs, keep, acc);
+    nchw_unit_16<true, S, T>(a, base, hw, n, per_anchor, coefs, keep, acc);
   } else {
-    nchw_unit_16<false, S, T>(ps, ts, nullptr, base, hw, n, per_anchor, coefs, keep, acc);
+    nchw_unit_16<false, S, T>(a, base, hw, n, per_anchor, coefs, keep, acc);
   }
 }
 #endif
@@ -1102,10 +1114,10 @@ void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, 
                     int64_t len, unsigned char* keep);
 
 // Every instantiation but the default formula's (and the default formula when
-// a term is not weighted or its fp32 coefficients do not fit): per-element math
-// in double (variant_element, the KL steps of cell_math.h), gradients rounded to
-// fp32 once. Term kinds and FM-NMS are compile-time; weighting is a per-cell
-// mask.
+// a term is not weighted or its fp32 coefficients do not fit): element math in
+// fp32 with double sums (channel_run: variant_element, 'logit' as the default
+// kernel), the KL by kl_cells. Term kinds and FM-NMS are compile-time;
+// weighting is a per-cell mask.
 template <BoxTarget kBox, Target kObj, Target kCls, bool kNms, typename Src>
 RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   static_assert(kObj != Target::Kl, "'kl' is for classes only");
@@ -1247,15 +1259,7 @@ RawSums with_obj(const Src& src, const ScaleGeom& geom, const Options& o, int th
 
 namespace {
 
-// Anchor-free heads (docs/DESIGN.md §1b): per cell 4R box-bin logits (side-major)
-// then C class logits; weight w = max_c sigmoid(T_c). Math in double like the
-// general body; gradients rounded to fp32 once.
-//
-// The class argmax of each cell j of a plane (torch.argmax's order: NaN first,
-// then the first maximum) and its value: class c of cell j at
-// t0 + c * step_k + cell_off(j). Classes outer, cells inner (contiguous runs in
-// nchw); 32-bit indices, as wide as the values, so that the selects vectorize.
-// plane_class_argmax for n contiguous cells (nchw), compiled per instruction
+// plane_class_argmax (below) for n contiguous cells (nchw), compiled per instruction
 // set like the kernels (the template below is baseline SSE2 where it is not
 // inlined into a clone), in blocks of 1024 cells so that best and arg stay in
 // L1 across the classes. The same comparisons in the same class order per cell.
@@ -1359,6 +1363,10 @@ void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, 
   }
 }
 
+// The class argmax of each cell j of a plane (torch.argmax's order: NaN first,
+// then the first maximum) and its value: class c of cell j at
+// t0 + c * step_k + cell_off(j). Classes outer, cells inner (contiguous runs in
+// nchw); 32-bit indices, as wide as the values, so that the selects vectorize.
 template <typename CellOff>
 void plane_class_argmax(const float* t0, int64_t step_k, int64_t classes, int64_t hw, const CellOff& cell_off,
                         float* best, int32_t* arg) {
@@ -1409,6 +1417,9 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
   });
 }
 
+// Anchor-free heads (docs/DESIGN.md §1b): per cell 4R box-bin logits (side-major)
+// then C class logits; weight w = max_c sigmoid(T_c). The box term's KL by
+// kl_cells, the class terms as in the general body.
 template <typename Src>
 RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   const Variant& v = o.variant;
