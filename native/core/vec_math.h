@@ -10,7 +10,8 @@
 //              +inf above 709.78 (exp overflows there too); 0 below -708 (exact
 //              exp is then below 3.3e-308, a subnormal: the absolute error is
 //              under 3.3e-308); NaN stays NaN.
-//   vlog1p(u): for 0 <= u <= 1 (the only range the kernels use: log1p(exp(-|x|))),
+//   vlog1p(u): for -0.5 <= u <= 1 (the kernels use [0, 1], log1p(exp(-|x|)),
+//              and the centred KL's x >= -1e-5, cell_math.h kl_log1p),
 //              |vlog1p(u) - log1p(u)| <= 4 ulp of log1p(u); NaN stays NaN.
 //   vexpf(x):  float, <= 2 ulp of expf on [-86.9, 88.72]; +inf above, 0 below
 //              (the exact value is under 1.8e-38 there); NaN stays NaN. For the
@@ -110,7 +111,7 @@ YD_VEC_INLINE float vexpf(float x) {
 
 YD_VEC_INLINE double vlog1p(double u) {
   // log(1 + u) = 2 atanh(s), s = u / (2 + u) (no 1 + u is formed, so tiny u keep
-  // their digits); for 0 <= u <= 1, 0 <= s <= 1/3 and the series
+  // their digits); for -0.5 <= u <= 1, |s| <= 1/3 and the series
   // 2 s (1 + z/3 + z^2/5 + ...), z = s^2 <= 1/9, to z^16 leaves < 2e-17.
   const double s = u / (2.0 + u);
   const double z = s * s;
