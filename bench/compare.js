@@ -5,7 +5,8 @@
 // (a, b, c, d, e, v, f) plus nhwc, and whether the two builds' results (loss and
 // every gradient bit) are identical. For "no slowdown, same results" checks of
 // a kernel change:
-//   node bench/compare.js BEFORE_ROOT [AFTER_ROOT] [--runs N]
+//   node bench/compare.js BEFORE_ROOT [AFTER_ROOT] [--runs N] [--only TEXT]
+// (--only: just the rows whose name contains TEXT)
 // BEFORE_ROOT is a built checkout of the earlier commit (a git worktree with
 // its own build/ and dist/); AFTER_ROOT defaults to this checkout.
 const path = require('path');
@@ -14,7 +15,9 @@ const { heads, median } = require('./common');
 const argv = process.argv.slice(2);
 const runsAt = argv.indexOf('--runs');
 const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : 11;
-const roots = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs');
+const onlyAt = argv.indexOf('--only');
+const ONLY = onlyAt >= 0 ? argv[onlyAt + 1] : '';  // rows whose name contains this text
+const roots = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--only');
 const before = require(path.resolve(roots[0]));
 const after = require(path.resolve(roots[1] || path.join(__dirname, '..')));
 
@@ -48,6 +51,7 @@ const rows = [
 
 console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
 for (const [name, C, layout, shapes, extra, reps = 1] of rows) {
+  if (ONLY && !name.includes(ONLY)) continue;
   const { student, teacher, gradOut: gA } = heads(shapes);
   const gB = gA.map((g) => new Float32Array(g.length).fill(1));
   const opts = (g) => ({ numClasses: C, layout, threads: 2, gradOut: g, ...extra });
