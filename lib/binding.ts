@@ -28,11 +28,25 @@ export type NativeHead = { data: Float32Array | Uint16Array; shape: readonly num
  */
 export type NativeResult = [terms: Float64Array, grads: (Float32Array | Uint16Array | NativeTensor)[] | null];
 
+/**
+ * @internal The top-level option keys in the order the addon reads them
+ * (native/addon/convert.cpp YD_OPTION_KEYS, exported as optionKeys): lib/index.ts
+ * callNative passes the options' values in this order after the object.
+ */
+export const OPTION_KEYS = [
+  'numClasses', 'preset', 'numAnchors', 'head', 'regMax', 'boxTemperature', 'layout', 'boxTarget', 'objTarget',
+  'clsTarget', 'weighted', 'temperature', 'fmNms', 'lambda', 'weights', 'grad', 'gradScale', 'checkFinite', 'impl',
+  'threads', 'device', 'gradOut',
+] as const;
+
 /** @internal */
 export interface NativeBinding {
   Tensor: NativeTensorClass;
-  distillationLoss(student: unknown, teacher: unknown, options: unknown): NativeResult;
-  distillationLossAsync(student: unknown, teacher: unknown, options: unknown): Promise<NativeResult>;
+  // After the options object: its values in optionKeys order (lib/index.ts callNative).
+  distillationLoss(student: unknown, teacher: unknown, options: unknown, ...values: unknown[]): NativeResult;
+  distillationLossAsync(student: unknown, teacher: unknown, options: unknown, ...values: unknown[]): Promise<NativeResult>;
+  /** The top-level option keys in the order the addon reads them. */
+  readonly optionKeys: readonly string[];
   backendInfo(): {
     libtorch: string;
     cuda: boolean;

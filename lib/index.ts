@@ -157,13 +157,34 @@ function heads(list: unknown): unknown {
   return Array.isArray(list) ? list.map(toNative) : list;
 }
 
-function nativeOptions(options: unknown): unknown {
-  if (options !== null && typeof options === 'object') {
-    const go = (options as { gradOut?: unknown }).gradOut;
-    // Only a gradOut holding Tensor handles needs a copy of the options.
-    if (Array.isArray(go) && go.some((g) => g instanceof Tensor)) return { ...options, gradOut: go.map(toNative) };
-  }
-  return options;
+function nativeGradOut(go: unknown): unknown {
+  return Array.isArray(go) && go.some((g) => g instanceof Tensor) ? go.map(toNative) : go;
+}
+
+/**
+ * A loss call into the addon. The options object's values are read here, in
+ * JavaScript, in the addon's order (lib/binding.ts OPTION_KEYS: getters and Proxy traps run
+ * as they would in the addon, before it takes any pointer), and passed after
+ * the object: one Node-API call instead of a property lookup per key, a fifth
+ * of a small call's time (BENCHMARKS.md "The tiny call"). Anything but a plain
+ * object goes alone, for the addon's error.
+ */
+function callNative<R>(
+  fn: (student: unknown, teacher: unknown, options: unknown, ...values: unknown[]) => R,
+  student: unknown,
+  teacher: unknown,
+  options: unknown,
+): R {
+  const s = heads(student);
+  const t = heads(teacher);
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) return fn(s, t, options);
+  const o = options as Record<string, unknown>;
+  return fn(
+    s, t, options,
+    o.numClasses, o.preset, o.numAnchors, o.head, o.regMax, o.boxTemperature, o.layout, o.boxTarget, o.objTarget,
+    o.clsTarget, o.weighted, o.temperature, o.fmNms, o.lambda, o.weights, o.grad, o.gradScale, o.checkFinite, o.impl,
+    o.threads, o.device, nativeGradOut(o.gradOut),
+  );
 }
 
 function fromNative([terms, nativeGrads]: NativeResult, options: DistillationOptions): DistillationResult {
@@ -194,7 +215,7 @@ export function distillationLoss(
   teacher: readonly Head[],
   options: DistillationOptions,
 ): DistillationResult {
-  return fromNative(native.distillationLoss(heads(student), heads(teacher), nativeOptions(options)), options);
+  return fromNative(callNative(native.distillationLoss, student, teacher, options), options);
 }
 
 /**
@@ -207,10 +228,7 @@ export async function distillationLossAsync(
   teacher: readonly Head[],
   options: DistillationOptions,
 ): Promise<DistillationResult> {
-  return fromNative(
-    await native.distillationLossAsync(heads(student), heads(teacher), nativeOptions(options)),
-    options,
-  );
+  return fromNative(await callNative(native.distillationLossAsync, student, teacher, options), options);
 }
 
 /** The state of the recycled memory behind the gradient arrays of calls without `gradOut`. */

@@ -170,6 +170,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("configure", Napi::Function::New(env, Configure, "configure"));
   exports.Set("gradientPool", Napi::Function::New(env, GradientPool, "gradientPool"));
   exports.Set("heapInUse", Napi::Function::New(env, HeapInUse, "heapInUse"));
+  exports.Set("optionKeys", option_keys(env));
   return exports;
 }
 

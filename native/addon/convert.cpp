@@ -3,6 +3,7 @@
 
 #include <ATen/Functions.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -70,133 +71,171 @@ std::string scale_name(size_t s, const char* tensor) {
 
 // ---- options ----------------------------------------------------------------
 
-bool has(const Napi::Object& o, const char* key, Napi::Value* out) {
-  Napi::Value v = o.Get(key);
+// The top-level option keys, in the order parse_options reads them. The
+// facade reads them from the caller's options object in this order (running
+// its getters and Proxy traps, in JavaScript, before the addon takes any
+// pointer) and passes the values after it (lib/index.ts): one Node-API call
+// for all of them instead of a property lookup each, a fifth of a small
+// call's time (BENCHMARKS.md "The tiny call"). test/options.test.js checks
+// that the facade's list is this one (optionKeys).
+#define YD_OPTION_KEYS(X)                                                                                       \
+  X(NumClasses, "numClasses") X(Preset, "preset") X(NumAnchors, "numAnchors") X(Head, "head")                   \
+  X(RegMax, "regMax") X(BoxTemperature, "boxTemperature") X(Layout, "layout") X(BoxTarget, "boxTarget")          \
+  X(ObjTarget, "objTarget") X(ClsTarget, "clsTarget") X(Weighted, "weighted") X(Temperature, "temperature")     \
+  X(FmNms, "fmNms") X(Lambda, "lambda") X(Weights, "weights") X(Grad, "grad") X(GradScale, "gradScale")        \
+  X(CheckFinite, "checkFinite") X(Impl, "impl") X(Threads, "threads") X(Device, "device") X(GradOut, "gradOut")
+
+#define YD_OPTION_ENUM(id, name) id,
+enum class Opt : int { YD_OPTION_KEYS(YD_OPTION_ENUM) kCount };
+#undef YD_OPTION_ENUM
+#define YD_OPTION_NAME(id, name) name,
+constexpr const char* kOptNames[] = {YD_OPTION_KEYS(YD_OPTION_NAME)};
+#undef YD_OPTION_NAME
+constexpr size_t kOptCount = static_cast<size_t>(Opt::kCount);
+
+// Where the options are read from: the top-level object (its own lookups, or
+// the values the facade passed, by key), or a nested one (options.weighted,
+// options.weights) by name. `path` names a value in messages.
+struct TopOptions {
+  Napi::Object object;
+  const Napi::Value* given = nullptr;  // kOptCount values in YD_OPTION_KEYS order, or null
+  Napi::Value value(Opt k) const { return given ? given[static_cast<int>(k)] : object.Get(kOptNames[static_cast<int>(k)]); }
+  static std::string path(Opt k) { return kOptNames[static_cast<int>(k)]; }
+};
+struct NestedOptions {
+  Napi::Object object;
+  const char* prefix;  // "weighted.", "weights."
+  Napi::Value value(const char* key) const { return object.Get(key); }
+  std::string path(const char* key) const { return std::string(prefix) + key; }
+};
+
+template <typename Src, typename Key>
+bool has(const Src& src, Key key, Napi::Value* out) {
+  Napi::Value v = src.value(key);
   if (v.IsUndefined()) return false;
   *out = v;
   return true;
 }
 
-double opt_number(const Napi::Object& o, const char* key, const char* path, double fallback) {
+template <typename Src, typename Key>
+double opt_number(const Src& src, Key key, double fallback) {
   Napi::Value v;
-  if (!has(o, key, &v)) return fallback;
+  if (!has(src, key, &v)) return fallback;
   if (!v.IsNumber()) {
-    fail_type(kInvalidArgType,
-              std::string("options.") + path + ": expected a number, got " + describe(v));
+    fail_type(kInvalidArgType, "options." + src.path(key) + ": expected a number, got " + describe(v));
   }
   return v.As<Napi::Number>().DoubleValue();
 }
 
-int64_t opt_integer(const Napi::Object& o, const char* key, int64_t fallback, int64_t min,
-                    int64_t max, bool required) {
+template <typename Src, typename Key>
+int64_t opt_integer(const Src& src, Key key, int64_t fallback, int64_t min, int64_t max, bool required) {
   Napi::Value v;
-  if (!has(o, key, &v)) {
+  if (!has(src, key, &v)) {
     if (required) {
-      fail_type(kInvalidArgType, std::string("options.") + key + " is required (an integer >= " +
+      fail_type(kInvalidArgType, "options." + src.path(key) + " is required (an integer >= " +
                                      std::to_string(min) + ")");
     }
     return fallback;
   }
   if (!v.IsNumber()) {
-    fail_type(kInvalidArgType,
-              std::string("options.") + key + ": expected an integer, got " + describe(v));
+    fail_type(kInvalidArgType, "options." + src.path(key) + ": expected an integer, got " + describe(v));
   }
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(min) ||
       d > static_cast<double>(max)) {
-    fail_range(kInvalidOption, std::string("options.") + key + ": expected an integer in [" +
-                                   std::to_string(min) + ", " + std::to_string(max) + "], got " +
-                                   describe(v));
+    fail_range(kInvalidOption, "options." + src.path(key) + ": expected an integer in [" + std::to_string(min) +
+                                   ", " + std::to_string(max) + "], got " + describe(v));
   }
   return static_cast<int64_t>(d);
 }
 
-bool opt_bool(const Napi::Object& o, const char* key, bool fallback) {
+template <typename Src, typename Key>
+bool opt_bool(const Src& src, Key key, bool fallback) {
   Napi::Value v;
-  if (!has(o, key, &v)) return fallback;
+  if (!has(src, key, &v)) return fallback;
   if (!v.IsBoolean()) {
-    fail_type(kInvalidArgType,
-              std::string("options.") + key + ": expected a boolean, got " + describe(v));
+    fail_type(kInvalidArgType, "options." + src.path(key) + ": expected a boolean, got " + describe(v));
   }
   return v.As<Napi::Boolean>().Value();
 }
 
 // An enum option read through its names table (native/core/names.h).
 template <typename E, size_t N>
-E opt_enum(const Napi::Object& o, const char* key, E fallback, const yd::Named<E> (&table)[N]) {
+E opt_enum(const TopOptions& src, Opt key, E fallback, const yd::Named<E> (&table)[N]) {
   Napi::Value v;
-  if (!has(o, key, &v)) return fallback;
+  if (!has(src, key, &v)) return fallback;
   if (!v.IsString()) {
     fail_type(kInvalidArgType,
-              std::string("options.") + key + ": expected " + yd::names_list(table) + ", got " + describe(v));
+              "options." + src.path(key) + ": expected " + yd::names_list(table) + ", got " + describe(v));
   }
   const std::string s = v.As<Napi::String>().Utf8Value();
   for (const yd::Named<E>& row : table) {
     if (s == row.name) return row.value;
   }
   fail_range(kInvalidOption,
-             std::string("options.") + key + ": expected " + yd::names_list(table) + ", got \"" + s + "\"");
+             "options." + src.path(key) + ": expected " + yd::names_list(table) + ", got \"" + s + "\"");
 }
 
 // Reads the options into the core's form: types are checked here, values
 // (ranges, combinations) by the core, once (yd::make_plan). Defaults come from
 // the core: the preset's options (yd::preset_options), which explicit options
-// override.
-yd::Options parse_options(const Napi::Value& v) {
+// override. given: the values the facade read (see YD_OPTION_KEYS), or null to
+// read them from the object here.
+yd::Options parse_options(const Napi::Value& v, const Napi::Value* given) {
   if (!v.IsObject() || v.IsArray() || v.IsFunction()) {
     fail_type(kInvalidArgType, "options: expected an object with at least numClasses, got " +
                                    describe(v));
   }
-  const Napi::Object o = v.As<Napi::Object>();
+  const TopOptions o{v.As<Napi::Object>(), given};
   // Integers are read as such (exactly representable); their ranges are the core's.
   constexpr int64_t kSafe = int64_t{1} << 53;
-  const int64_t num_classes = opt_integer(o, "numClasses", 0, -kSafe, kSafe, true);
-  yd::Options opts = yd::preset_options(opt_enum(o, "preset", yd::Preset::Yolov5, yd::kPresetNames));
+  const int64_t num_classes = opt_integer(o, Opt::NumClasses, 0, -kSafe, kSafe, true);
+  yd::Options opts = yd::preset_options(opt_enum(o, Opt::Preset, yd::Preset::Yolov5, yd::kPresetNames));
   opts.num_classes = num_classes;
   {
     Napi::Value na;
-    opts.num_anchors_given = has(o, "numAnchors", &na);
-    opts.num_anchors = opt_integer(o, "numAnchors", opts.num_anchors, -kSafe, kSafe, false);
+    opts.num_anchors_given = has(o, Opt::NumAnchors, &na);
+    opts.num_anchors = opt_integer(o, Opt::NumAnchors, opts.num_anchors, -kSafe, kSafe, false);
   }
-  opts.head = opt_enum(o, "head", opts.head, yd::kHeadNames);
-  opts.reg_max = opt_integer(o, "regMax", opts.reg_max, -kSafe, kSafe, false);
-  opts.box_temperature = opt_number(o, "boxTemperature", "boxTemperature", opts.box_temperature);
-  opts.layout = opt_enum(o, "layout", opts.layout, yd::kLayoutNames);
+  opts.head = opt_enum(o, Opt::Head, opts.head, yd::kHeadNames);
+  opts.reg_max = opt_integer(o, Opt::RegMax, opts.reg_max, -kSafe, kSafe, false);
+  opts.box_temperature = opt_number(o, Opt::BoxTemperature, opts.box_temperature);
+  opts.layout = opt_enum(o, Opt::Layout, opts.layout, yd::kLayoutNames);
   yd::Variant& var = opts.variant;
-  var.box = opt_enum(o, "boxTarget", var.box, yd::kBoxTargetNames);
-  var.obj = opt_enum(o, "objTarget", var.obj, yd::kObjTargetNames);
-  var.cls = opt_enum(o, "clsTarget", var.cls, yd::kClsTargetNames);
+  var.box = opt_enum(o, Opt::BoxTarget, var.box, yd::kBoxTargetNames);
+  var.obj = opt_enum(o, Opt::ObjTarget, var.obj, yd::kObjTargetNames);
+  var.cls = opt_enum(o, Opt::ClsTarget, var.cls, yd::kClsTargetNames);
   Napi::Value wdv;
-  if (has(o, "weighted", &wdv)) {
+  if (has(o, Opt::Weighted, &wdv)) {
     if (!wdv.IsObject() || wdv.IsArray() || wdv.IsFunction()) {
       fail_type(kInvalidArgType, "options.weighted: expected an object { box?, obj?, cls? } of booleans, got " + describe(wdv));
     }
-    const Napi::Object wd = wdv.As<Napi::Object>();
+    const NestedOptions wd{wdv.As<Napi::Object>(), "weighted."};
     var.weighted_box = opt_bool(wd, "box", var.weighted_box);
     var.weighted_obj = opt_bool(wd, "obj", var.weighted_obj);
     var.weighted_cls = opt_bool(wd, "cls", var.weighted_cls);
   }
-  var.temperature = opt_number(o, "temperature", "temperature", var.temperature);
-  var.fm_nms = opt_bool(o, "fmNms", var.fm_nms);
-  opts.lambda = opt_number(o, "lambda", "lambda", opts.lambda);
+  var.temperature = opt_number(o, Opt::Temperature, var.temperature);
+  var.fm_nms = opt_bool(o, Opt::FmNms, var.fm_nms);
+  opts.lambda = opt_number(o, Opt::Lambda, opts.lambda);
   Napi::Value wv;
-  if (has(o, "weights", &wv)) {
+  if (has(o, Opt::Weights, &wv)) {
     if (!wv.IsObject() || wv.IsArray() || wv.IsFunction()) {
       fail_type(kInvalidArgType,
                 "options.weights: expected an object { box?, obj?, cls? }, got " + describe(wv));
     }
-    const Napi::Object w = wv.As<Napi::Object>();
-    opts.w_box = opt_number(w, "box", "weights.box", opts.w_box);
-    opts.w_obj = opt_number(w, "obj", "weights.obj", opts.w_obj);
-    opts.w_cls = opt_number(w, "cls", "weights.cls", opts.w_cls);
+    const NestedOptions w{wv.As<Napi::Object>(), "weights."};
+    opts.w_box = opt_number(w, "box", opts.w_box);
+    opts.w_obj = opt_number(w, "obj", opts.w_obj);
+    opts.w_cls = opt_number(w, "cls", opts.w_cls);
   }
-  opts.grad = opt_bool(o, "grad", opts.grad);
-  opts.grad_scale = opt_number(o, "gradScale", "gradScale", opts.grad_scale);
-  opts.check_finite = opt_bool(o, "checkFinite", opts.check_finite);
-  opts.impl = opt_enum(o, "impl", opts.impl, yd::kImplNames);
-  opts.threads = opt_integer(o, "threads", opts.threads, -kSafe, kSafe, false);
+  opts.grad = opt_bool(o, Opt::Grad, opts.grad);
+  opts.grad_scale = opt_number(o, Opt::GradScale, opts.grad_scale);
+  opts.check_finite = opt_bool(o, Opt::CheckFinite, opts.check_finite);
+  opts.impl = opt_enum(o, Opt::Impl, opts.impl, yd::kImplNames);
+  opts.threads = opt_integer(o, Opt::Threads, opts.threads, -kSafe, kSafe, false);
   Napi::Value dv;
-  if (has(o, "device", &dv)) {
+  if (has(o, Opt::Device, &dv)) {
     if (!dv.IsString()) {
       fail_type(kInvalidArgType, "options.device: expected 'cpu', 'cuda' or 'cuda:N', got " + describe(dv));
     }
@@ -430,6 +469,12 @@ std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what) 
   return shape;
 }
 
+Napi::Array option_keys(Napi::Env env) {
+  Napi::Array keys = Napi::Array::New(env, kOptCount);
+  for (size_t k = 0; k < kOptCount; ++k) keys.Set(static_cast<uint32_t>(k), Napi::String::New(env, kOptNames[k]));
+  return keys;
+}
+
 PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   const Napi::Env env = info.Env();
   PreparedCall call;
@@ -439,7 +484,15 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   // ---- phase 1: every user value; getters and Proxies may run any JavaScript.
   const std::vector<Napi::Value> student = expect_array(info[0], "student");
   const std::vector<Napi::Value> teacher = expect_array(info[1], "teacher");
-  call.opts = parse_options(info[2]);
+  // The facade passes the option values it read after the options object
+  // (YD_OPTION_KEYS); a direct call may pass the object alone.
+  std::array<Napi::Value, kOptCount> given;
+  const bool facade = info.Length() >= 3 + kOptCount;
+  if (facade) {
+    for (size_t k = 0; k < kOptCount; ++k) given[k] = info[3 + k];
+  }
+  const Napi::Value* given_values = facade ? given.data() : nullptr;
+  call.opts = parse_options(info[2], given_values);
   call.student.resize(student.size());
   call.teacher.resize(teacher.size());
   for (size_t s = 0; s < student.size(); ++s) {
@@ -449,10 +502,10 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     read_head(env, teacher[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
   }
   // Caller-owned gradient buffers (options.gradOut), one entry per scale.
-  const Napi::Object o = info[2].As<Napi::Object>();
+  const TopOptions o{info[2].As<Napi::Object>(), given_values};
   std::vector<Napi::Value> grad_out_js;
   Napi::Value gov;
-  const bool has_grad_out = has(o, "gradOut", &gov);
+  const bool has_grad_out = has(o, Opt::GradOut, &gov);
   if (has_grad_out) {
     if (!gov.IsArray()) {
       fail_type(kInvalidArgType, "options.gradOut: expected an array with one Float32Array or "

@@ -31,7 +31,13 @@ struct PreparedCall {
   std::vector<Napi::Value> grad_js;
 };
 
-// Parses (student, teacher, options) and validates them with the core. Throws
+// The top-level option keys in the order the addon reads them; the facade
+// passes their values in this order after the options object (convert.cpp
+// YD_OPTION_KEYS). Exported to JavaScript as optionKeys for the facade's test.
+Napi::Array option_keys(Napi::Env env);
+
+// Parses (student, teacher, options[, the option values in option_keys order])
+// and validates them with the core. Throws
 // coded errors (yd::Error) on any problem.
 //
 // Memory safety (RELIABILITY.md "What a caller may do to a buffer"): the call
