@@ -42,7 +42,8 @@ Napi::Array option_keys(Napi::Env env);
 //
 // Memory safety (RELIABILITY.md "What a caller may do to a buffer"): the call
 // runs in two phases. Phase 1 reads every user value (options, heads, shapes,
-// gradOut entries); their getters and Proxy traps may run arbitrary JavaScript,
+// gradOut entries; the top-level options' values the facade has already read
+// and passed); their getters and Proxy traps may run arbitrary JavaScript,
 // so it keeps Float32Arrays only as JS values and takes no pointer. Phase 2
 // runs after the last user JavaScript of the call: it refuses resizable
 // buffers, marks the buffers of an async call untransferable, then re-reads
