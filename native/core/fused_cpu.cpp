@@ -6,6 +6,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -1065,16 +1066,25 @@ double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t 
 
 }  // namespace
 
+namespace {
+
+// How many tasks (threads) `blocks` blocks of `values` values in all get.
+// Waking a thread team costs microseconds: give each task at least
+// kMinValuesPerTask values, so small calls stay on the calling thread. 32 K
+// (was 64 K) lets the middle scale of a one-image call (c) use both threads:
+// 0.95x its time, measured interleaved (bench/compare.js); 16 K gained no more.
+int64_t task_count(int64_t blocks, int threads, int64_t values) {
+  constexpr int64_t kMinValuesPerTask = int64_t{1} << 15;
+  const int64_t by_work = std::max<int64_t>(1, values / kMinValuesPerTask);
+  return std::max<int64_t>(1, std::min<int64_t>({int64_t{threads}, blocks, by_work}));
+}
+
+}  // namespace
+
 void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
                 const std::function<void(int64_t, int64_t)>& fn) {
   if (blocks <= 0) return;
-  // Waking a thread team costs microseconds: give each task at least
-  // kMinValuesPerTask values, so small calls stay on the calling thread. 32 K
-  // (was 64 K) lets the middle scale of a one-image call (c) use both threads:
-  // 0.95x its time, measured interleaved (bench/compare.js); 16 K gained no more.
-  constexpr int64_t kMinValuesPerTask = int64_t{1} << 15;
-  const int64_t by_work = std::max<int64_t>(1, blocks * values_per_block / kMinValuesPerTask);
-  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>({int64_t{threads}, blocks, by_work}));
+  const int64_t tasks = task_count(blocks, threads, blocks * values_per_block);
   if (tasks == 1) {
     fn(0, blocks);
     return;
@@ -1568,6 +1578,91 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
 RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& o,
                   int threads) {
   return variant_scale(Fp32Source{p, t, g}, geom, o, threads);
+}
+
+std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Options& o, int threads) {
+  const size_t S = scales.size();
+  std::vector<RawSums> out(S);
+  bool together = S > 1;
+  for (const Fp32Scale& sc : scales) together = together && default_kernel_case(*sc.geom, o) && !sc.geom->cell_major();
+  if (!together) {
+    for (size_t s = 0; s < S; ++s) out[s] = cpu_scale(scales[s].p, scales[s].t, scales[s].g, *scales[s].geom, o, threads);
+    return out;
+  }
+  // Each scale's units and blocks exactly as run_nchw and reduce_units cut
+  // them; the blocks of all scales numbered one after another, largest scale
+  // first.
+  struct Cut {
+    int64_t hw, per_anchor, chunks_per_plane, units, per_block, first_block;
+    TermCoefs coefs;
+  };
+  std::vector<Cut> cuts(S);
+  int64_t blocks = 0, values = 0;
+  for (size_t s = 0; s < S; ++s) {
+    const ScaleGeom& g = *scales[s].geom;
+    Cut& c = cuts[s];
+    c.hw = g.height * g.width;
+    c.per_anchor = g.per_anchor();
+    c.chunks_per_plane = (c.hw + kPlaneChunk - 1) / kPlaneChunk;
+    c.units = g.batch * g.anchors * c.chunks_per_plane;
+    c.per_block = (c.units + kMaxBlocks - 1) / kMaxBlocks;
+    c.first_block = blocks;
+    c.coefs = grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, g.classes, g.cells());
+    blocks += (c.units + c.per_block - 1) / c.per_block;
+    values += g.numel();
+  }
+  std::vector<double> partial(static_cast<size_t>(blocks) * 3);
+  // Block blk of the call: its scale's units, summed into the block's own
+  // partials (run_nchw's unit body).
+  auto block = [&](int64_t blk) {
+    size_t s = S - 1;
+    while (cuts[s].first_block > blk) --s;
+    const Cut& c = cuts[s];
+    const Fp32Scale& sc = scales[s];
+    const int64_t b = blk - c.first_block;
+    const int64_t u1 = std::min(c.units, (b + 1) * c.per_block);
+    RawSums acc;
+    for (int64_t u = b * c.per_block; u < u1; ++u) {
+      const int64_t plane = u / c.chunks_per_plane;
+      const int64_t c0 = (u % c.chunks_per_plane) * kPlaneChunk;
+      const int64_t n = std::min(kPlaneChunk, c.hw - c0);
+      const int64_t base = plane * c.per_anchor * c.hw + c0;
+      if (sc.g) {
+        nchw_unit_grad(sc.p, sc.t, sc.g, base, c.hw, n, c.per_anchor, c.coefs, nullptr, acc);
+      } else {
+        nchw_unit_nograd(sc.p, sc.t, base, c.hw, n, c.per_anchor, c.coefs, nullptr, acc);
+      }
+    }
+    partial[blk * 3 + 0] = acc.box;
+    partial[blk * 3 + 1] = acc.obj;
+    partial[blk * 3 + 2] = acc.cls;
+  };
+  // One parallel region; each thread takes the next block when it is free (a
+  // one-image call has 3 planes per scale: two threads split each scale 2:1,
+  // and the last scale, too small for two, ran on one).
+  const int64_t tasks = task_count(blocks, threads, values);
+  if (tasks == 1) {
+    for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
+  } else {
+    ensure_team_size(static_cast<int>(tasks));
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+      for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
+           blk = next.fetch_add(1, std::memory_order_relaxed)) {
+        block(blk);
+      }
+    });
+  }
+  // Each scale's partials in block order, as reduce_units adds them.
+  for (size_t s = 0; s < S; ++s) {
+    const int64_t end = s + 1 < S ? cuts[s + 1].first_block : blocks;
+    for (int64_t blk = cuts[s].first_block; blk < end; ++blk) {
+      out[s].box += partial[blk * 3 + 0];
+      out[s].obj += partial[blk * 3 + 1];
+      out[s].cls += partial[blk * 3 + 2];
+    }
+  }
+  return out;
 }
 
 Terms scale_terms(const RawSums& raw, const ScaleGeom& g, const Variant& v) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "cell_math.h"
 #include "loss.h"
@@ -26,6 +27,23 @@ struct RawSums {
 // `threads`, and block partials are summed in order.
 RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geom, const Options& opts,
                   int threads);
+
+// One fp32 scale of a call for cpu_scales: arrays as for cpu_scale.
+struct Fp32Scale {
+  const float* p;
+  const float* t;
+  float* g;  // nullptr for none
+  const ScaleGeom* geom;
+};
+
+// cpu_scale on every scale of a call. Where every scale takes the default nchw
+// kernel (the default formula, no FM-NMS), the work units of all scales run in
+// one parallel region, each thread taking the next block when it is free,
+// largest scale first: a one-image call has 3 planes per scale, which two
+// threads split 2:1 scale by scale, the last scale on one thread only. The
+// blocks are each scale's as cpu_scale cuts them and their partials are added
+// in the same order: the same bits.
+std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Options& opts, int threads);
 
 // Element types the CPU kernel reads and writes in place.
 enum class ElemType { F32, F16, BF16 };

@@ -425,41 +425,45 @@ ElemType elem_type(at::ScalarType t) {
   }
 }
 
-// One scale of cpu_loss: the heads read in place in their dtypes (cpu_scale on
-// fp32 heads, cpu_scale_mixed when either is 16-bit: no widened copies), the
-// gradient written into gradOut when it is contiguous (attach_grad_out made it
-// the student's dtype), else into a new array of the student's dtype (then
-// copied into gradOut if given).
-Terms cpu_scale_terms(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out,
-                      const ScaleGeom& g, const Options& opts, int threads, std::vector<at::Tensor>* grads) {
-  const at::Tensor p = student.contiguous();
-  const at::Tensor t = teacher.contiguous();
-  at::Tensor gw;  // the contiguous buffer the kernel writes
-  if (opts.grad) gw = out.defined() && out.is_contiguous() ? out : at::empty(p.sizes(), p.options());
-  RawSums raw;
-  if (p.scalar_type() == at::kFloat && t.scalar_type() == at::kFloat) {
-    raw = cpu_scale(p.data_ptr<float>(), t.data_ptr<float>(), opts.grad ? gw.data_ptr<float>() : nullptr, g, opts,
-                    threads);
-  } else {
-    MixedArrays a;
-    a.p = p.data_ptr();
-    a.p_type = elem_type(p.scalar_type());
-    a.t = t.data_ptr();
-    a.t_type = elem_type(t.scalar_type());
-    if (opts.grad) {
-      a.g = gw.data_ptr();
-      a.g_type = elem_type(gw.scalar_type());
-    }
-    raw = cpu_scale_mixed(a, g, opts, threads);
-  }
-  if (opts.grad) {
-    if (out.defined() && !gw.is_same(out)) out.copy_(gw);
-    grads->push_back(out.defined() ? out : gw);
-  }
-  return scale_terms(raw, g, opts.variant);
+// One scale of cpu_loss: the heads contiguous (as they are when they already
+// are), and the contiguous buffer the kernel writes the gradient into:
+// gradOut itself when it is contiguous (attach_grad_out made it the student's
+// dtype), else a new array of the student's dtype (copied into gradOut after).
+struct CpuScaleIo {
+  at::Tensor p, t, out, gw;
+};
+
+CpuScaleIo cpu_scale_io(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& out, bool grad) {
+  CpuScaleIo io;
+  io.p = student.contiguous();
+  io.t = teacher.contiguous();
+  io.out = out;
+  if (grad) io.gw = out.defined() && out.is_contiguous() ? out : at::empty(io.p.sizes(), io.p.options());
+  return io;
 }
 
-// The fused CPU backend: per scale, the default kernel or the variant kernel.
+// The raw sums of one scale, its heads read in place in their dtypes
+// (cpu_scale_mixed when either is 16-bit: no widened copies).
+RawSums cpu_scale_raw(const CpuScaleIo& io, const ScaleGeom& g, const Options& opts, int threads) {
+  if (io.p.scalar_type() == at::kFloat && io.t.scalar_type() == at::kFloat) {
+    return cpu_scale(io.p.data_ptr<float>(), io.t.data_ptr<float>(), opts.grad ? io.gw.data_ptr<float>() : nullptr,
+                     g, opts, threads);
+  }
+  MixedArrays a;
+  a.p = io.p.data_ptr();
+  a.p_type = elem_type(io.p.scalar_type());
+  a.t = io.t.data_ptr();
+  a.t_type = elem_type(io.t.scalar_type());
+  if (opts.grad) {
+    a.g = io.gw.data_ptr();
+    a.g_type = elem_type(io.gw.scalar_type());
+  }
+  return cpu_scale_mixed(a, g, opts, threads);
+}
+
+// The fused CPU backend: per scale, the default kernel or the variant kernel;
+// fp32 scales all at once (cpu_scales: one parallel region where every scale
+// takes the default nchw kernel).
 Result cpu_loss(const Plan& plan) {
   const std::vector<at::Tensor>& student = plan.student;
   const std::vector<at::Tensor>& teacher = plan.teacher;
@@ -467,16 +471,40 @@ Result cpu_loss(const Plan& plan) {
   const std::vector<ScaleGeom>& geoms = plan.geoms;
   const Options& opts = plan.opts;
   const int threads = plan.threads;
+  const size_t S = student.size();
+  bool all_fp32 = true;
+  for (size_t s = 0; s < S; ++s) {
+    all_fp32 = all_fp32 && student[s].scalar_type() == at::kFloat && teacher[s].scalar_type() == at::kFloat;
+  }
   Result r;
-  r.scales.reserve(student.size());
-  for (size_t s = 0; s < student.size(); ++s) {
-    const ScaleGeom& g = geoms[s];
-    const at::Tensor out = grad_out.empty() ? at::Tensor() : grad_out[s];
-    const Terms terms = cpu_scale_terms(student[s], teacher[s], out, g, opts, threads, &r.grads);
+  r.scales.reserve(S);
+  auto finish = [&](const CpuScaleIo& io, const RawSums& raw, const ScaleGeom& g) {
+    if (opts.grad) {
+      if (io.out.defined() && !io.gw.is_same(io.out)) io.out.copy_(io.gw);
+      r.grads.push_back(io.out.defined() ? io.out : io.gw);
+    }
+    const Terms terms = scale_terms(raw, g, opts.variant);
     r.scales.push_back(terms);
     r.total.box += terms.box;
     r.total.obj += terms.obj;
     r.total.cls += terms.cls;
+  };
+  auto out_of = [&](size_t s) { return grad_out.empty() ? at::Tensor() : grad_out[s]; };
+  if (all_fp32 && S > 1) {
+    std::vector<CpuScaleIo> io(S);
+    std::vector<Fp32Scale> arrays(S);
+    for (size_t s = 0; s < S; ++s) {
+      io[s] = cpu_scale_io(student[s], teacher[s], out_of(s), opts.grad);
+      arrays[s] = Fp32Scale{io[s].p.data_ptr<float>(), io[s].t.data_ptr<float>(),
+                            opts.grad ? io[s].gw.data_ptr<float>() : nullptr, &geoms[s]};
+    }
+    const std::vector<RawSums> raw = cpu_scales(arrays, opts, threads);
+    for (size_t s = 0; s < S; ++s) finish(io[s], raw[s], geoms[s]);
+  } else {
+    for (size_t s = 0; s < S; ++s) {
+      const CpuScaleIo io = cpu_scale_io(student[s], teacher[s], out_of(s), opts.grad);
+      finish(io, cpu_scale_raw(io, geoms[s], opts, threads), geoms[s]);
+    }
   }
   r.loss = total_loss(opts.lambda, opts.w_box, opts.w_obj, opts.w_cls, r.total.box, r.total.obj,
                       r.total.cls);
