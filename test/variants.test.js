@@ -172,3 +172,52 @@ test('bad variant options give coded errors', () => {
   expect(codeOf({ weighted: { obj: 'no' } })).toBe('TypeError ERR_INVALID_ARG_TYPE');
   expect(codeOf({ fmNms: 'yes' })).toBe('TypeError ERR_INVALID_ARG_TYPE');
 });
+
+// The cell-major layouts run the variant and anchor-free kernels on each unit
+// transposed to channel-major (native/core/fused_cpu.cpp, 16 x 16 register
+// tiles with scalar edges): every gradient element must be the bit-for-bit
+// value of the same element in nchw (the same element math), the loss within
+// summation order. Units of 256 cells: 2 images of 17 x 19 cells leave a
+// partial last unit; K = 85 and 23 leave partial channel tiles, 144 none.
+describe('cell-major layouts against nchw, element by element', () => {
+  // value (b, a, y, x, k) of a head in each layout
+  const index = {
+    nchw: (B, A, H, W, K) => (b, a, y, x, k) => ((b * A * K + a * K + k) * H + y) * W + x,
+    nahwc: (B, A, H, W, K) => (b, a, y, x, k) => (((b * A + a) * H + y) * W + x) * K + k,
+    nhwc: (B, A, H, W, K) => (b, a, y, x, k) => ((b * H + y) * W + x) * A * K + a * K + k,
+  };
+  const shapeOf = (layout, B, A, H, W, K) =>
+    (layout === 'nchw' ? [B, A * K, H, W] : layout === 'nhwc' ? [B, H, W, A * K] : [B, A, H, W, K]);
+  function relayout(data, from, to, B, A, H, W, K) {
+    const out = new Float32Array(data.length);
+    const f = index[from](B, A, H, W, K), t = index[to](B, A, H, W, K);
+    for (let b = 0; b < B; b++) for (let a = 0; a < A; a++) for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
+      for (let k = 0; k < K; k++) out[t(b, a, y, x, k)] = data[f(b, a, y, x, k)];
+    }
+    return out;
+  }
+  const B = 2, H = 17, W = 19;
+  const cases = [
+    ['anchor, C = 80, clsTarget prob', 3, 85, { numClasses: 80, clsTarget: 'prob' }],
+    ['anchor, C = 18, one anchor, preset paper + fmNms', 1, 23, { numClasses: 18, numAnchors: 1, preset: 'paper', fmNms: true }],
+    ['anchor, C = 80, clsTarget kl, weighted { cls: false }', 3, 85, { numClasses: 80, clsTarget: 'kl', weighted: { cls: false } }],
+    ['anchor-free, regMax 16, C = 80', 1, 144, { numClasses: 80, head: 'anchorFree' }],
+    ['anchor-free, regMax 16, C = 80, clsTarget bce', 1, 144, { numClasses: 80, head: 'anchorFree', clsTarget: 'bce' }],
+  ];
+  test.each(cases)('%s', (_name, A, K, opts) => {
+    const r = h.rng(K + A);
+    const n = B * A * H * W * K;
+    const P = Float32Array.from({ length: n }, () => 3 * r.randn());
+    const T = Float32Array.from({ length: n }, () => 3 * r.randn());
+    const ref = distillationLoss([{ data: P, shape: shapeOf('nchw', B, A, H, W, K) }],
+      [{ data: T, shape: shapeOf('nchw', B, A, H, W, K) }], { ...opts, layout: 'nchw' });
+    for (const layout of opts.head === 'anchorFree' ? ['nhwc'] : ['nahwc', 'nhwc']) {
+      const shape = shapeOf(layout, B, A, H, W, K);
+      const res = distillationLoss([{ data: relayout(P, 'nchw', layout, B, A, H, W, K), shape }],
+        [{ data: relayout(T, 'nchw', layout, B, A, H, W, K), shape }], { ...opts, layout });
+      expect(Math.abs(res.loss - ref.loss)).toBeLessThanOrEqual(1e-10 * Math.abs(ref.loss));
+      const back = relayout(res.grads[0], layout, 'nchw', B, A, H, W, K);
+      expect(h.sameBits(back, ref.grads[0])).toBe(true);
+    }
+  });
+});

@@ -628,7 +628,97 @@ struct UnitView {
 // The FM-NMS keep mask of an fp32 anchor-free head (defined below).
 void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, int threads);
 
-// fp32 arrays, read and written in place.
+// ---- cell-major units in channel-major buffers ----
+// In nahwc and nhwc a unit's len cells hold K contiguous values each, and the
+// variant kernels go through them channel by channel: with stride K those
+// loops ran scalar, at twice the time of the same work in nchw (anchor-free
+// YOLOv8s nhwc 46 ms against 21 ms nchw, bench/compare.js). Fp32Source
+// transposes each cell-major unit into per-thread channel-major buffers, the
+// kernels run on them as on an nchw unit (contiguous runs, the same element
+// math in the same order: the same bits), and the gradient is transposed back.
+
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols.
+void transpose_scalar(const float* __restrict src, int64_t ld_src, float* __restrict dst, int64_t ld_dst,
+                      int64_t rows, int64_t cols) {
+  constexpr int64_t kB = 16;  // in cache-friendly tiles
+  for (int64_t r0 = 0; r0 < rows; r0 += kB) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kB) {
+      const int64_t r1 = std::min(rows, r0 + kB), c1 = std::min(cols, c0 + kB);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The 128-bit lanes of a and b picked by kImm (vshuff32x4). As the masked form
+// with every lane set: the same instruction, without GCC 12's
+// -Wmaybe-uninitialized on the unmasked intrinsics' undefined sources (also
+// why the unpacks below are written masked).
+constexpr __mmask16 kAll16 = 0xFFFF;
+constexpr __mmask8 kAll8 = 0xFF;
+template <int kImm>
+__attribute__((target("avx512f"))) inline __m512 shuffle_lanes(__m512 a, __m512 b) {
+  return _mm512_mask_shuffle_f32x4(a, kAll16, a, b, kImm);
+}
+
+// transpose_scalar in 16 x 16 tiles held in AVX-512 registers (within-lane
+// unpacks of 32- then 64-bit pairs, then two rounds of 128-bit lane
+// shuffles); the edges scalar. Moves only: the same values as transpose_scalar.
+__attribute__((target("avx512f"))) void transpose_avx512(const float* __restrict src, int64_t ld_src,
+                                                         float* __restrict dst, int64_t ld_dst, int64_t rows,
+                                                         int64_t cols) {
+  const int64_t rows16 = rows & ~int64_t{15}, cols16 = cols & ~int64_t{15};
+  for (int64_t r0 = 0; r0 < rows16; r0 += 16) {
+    for (int64_t c0 = 0; c0 < cols16; c0 += 16) {
+      __m512 a[16], b[16];
+      for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_ps(src + (r0 + i) * ld_src + c0);
+      for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 of columns 4L..4L+3 interleaved
+        b[2 * i] = _mm512_mask_unpacklo_ps(a[2 * i], kAll16, a[2 * i], a[2 * i + 1]);
+        b[2 * i + 1] = _mm512_mask_unpackhi_ps(a[2 * i], kAll16, a[2 * i], a[2 * i + 1]);
+      }
+      for (int g = 0; g < 4; ++g) {  // a[4g + c], lane L: rows 4g..4g+3 of column 4L + c
+        const __m512d lo0 = _mm512_castps_pd(b[4 * g]), hi0 = _mm512_castps_pd(b[4 * g + 1]);
+        const __m512d lo1 = _mm512_castps_pd(b[4 * g + 2]), hi1 = _mm512_castps_pd(b[4 * g + 3]);
+        a[4 * g + 0] = _mm512_castpd_ps(_mm512_mask_unpacklo_pd(lo0, kAll8, lo0, lo1));
+        a[4 * g + 1] = _mm512_castpd_ps(_mm512_mask_unpackhi_pd(lo0, kAll8, lo0, lo1));
+        a[4 * g + 2] = _mm512_castpd_ps(_mm512_mask_unpacklo_pd(hi0, kAll8, hi0, hi1));
+        a[4 * g + 3] = _mm512_castpd_ps(_mm512_mask_unpackhi_pd(hi0, kAll8, hi0, hi1));
+      }
+      for (int c = 0; c < 4; ++c) {  // column 4L + c = lane L of a[c], a[4 + c], a[8 + c], a[12 + c]
+        const __m512 v0 = shuffle_lanes<0x88>(a[c], a[4 + c]), w0 = shuffle_lanes<0xDD>(a[c], a[4 + c]);
+        const __m512 v1 = shuffle_lanes<0x88>(a[8 + c], a[12 + c]), w1 = shuffle_lanes<0xDD>(a[8 + c], a[12 + c]);
+        _mm512_storeu_ps(dst + (c0 + c) * ld_dst + r0, shuffle_lanes<0x88>(v0, v1));
+        _mm512_storeu_ps(dst + (c0 + 4 + c) * ld_dst + r0, shuffle_lanes<0x88>(w0, w1));
+        _mm512_storeu_ps(dst + (c0 + 8 + c) * ld_dst + r0, shuffle_lanes<0xDD>(v0, v1));
+        _mm512_storeu_ps(dst + (c0 + 12 + c) * ld_dst + r0, shuffle_lanes<0xDD>(w0, w1));
+      }
+    }
+  }
+  // The edges: the last cols % 16 columns of the full row tiles, then the last rows % 16 rows.
+  if (cols16 < cols) transpose_scalar(src + cols16, ld_src, dst + cols16 * ld_dst, ld_dst, rows16, cols - cols16);
+  if (rows16 < rows) transpose_scalar(src + rows16 * ld_src, ld_src, dst + rows16, ld_dst, rows - rows16, cols);
+}
+
+bool have_avx512f() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+void transpose(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows, int64_t cols) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (have_avx512f()) {
+    transpose_avx512(src, ld_src, dst, ld_dst, rows, cols);
+    return;
+  }
+#endif
+  transpose_scalar(src, ld_src, dst, ld_dst, rows, cols);
+}
+
+// fp32 arrays, read and written in place (nchw), or through channel-major
+// buffers (the cell-major layouts, above).
 struct Fp32Source {
   static constexpr bool kInPlace = true;
   static constexpr int64_t kNchwChunk = kVariantChunk;
@@ -643,14 +733,28 @@ struct Fp32Source {
     }
   }
   UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
-    return UnitView{p, t, g, s.base, u.step_k, u.step_c};
+    if (u.nchw) return UnitView{p, t, g, s.base, u.step_k, u.step_c};
+    thread_local std::vector<float> bp, bt, bg;
+    const size_t n = static_cast<size_t>(u.K * s.len);
+    if (bp.size() < n) {
+      bp.resize(n);
+      bt.resize(n);
+      bg.resize(n);
+    }
+    transpose(p + s.base, u.K, bp.data(), s.len, s.len, u.K);  // cell j's value k to bp[k * len + j]
+    transpose(t + s.base, u.K, bt.data(), s.len, s.len, u.K);
+    return UnitView{bp.data(), bt.data(), g ? bg.data() : nullptr, 0, s.len, 1};
   }
-  void close(const VariantUnits&, const VariantUnits::Span&, const UnitView&) const {}
+  void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
+    if (u.nchw || !g) return;
+    transpose(v.g, s.len, g + s.base, u.K, u.K, s.len);  // every value of the unit was written
+  }
 };
 
 // 16-bit (or mixed) arrays: each unit's values widened to fp32 in per-thread
-// buffers (the unit's K channel runs in nchw, its K * len contiguous values in
-// the cell-major layouts), the fp32 body run on them, the gradient rounded to
+// buffers (the unit's K channel runs in nchw; in the cell-major layouts its
+// K * len contiguous values, then transposed to channel-major), the fp32 body
+// run on them, the gradient rounded to
 // its type on the way out (round to nearest even). Memory sees the arrays'
 // own element sizes; 1024-cell units in nchw keep the three buffers in L2
 // (K = 85: 1 MB). FM-NMS masks widen one teacher plane at a time.
@@ -676,17 +780,30 @@ struct MixedSource {
       }
       return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, s.len, 1};
     }
-    widen_run(a.p, a.p_type, s.base, u.K * s.len, bp.data());
-    widen_run(a.t, a.t_type, s.base, u.K * s.len, bt.data());
-    return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, 1, u.K};
+    // Cell-major: widened as they lie, then transposed to channel-major (as
+    // Fp32Source does).
+    float* cm = cell_major_buffer(n);
+    widen_run(a.p, a.p_type, s.base, u.K * s.len, cm);
+    transpose(cm, u.K, bp.data(), s.len, s.len, u.K);
+    widen_run(a.t, a.t_type, s.base, u.K * s.len, cm);
+    transpose(cm, u.K, bt.data(), s.len, s.len, u.K);
+    return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, s.len, 1};
   }
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (!a.g) return;
     if (u.nchw) {
       for (int64_t k = 0; k < u.K; ++k) narrow_run(v.g + k * s.len, a.g_type, a.g, s.base + k * u.step_k, s.len);
     } else {
-      narrow_run(v.g, a.g_type, a.g, s.base, u.K * s.len);
+      float* cm = cell_major_buffer(static_cast<size_t>(u.K * s.len));
+      transpose(v.g, s.len, cm, u.K, u.K, s.len);
+      narrow_run(cm, a.g_type, a.g, s.base, u.K * s.len);
     }
+  }
+  // A per-thread buffer of at least n floats for a unit in its cell-major order.
+  static float* cell_major_buffer(size_t n) {
+    thread_local std::vector<float> b;
+    if (b.size() < n) b.resize(n);
+    return b.data();
   }
 };
 
