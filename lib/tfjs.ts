@@ -53,7 +53,10 @@ export function tfDistillationLoss(
   const op = T.customGrad((...args: unknown[]) => {
     const inputs = args.slice(0, student.length) as tfTypes.Tensor[];
     const studentHeads: HeadArray[] = inputs.map((t) => ({ data: t.dataSync() as Float32Array, shape: t.shape }));
-    const r = distillationLoss(studentHeads, teacherHeads, { ...options, grad: true });
+    // Object.assign rather than { ...options, grad: true }: in Node 20 the
+    // latter gets a new hidden class per call, and reading the options from
+    // it costs microseconds (BENCHMARKS.md "The tiny call").
+    const r = distillationLoss(studentHeads, teacherHeads, Object.assign({}, options, { grad: true }));
     const grads = r.grads as Float32Array[];
     return {
       value: T.scalar(r.loss),
