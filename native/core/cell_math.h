@@ -83,9 +83,12 @@ constexpr double kMaxTemperature = FLT_MAX;
 
 // Argmax in the order torch.argmax uses: NaN counts as the largest value (the
 // first NaN wins), otherwise the first maximum. Returns whether v, seen after
-// the current best, takes its place.
+// the current best, takes its place: unless best is NaN, when v > best or v is
+// NaN, which is !(v <= best) (false only when both are numbers and v <= best).
+// Written so, the vectorized argmax loops compile to two compares per value
+// (best ordered, v not-less-equal-unordered) instead of four.
 YD_HD bool argmax_takes(float v, float best) {
-  return best == best && (v > best || v != v);
+  return (best == best) & !(v <= best);
 }
 
 // Normalisers turning the raw weighted sums of squares into the per-scale terms:
