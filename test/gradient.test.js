@@ -62,6 +62,26 @@ describe.each(['nchw', 'nahwc', 'nhwc'])('%s', (layout) => {
     }
   });
 
+  test('each scale computed as if alone: any scale order and thread count gives its bits', () => {
+    // The CPU runs all scales of a call in one parallel region (native/core/
+    // fused_cpu.cpp cpu_scales); a scale's sums and gradient must not depend on
+    // the other scales, their order or the number of threads.
+    const r = h.rng(21);
+    const shapes = [[2, 40, 40], [2, 20, 20], [2, 10, 10], [1, 3, 5]].map(([B, H, W]) => h.headShape(layout, B, 3, 6, H, W));
+    const c = h.makeHeads(r, shapes, 3);
+    const opts = { numClasses: 6, layout };
+    const alone = shapes.map((_, s) => distillationLoss([c.student[s]], [c.teacher[s]], { ...opts, threads: 1 }));
+    for (const order of [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]]) {
+      for (const threads of [1, 2, 3]) {
+        const res = distillationLoss(order.map((s) => c.student[s]), order.map((s) => c.teacher[s]), { ...opts, threads });
+        order.forEach((s, i) => {
+          expect(res.scales[i]).toEqual(alone[s].scales[0]);
+          expect(h.sameBits(res.grads[i], alone[s].grads[0])).toBe(true);
+        });
+      }
+    }
+  });
+
   test('invariants: zero loss and gradient when student equals teacher', () => {
     const c = smallCase(14, layout);
     const teacher = c.student.map((p) => ({ data: p.data.slice(), shape: p.shape }));

@@ -195,25 +195,37 @@ YD_MULTIVERSION void nchw_unit_nograd(const float* p, const float* t, int64_t ba
   nchw_unit_body<false>(Fp32Runs{p, t, nullptr}, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
-template <bool kGrad>
-RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom,
-                 const TermCoefs& coefs, const unsigned char* keep, int threads) {
-  const int64_t hw = geom.height * geom.width;
-  const int64_t per_anchor = geom.per_anchor();
-  const int64_t chunks_per_plane = (hw + kPlaneChunk - 1) / kPlaneChunk;
-  const int64_t units = geom.batch * geom.anchors * chunks_per_plane;  // (b, a, chunk)
-
-  return reduce_units(units, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    const int64_t plane = unit / chunks_per_plane;  // (b, a)
-    const int64_t c0 = (unit % chunks_per_plane) * kPlaneChunk;
+// The nchw units of a scale of hw cells per plane: (b, a, chunk), each at
+// most kPlaneChunk cells of one (b, a) plane (run_nchw, cpu_scales).
+struct NchwUnits {
+  int64_t hw, per_anchor, chunks_per_plane, count;
+  explicit NchwUnits(const ScaleGeom& geom)
+      : hw(geom.height * geom.width),
+        per_anchor(geom.per_anchor()),
+        chunks_per_plane((hw + kPlaneChunk - 1) / kPlaneChunk),
+        count(geom.batch * geom.anchors * chunks_per_plane) {}
+  // The default formula over unit u, added to acc (g null: no gradient).
+  void run(const float* p, const float* t, float* g, int64_t u, const TermCoefs& coefs,
+           const unsigned char* keep, RawSums& acc) const {
+    const int64_t plane = u / chunks_per_plane;  // (b, a)
+    const int64_t c0 = (u % chunks_per_plane) * kPlaneChunk;
     const int64_t n = std::min(kPlaneChunk, hw - c0);
     const int64_t base = plane * per_anchor * hw + c0;  // channel 0 of this (b, a)
     const unsigned char* k = keep ? keep + plane * hw + c0 : nullptr;  // cell index of (b, a, c0)
-    if (kGrad) {
+    if (g) {
       nchw_unit_grad(p, t, g, base, hw, n, per_anchor, coefs, k, acc);
     } else {
       nchw_unit_nograd(p, t, base, hw, n, per_anchor, coefs, k, acc);
     }
+  }
+};
+
+template <bool kGrad>
+RawSums run_nchw(const float* p, const float* t, float* g, const ScaleGeom& geom,
+                 const TermCoefs& coefs, const unsigned char* keep, int threads) {
+  const NchwUnits units(geom);
+  return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    units.run(p, t, kGrad ? g : nullptr, unit, coefs, keep, acc);
   });
 }
 
@@ -1711,49 +1723,46 @@ std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Opti
     return out;
   }
   // Each scale's units and blocks exactly as run_nchw and reduce_units cut
-  // them; the blocks of all scales numbered one after another, largest scale
-  // first.
+  // them; the blocks of all scales numbered one after another, the scales with
+  // the most values per block first (so that the small blocks come last and
+  // even out the threads' ends).
   struct Cut {
-    int64_t hw, per_anchor, chunks_per_plane, units, per_block, first_block;
+    size_t scale;
+    NchwUnits units;
+    int64_t per_block, first_block, end_block;
     TermCoefs coefs;
   };
-  std::vector<Cut> cuts(S);
-  int64_t blocks = 0, values = 0;
+  std::vector<Cut> cuts;
+  cuts.reserve(S);
   for (size_t s = 0; s < S; ++s) {
     const ScaleGeom& g = *scales[s].geom;
-    Cut& c = cuts[s];
-    c.hw = g.height * g.width;
-    c.per_anchor = g.per_anchor();
-    c.chunks_per_plane = (c.hw + kPlaneChunk - 1) / kPlaneChunk;
-    c.units = g.batch * g.anchors * c.chunks_per_plane;
-    c.per_block = (c.units + kMaxBlocks - 1) / kMaxBlocks;
+    const NchwUnits units(g);
+    const int64_t per_block = (units.count + kMaxBlocks - 1) / kMaxBlocks;  // as reduce_units
+    const int64_t n = (units.count + per_block - 1) / per_block;
+    cuts.push_back(Cut{s, units, per_block, 0, n,
+                       grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, g.classes, g.cells())});
+  }
+  auto block_values = [&](const Cut& c) { return scales[c.scale].geom->numel() / c.end_block; };
+  std::stable_sort(cuts.begin(), cuts.end(), [&](const Cut& a, const Cut& b) { return block_values(a) > block_values(b); });
+  int64_t blocks = 0, values = 0;
+  for (Cut& c : cuts) {
     c.first_block = blocks;
-    c.coefs = grad_coefs(o.lambda, o.w_box, o.w_obj, o.w_cls, o.grad_scale, g.classes, g.cells());
-    blocks += (c.units + c.per_block - 1) / c.per_block;
-    values += g.numel();
+    c.end_block += blocks;
+    blocks = c.end_block;
+    values += scales[c.scale].geom->numel();
   }
   std::vector<double> partial(static_cast<size_t>(blocks) * 3);
   // Block blk of the call: its scale's units, summed into the block's own
   // partials (run_nchw's unit body).
   auto block = [&](int64_t blk) {
-    size_t s = S - 1;
-    while (cuts[s].first_block > blk) --s;
-    const Cut& c = cuts[s];
-    const Fp32Scale& sc = scales[s];
+    size_t i = 0;
+    while (cuts[i].end_block <= blk) ++i;
+    const Cut& c = cuts[i];
+    const Fp32Scale& sc = scales[c.scale];
     const int64_t b = blk - c.first_block;
-    const int64_t u1 = std::min(c.units, (b + 1) * c.per_block);
+    const int64_t u1 = std::min(c.units.count, (b + 1) * c.per_block);
     RawSums acc;
-    for (int64_t u = b * c.per_block; u < u1; ++u) {
-      const int64_t plane = u / c.chunks_per_plane;
-      const int64_t c0 = (u % c.chunks_per_plane) * kPlaneChunk;
-      const int64_t n = std::min(kPlaneChunk, c.hw - c0);
-      const int64_t base = plane * c.per_anchor * c.hw + c0;
-      if (sc.g) {
-        nchw_unit_grad(sc.p, sc.t, sc.g, base, c.hw, n, c.per_anchor, c.coefs, nullptr, acc);
-      } else {
-        nchw_unit_nograd(sc.p, sc.t, base, c.hw, n, c.per_anchor, c.coefs, nullptr, acc);
-      }
-    }
+    for (int64_t u = b * c.per_block; u < u1; ++u) c.units.run(sc.p, sc.t, sc.g, u, c.coefs, nullptr, acc);
     partial[blk * 3 + 0] = acc.box;
     partial[blk * 3 + 1] = acc.obj;
     partial[blk * 3 + 2] = acc.cls;
@@ -1775,12 +1784,12 @@ std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Opti
     });
   }
   // Each scale's partials in block order, as reduce_units adds them.
-  for (size_t s = 0; s < S; ++s) {
-    const int64_t end = s + 1 < S ? cuts[s + 1].first_block : blocks;
-    for (int64_t blk = cuts[s].first_block; blk < end; ++blk) {
-      out[s].box += partial[blk * 3 + 0];
-      out[s].obj += partial[blk * 3 + 1];
-      out[s].cls += partial[blk * 3 + 2];
+  for (const Cut& c : cuts) {
+    RawSums& r = out[c.scale];
+    for (int64_t blk = c.first_block; blk < c.end_block; ++blk) {
+      r.box += partial[blk * 3 + 0];
+      r.obj += partial[blk * 3 + 1];
+      r.cls += partial[blk * 3 + 2];
     }
   }
   return out;

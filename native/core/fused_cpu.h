@@ -39,7 +39,7 @@ struct Fp32Scale {
 // cpu_scale on every scale of a call. Where every scale takes the default nchw
 // kernel (the default formula, no FM-NMS), the work units of all scales run in
 // one parallel region, each thread taking the next block when it is free,
-// largest scale first: a one-image call has 3 planes per scale, which two
+// the largest blocks first: a one-image call has 3 planes per scale, which two
 // threads split 2:1 scale by scale, the last scale on one thread only. The
 // blocks are each scale's as cpu_scale cuts them and their partials are added
 // in the same order: the same bits.
