@@ -265,3 +265,33 @@ describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads ar
     expectInPlaceEqualsWidened(r, c, { numClasses: c.C, layout: c.layout, ...c.extra }, false);
   });
 });
+
+// The variant and anchor-free kernels read an fp32 student (and write its
+// gradient) in place when only the teacher is 16-bit (native/core/fused_cpu.cpp
+// MixedSource): the gradient must be that of the fp32 call on the teacher
+// rounded to its dtype, bit for bit, also where a plane spans several units
+// (40 x 40 = 1,600 cells: units of 1,024 and 576).
+describe('an fp32 student with a 16-bit teacher in the variant and anchor-free kernels (nchw)', () => {
+  const round = { float16: (v) => h.fromHalf(h.toHalf(v)), bfloat16: (v) => h.fromBf16(h.toBf16(v)) };
+  const cases = [
+    ['anchor, clsTarget kl', [2, 3 * 9, 40, 40], { numClasses: 4, clsTarget: 'kl' }],
+    ['anchor, preset paper + fmNms', [1, 3 * 9, 40, 40], { numClasses: 4, preset: 'paper', fmNms: true }],
+    ['anchor-free, regMax 16', [2, 64 + 5, 40, 40], { numClasses: 5, head: 'anchorFree' }],
+    ['anchor-free, regMax 4, clsTarget bce, grad false', [1, 16 + 3, 40, 40], { numClasses: 3, head: 'anchorFree', regMax: 4, clsTarget: 'bce', grad: false }],
+  ];
+  for (const dtype of ['float16', 'bfloat16']) {
+    test.each(cases)(`%s, ${dtype} teacher`, (_name, shape, opts) => {
+      const r = h.rng(shape[1] * 7 + shape[0]);
+      const n = h.numel(shape);
+      const student = [{ data: Float32Array.from({ length: n }, () => 3 * r.randn()), shape }];
+      const t = Float32Array.from({ length: n }, () => 3 * r.randn());
+      const mixed = distillationLoss(student, [{ data: Uint16Array.from(t, h.encode16[dtype]), shape, dtype }], opts);
+      const plain = distillationLoss(student, [{ data: Float32Array.from(t, round[dtype]), shape }], opts);
+      // The loss within summation order (16-bit heads run in units of 1,024
+      // cells in nchw, fp32 ones in units of 4,096), every gradient bit equal.
+      expect(Math.abs(mixed.loss - plain.loss)).toBeLessThanOrEqual(1e-12 * Math.abs(plain.loss));
+      if (opts.grad === false) expect(mixed.grads).toBeNull();
+      else expect(h.sameBits(mixed.grads[0], plain.grads[0])).toBe(true);
+    });
+  }
+});
