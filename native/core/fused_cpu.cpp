@@ -806,17 +806,27 @@ struct MixedSource {
     }
     // Cell-major: widened as they lie, then transposed to channel-major (as
     // Fp32Source does).
+    // An fp32 array is transposed straight from where it lies.
     float* cm = cell_major_buffer(n);
-    widen_run(a.p, a.p_type, s.base, u.K * s.len, cm);
-    transpose(cm, u.K, bp.data(), s.len, s.len, u.K);
-    widen_run(a.t, a.t_type, s.base, u.K * s.len, cm);
-    transpose(cm, u.K, bt.data(), s.len, s.len, u.K);
+    auto to_channel_major = [&](const void* src, ElemType type, float* dst) {
+      const float* from = cm;
+      if (type == ElemType::F32) {
+        from = static_cast<const float*>(src) + s.base;
+      } else {
+        widen_run(src, type, s.base, u.K * s.len, cm);
+      }
+      transpose(from, u.K, dst, s.len, s.len, u.K);
+    };
+    to_channel_major(a.p, a.p_type, bp.data());
+    to_channel_major(a.t, a.t_type, bt.data());
     return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, s.len, 1};
   }
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (!a.g || (u.nchw && student_in_place(u))) return;  // in place: written where it belongs
     if (u.nchw) {
       for (int64_t k = 0; k < u.K; ++k) narrow_run(v.g + k * s.len, a.g_type, a.g, s.base + k * u.step_k, s.len);
+    } else if (a.g_type == ElemType::F32) {
+      transpose(v.g, s.len, static_cast<float*>(a.g) + s.base, u.K, u.K, s.len);
     } else {
       float* cm = cell_major_buffer(static_cast<size_t>(u.K * s.len));
       transpose(v.g, s.len, cm, u.K, u.K, s.len);
