@@ -267,16 +267,7 @@ constexpr double kKlTiny = 1e-9;
 // test/cpp/cell_math_test.cpp); NaN stays NaN.
 YD_HD float kl_gap(float e) {
   const float u = -e;
-  float q = 1.0f / 39916800.0f;  // 1/11!
-  q = q * u + 1.0f / 3628800.0f;
-  q = q * u + 1.0f / 362880.0f;
-  q = q * u + 1.0f / 40320.0f;
-  q = q * u + 1.0f / 5040.0f;
-  q = q * u + 1.0f / 720.0f;
-  q = q * u + 1.0f / 120.0f;
-  q = q * u + 1.0f / 24.0f;
-  q = q * u + 1.0f / 6.0f;
-  q = q * u + 0.5f;
+  const float q = expm1_tail_poly(u);  // sum_{k=0}^{9} u^k / (k + 2)!
   const float small = (e * e) * q;
   const float large = (exp_(u) - 1.0f) + e;
   return (e <= 1.0f && e >= -1.0f) ? small : large;  // NaN: large, which is NaN

@@ -168,24 +168,36 @@ YD_VEC_INLINE double vlog_ge1(double x) {
   return x < 1.0e308 ? y : x;  // +Inf and NaN (the comparison is false) as they came
 }
 
+// sum_{k=0}^{9} x^k / (k + 2)! by Horner from x^9 / 11!: the Taylor series of
+// (exp(x) - 1 - x) / x^2 to degree 9. The tail of vexpm1f_unit below, and of
+// cell_math.h kl_gap (e^(-e) - 1 + e), host and device alike.
+#if defined(__CUDACC__)
+__host__ __device__ __forceinline__
+#else
+YD_VEC_INLINE
+#endif
+float expm1_tail_poly(float x) {
+  float p = 1.0f / 39916800.0f;  // 1/11!
+  p = p * x + 1.0f / 3628800.0f;
+  p = p * x + 1.0f / 362880.0f;
+  p = p * x + 1.0f / 40320.0f;
+  p = p * x + 1.0f / 5040.0f;
+  p = p * x + 1.0f / 720.0f;
+  p = p * x + 1.0f / 120.0f;
+  p = p * x + 1.0f / 24.0f;
+  p = p * x + 1.0f / 6.0f;
+  p = p * x + 0.5f;
+  return p;
+}
+
 YD_VEC_INLINE float vexpm1f_unit(float x) {
   // exp(x) - 1 for -1 <= x <= 1 (arguments outside are clamped): x times the
-  // Taylor polynomial 1 + x/2 + ... + x^10/11!, whose remainder is under
-  // 1/12! < 2.1e-9 relative, a thirtieth of float's epsilon. No 1 is subtracted,
-  // so tiny x keep their digits.
+  // Taylor polynomial 1 + x/2 + ... + x^10/11! (1 + x expm1_tail_poly(x)), whose
+  // remainder is under 1/12! < 2.1e-9 relative, a thirtieth of float's
+  // epsilon. No 1 is subtracted, so tiny x keep their digits.
   float xc = x < -1.0f ? -1.0f : x;
   xc = xc > 1.0f ? 1.0f : xc;
-  float p = 1.0f / 39916800.0f;  // 1/11!
-  p = p * xc + 1.0f / 3628800.0f;
-  p = p * xc + 1.0f / 362880.0f;
-  p = p * xc + 1.0f / 40320.0f;
-  p = p * xc + 1.0f / 5040.0f;
-  p = p * xc + 1.0f / 720.0f;
-  p = p * xc + 1.0f / 120.0f;
-  p = p * xc + 1.0f / 24.0f;
-  p = p * xc + 1.0f / 6.0f;
-  p = p * xc + 0.5f;
-  p = p * xc + 1.0f;
+  const float p = expm1_tail_poly(xc) * xc + 1.0f;
   return xc * p;
 }
 
