@@ -641,6 +641,18 @@ struct UnitView {
 // The FM-NMS keep mask of an fp32 anchor-free head (defined below).
 void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, int threads);
 
+// A per-thread fp32 buffer of at least n floats; kSlot tells apart the
+// buffers one unit uses at once (the sources below: student, teacher and
+// gradient copies of a unit, the cell-major staging of a 16-bit unit, a
+// plane-shaped teacher). Contents are left from earlier units.
+enum ScratchSlot : int { kScratchP, kScratchT, kScratchG, kScratchCellMajor, kScratchPlane };
+template <int kSlot>
+float* scratch(size_t n) {
+  thread_local std::vector<float> b;
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
 // ---- cell-major units in channel-major buffers ----
 // In nahwc and nhwc a unit's len cells hold K contiguous values each, and the
 // variant kernels go through them channel by channel: with stride K those
@@ -747,16 +759,12 @@ struct Fp32Source {
   }
   UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
     if (u.nchw) return UnitView{p, t, g, s.base, u.step_k, u.step_c};
-    thread_local std::vector<float> bp, bt, bg;
     const size_t n = static_cast<size_t>(u.K * s.len);
-    if (bp.size() < n) {
-      bp.resize(n);
-      bt.resize(n);
-      bg.resize(n);
-    }
-    transpose(p + s.base, u.K, bp.data(), s.len, s.len, u.K);  // cell j's value k to bp[k * len + j]
-    transpose(t + s.base, u.K, bt.data(), s.len, s.len, u.K);
-    return UnitView{bp.data(), bt.data(), g ? bg.data() : nullptr, 0, s.len, 1};
+    float* bp = scratch<kScratchP>(n);
+    float* bt = scratch<kScratchT>(n);
+    transpose(p + s.base, u.K, bp, s.len, s.len, u.K);  // cell j's value k to bp[k * len + j]
+    transpose(t + s.base, u.K, bt, s.len, s.len, u.K);
+    return UnitView{bp, bt, g ? scratch<kScratchG>(n) : nullptr, 0, s.len, 1};
   }
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (u.nchw || !g) return;
@@ -780,34 +788,31 @@ struct MixedSource {
     fm_nms_mask_mixed(a, geom, keep, threads);
   }
   UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
-    thread_local std::vector<float> bp, bt, bg;
     const size_t n = static_cast<size_t>(u.K * s.len);
-    if (bp.size() < n) {
-      bp.resize(n);
-      bt.resize(n);
-      bg.resize(n);
-    }
     if (u.nchw && student_in_place(u)) {
       // The fp32 student and gradient of the unit's plane in place; the
       // teacher widened into a plane-shaped buffer, at the same offsets, so
       // that one (base, step) addresses all three.
       const int64_t first = s.i0 % u.hw, plane = s.base - first;
-      float* tp = plane_buffer(static_cast<size_t>(u.K * u.hw));
+      float* tp = scratch<kScratchPlane>(static_cast<size_t>(u.K * u.hw));
       for (int64_t k = 0; k < u.K; ++k) widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, tp + k * u.hw + first);
       return UnitView{static_cast<const float*>(a.p) + plane, tp, a.g ? static_cast<float*>(a.g) + plane : nullptr,
                       first, u.hw, 1};
     }
+    float* bp = scratch<kScratchP>(n);
+    float* bt = scratch<kScratchT>(n);
+    float* bg = a.g ? scratch<kScratchG>(n) : nullptr;
     if (u.nchw) {
       for (int64_t k = 0; k < u.K; ++k) {
-        widen_run(a.p, a.p_type, s.base + k * u.step_k, s.len, bp.data() + k * s.len);
-        widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, bt.data() + k * s.len);
+        widen_run(a.p, a.p_type, s.base + k * u.step_k, s.len, bp + k * s.len);
+        widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, bt + k * s.len);
       }
-      return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, s.len, 1};
+      return UnitView{bp, bt, bg, 0, s.len, 1};
     }
     // Cell-major: widened as they lie, then transposed to channel-major (as
     // Fp32Source does).
     // An fp32 array is transposed straight from where it lies.
-    float* cm = cell_major_buffer(n);
+    float* cm = scratch<kScratchCellMajor>(n);
     auto to_channel_major = [&](const void* src, ElemType type, float* dst) {
       const float* from = cm;
       if (type == ElemType::F32) {
@@ -817,9 +822,9 @@ struct MixedSource {
       }
       transpose(from, u.K, dst, s.len, s.len, u.K);
     };
-    to_channel_major(a.p, a.p_type, bp.data());
-    to_channel_major(a.t, a.t_type, bt.data());
-    return UnitView{bp.data(), bt.data(), a.g ? bg.data() : nullptr, 0, s.len, 1};
+    to_channel_major(a.p, a.p_type, bp);
+    to_channel_major(a.t, a.t_type, bt);
+    return UnitView{bp, bt, bg, 0, s.len, 1};
   }
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (!a.g || (u.nchw && student_in_place(u))) return;  // in place: written where it belongs
@@ -828,7 +833,7 @@ struct MixedSource {
     } else if (a.g_type == ElemType::F32) {
       transpose(v.g, s.len, static_cast<float*>(a.g) + s.base, u.K, u.K, s.len);
     } else {
-      float* cm = cell_major_buffer(static_cast<size_t>(u.K * s.len));
+      float* cm = scratch<kScratchCellMajor>(static_cast<size_t>(u.K * s.len));
       transpose(v.g, s.len, cm, u.K, u.K, s.len);
       narrow_run(cm, a.g_type, a.g, s.base, u.K * s.len);
     }
@@ -840,18 +845,6 @@ struct MixedSource {
   static constexpr int64_t kMaxPlaneBuffer = int64_t{1} << 21;
   bool student_in_place(const VariantUnits& u) const {
     return a.p_type == ElemType::F32 && (!a.g || a.g_type == ElemType::F32) && u.K * u.hw <= kMaxPlaneBuffer;
-  }
-  // A per-thread buffer of at least n floats shaped like one (b, a) plane.
-  static float* plane_buffer(size_t n) {
-    thread_local std::vector<float> b;
-    if (b.size() < n) b.resize(n);
-    return b.data();
-  }
-  // A per-thread buffer of at least n floats for a unit in its cell-major order.
-  static float* cell_major_buffer(size_t n) {
-    thread_local std::vector<float> b;
-    if (b.size() < n) b.resize(n);
-    return b.data();
   }
 };
 
