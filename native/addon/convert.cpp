@@ -104,7 +104,7 @@ struct TopOptions {
 };
 struct NestedOptions {
   Napi::Object object;
-  const char* prefix;  // "weighted.", "weights."
+  const char* prefix = "";  // "weighted.", "weights."
   Napi::Value value(const char* key) const { return object.Get(key); }
   std::string path(const char* key) const { return std::string(prefix) + key; }
 };
@@ -159,6 +159,18 @@ bool opt_bool(const Src& src, Key key, bool fallback) {
   return v.As<Napi::Boolean>().Value();
 }
 
+// A nested options object (options.weighted, options.weights) into *out;
+// false when absent. `expected` describes it in the message of a wrong type.
+bool nested(const TopOptions& o, Opt key, const char* prefix, const char* expected, NestedOptions* out) {
+  Napi::Value v;
+  if (!has(o, key, &v)) return false;
+  if (!v.IsObject() || v.IsArray() || v.IsFunction()) {
+    fail_type(kInvalidArgType, "options." + o.path(key) + ": expected " + expected + ", got " + describe(v));
+  }
+  *out = NestedOptions{v.As<Napi::Object>(), prefix};
+  return true;
+}
+
 // An enum option read through its names table (native/core/names.h).
 template <typename E, size_t N>
 E opt_enum(const TopOptions& src, Opt key, E fallback, const yd::Named<E> (&table)[N]) {
@@ -205,12 +217,8 @@ yd::Options parse_options(const Napi::Value& v, const Napi::Value* given) {
   var.box = opt_enum(o, Opt::BoxTarget, var.box, yd::kBoxTargetNames);
   var.obj = opt_enum(o, Opt::ObjTarget, var.obj, yd::kObjTargetNames);
   var.cls = opt_enum(o, Opt::ClsTarget, var.cls, yd::kClsTargetNames);
-  Napi::Value wdv;
-  if (has(o, Opt::Weighted, &wdv)) {
-    if (!wdv.IsObject() || wdv.IsArray() || wdv.IsFunction()) {
-      fail_type(kInvalidArgType, "options.weighted: expected an object { box?, obj?, cls? } of booleans, got " + describe(wdv));
-    }
-    const NestedOptions wd{wdv.As<Napi::Object>(), "weighted."};
+  NestedOptions wd;
+  if (nested(o, Opt::Weighted, "weighted.", "an object { box?, obj?, cls? } of booleans", &wd)) {
     var.weighted_box = opt_bool(wd, "box", var.weighted_box);
     var.weighted_obj = opt_bool(wd, "obj", var.weighted_obj);
     var.weighted_cls = opt_bool(wd, "cls", var.weighted_cls);
@@ -218,13 +226,8 @@ yd::Options parse_options(const Napi::Value& v, const Napi::Value* given) {
   var.temperature = opt_number(o, Opt::Temperature, var.temperature);
   var.fm_nms = opt_bool(o, Opt::FmNms, var.fm_nms);
   opts.lambda = opt_number(o, Opt::Lambda, opts.lambda);
-  Napi::Value wv;
-  if (has(o, Opt::Weights, &wv)) {
-    if (!wv.IsObject() || wv.IsArray() || wv.IsFunction()) {
-      fail_type(kInvalidArgType,
-                "options.weights: expected an object { box?, obj?, cls? }, got " + describe(wv));
-    }
-    const NestedOptions w{wv.As<Napi::Object>(), "weights."};
+  NestedOptions w;
+  if (nested(o, Opt::Weights, "weights.", "an object { box?, obj?, cls? }", &w)) {
     opts.w_box = opt_number(w, "box", opts.w_box);
     opts.w_obj = opt_number(w, "obj", opts.w_obj);
     opts.w_cls = opt_number(w, "cls", opts.w_cls);
