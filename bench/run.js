@@ -233,8 +233,8 @@ function runWorkload(w) {
     // One options object for all the row's calls, as a training loop keeps its
     // options: in Node 20 (V8 11.3) an object made per call by spreading
     // another and adding keys ({ ...opts, threads, gradOut }) gets a new hidden
-    // class every time, after warm-up: making it cost 1.2 µs and reading its
-    // options (the facade's 22 property reads) 2.4 µs, half the tiny call
+    // class every time, after warm-up: making it cost 0.8-1.2 µs and reading
+    // its options (the facade's 22 property reads) 2.4 µs (bench/options-object.js), half the tiny call
     // (BENCHMARKS.md "The tiny call").
     const callOpts = { ...opts, threads, gradOut };
     const fusedFn = () => yd.distillationLoss(student, teacher, callOpts);
