@@ -889,7 +889,7 @@ __attribute__((always_inline)) inline double logit_run(const float* __restrict p
 template <Target kKind>
 YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t,
                                                        float* __restrict g, int64_t step, int64_t len,
-                                                       const float* __restrict m, double coef) {
+                                                       const float* __restrict m, double coef, int64_t pf) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
   // double. In fp32 as PyTorch's float32 ops, the CUDA kernels and the default
   // kernel compute it (8 or 16 floats per instruction): 'prob' and 'bce' by
@@ -915,10 +915,29 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
     }
   };
   const double gcoef = kLogit ? 2.0 * coef : coef;  // d (P - T)^2 / dP = 2 d
+  // 'prob' and 'bce' are compute bound (three exponentials and a division per
+  // element) and leave the memory idle while they work, so on contiguous runs
+  // with a gradient the next channel's run (pf values on, 0: none) is
+  // prefetched into L2, 16 values at a time as this one goes: preset 'paper'
+  // 0.90x its time (bench/compare.js); the hardware prefetcher alone starts
+  // each 16 KB run cold. The blocks' loops are the same element math as the
+  // plain loops (identical bits).
   if (g) {
     if (coef_fits_fp32(gcoef)) {
       const float cf = static_cast<float>(gcoef);
-      for (int64_t j = 0; j < len; ++j) {
+      int64_t j0 = 0;
+      if (pf != 0 && step == 1) {
+        for (; j0 + 16 <= len; j0 += 16) {
+          __builtin_prefetch(p + j0 + pf, 0, 1);
+          __builtin_prefetch(t + j0 + pf, 0, 1);
+          __builtin_prefetch(g + j0 + pf, 1, 1);
+          for (int64_t j = j0; j < j0 + 16; ++j) {
+            const float d = element(j);
+            g[j] = (cf * m[j]) * d;
+          }
+        }
+      }
+      for (int64_t j = j0; j < len; ++j) {
         const float d = element(j);
         g[j * step] = (cf * m[j]) * d;
       }
@@ -1337,7 +1356,8 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
       constexpr Target kKind = decltype(kind)::value;
       const int64_t off = base + k * step_k;
-      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef);
+      const int64_t pf = k + 1 < kClsOffset + C ? step_k : 0;  // the next channel's run, into L2
+      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
     };
     using LogitK = std::integral_constant<Target, Target::Logit>;
     // boxTarget 'paper': sigmoids on tx, ty (as 'prob'); tw, th as logits.
@@ -1628,7 +1648,8 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
     auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
       constexpr Target kKind = decltype(kind)::value;
       const int64_t off = base + k * step_k;
-      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef);
+      const int64_t pf = k + 1 < c0 + C ? step_k : 0;  // the next channel's run, into L2
+      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
     };
     if (R > 1) {
       double box = 0.0;
