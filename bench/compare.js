@@ -2,7 +2,8 @@
 'use strict';
 // Two builds side by side in one process, timings interleaved (A B A B ...),
 // medians, 2 threads, caller-owned gradOut: every workload of `npm run bench`
-// (a, b, c, d, e, v, f) plus nhwc, and whether the two builds' results (loss and
+// (a, b, c, d, e, v, f) plus nhwc and two KL rows with the student near its
+// teacher ('near'), and whether the two builds' results (loss and
 // every gradient bit) are identical. For "no slowdown, same results" checks of
 // a kernel change:
 //   node bench/compare.js BEFORE_ROOT [AFTER_ROOT] [--runs N] [--only TEXT]
@@ -47,12 +48,24 @@ const rows = [
   ["f: anchor-free, clsTarget 'kl'", 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', clsTarget: 'kl' }],
   ['f: anchor-free, fmNms', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', fmNms: true }],
   ['f: anchor-free, nhwc', 80, 'nhwc', anchorFree(16, 'nhwc'), { head: 'anchorFree' }],
+  // The student near its teacher (late training): teacher + noise in [-0.5, 0.5).
+  ['f near: anchor-free, student near', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }, 1, 0.5],
+  ["v near: clsTarget 'kl', student near", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { clsTarget: 'kl' }, 1, 0.5],
 ];
+// A student within +-noise / 2 of the teacher, the noise from the student's own fill.
+function nearHeads(shapes, noise) {
+  const hs = heads(shapes);
+  hs.student.forEach((s, k) => {
+    const t = hs.teacher[k].data;
+    for (let i = 0; i < t.length; i++) s.data[i] = t[i] + (s.data[i] * noise) / 6;
+  });
+  return hs;
+}
 
 console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
-for (const [name, C, layout, shapes, extra, reps = 1] of rows) {
+for (const [name, C, layout, shapes, extra, reps = 1, noise = 0] of rows) {
   if (ONLY && !name.includes(ONLY)) continue;
-  const { student, teacher, gradOut: gA } = heads(shapes);
+  const { student, teacher, gradOut: gA } = noise ? nearHeads(shapes, noise) : heads(shapes);
   const gB = gA.map((g) => new Float32Array(g.length).fill(1));
   const opts = (g) => ({ numClasses: C, layout, threads: 2, gradOut: g, ...extra });
   let ra;

@@ -105,6 +105,43 @@ test('the box KL gradient matches central finite differences; results are determ
   expect(checked).toBeGreaterThan(30);
 });
 
+test.each(['nchw', 'nhwc'])('KL groups whose cells all span under 1 (the polynomial-only pass) give the same bits as mixed groups (%s)', (layout) => {
+  // The CPU KL steps take 16 cells at a time and skip kl_gap's exponential when
+  // every cell's scaled differences span at most 0.99 (fused_cpu.cpp
+  // kl_centred_pass). A cell's results must not depend on its neighbours: cells
+  // 0-15 and 16-31 are two such groups (one unit, one block). A student near its
+  // teacher (spans ~0.1 at boxTemperature 10) is all-near; moving one bin of one
+  // cell by 30 (span 3) makes its group take the full pass, and every other cell
+  // must keep its bits. Then cell 20 spans 2.5 (an |e| > 2: the full pass) in a
+  // group that is otherwise near, against the same with cell 21 spanning 6: a
+  // threshold of 2.5 to 6 (the polynomial where |e| > 2) fails it.
+  const R = 16, C = 2, H = 4, W = 8, K = 4 * R + C, cells = H * W;
+  const shape = shapeOf(layout, 1, R, C, H, W);
+  const at = (cell, k) => (layout === 'nchw' ? k * cells + cell : cell * K + k);
+  const r = h.rng(0x4ea7);
+  const t = new Float32Array(h.numel(shape)).map(() => 2 * r.randn());
+  const near = t.map((v) => v + 0.1 * r.randn());
+  const opts = { numClasses: C, head: 'anchorFree', regMax: R, layout };
+  const run = (p) => distillationLoss([{ data: p, shape }], [{ data: t, shape }], opts).grads[0];
+  const sameExcept = (a, b, skip) => {
+    let diff = 0;
+    for (let cell = 0; cell < cells; cell++) {
+      if (cell === skip) continue;
+      for (let k = 0; k < K; k++) if (!Object.is(a[at(cell, k)], b[at(cell, k)])) diff++;
+    }
+    return diff;
+  };
+  const shifted = (base, cell, k, by) => { const p = base.slice(); p[at(cell, k)] += by; return p; };
+  const g0 = run(near);
+  const g1 = run(shifted(near, 5, 3, 30)); // side 0 of cell 5 spans 3: group 0 takes the full pass
+  expect(g1[at(5, 3)]).not.toBe(g0[at(5, 3)]);
+  expect(sameExcept(g0, g1, 5)).toBe(0);
+  const x = shifted(near, 20, R + 7, 25); // side 1 of cell 20 spans 2.5
+  const gx = run(x);
+  const gy = run(shifted(x, 21, R + 2, 60)); // and side 1 of cell 21 spans 6
+  expect(sameExcept(gx, gy, 21)).toBe(0);
+});
+
 describe('bad anchor-free calls get coded errors', () => {
   const R = 16, C = 3;
   const ok = [1, 4 * R + C, 2, 2];

@@ -5,6 +5,7 @@
 // "N passed, M failed"; exits 1 on failure.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <vector>
@@ -185,6 +186,15 @@ void vec_math_checks() {
     std::printf("kl_gap: worst relative error %.3g (at e = %.9g)\n", wrel, wat);
     check(wrel <= 1e-6, "kl_gap within 1e-6 relative of exp(-e) - 1 + e on [-41, 41]", wrel, 1e-6);
     check(yd::kl_gap(0.0f) == 0.0f, "kl_gap(0) == 0");
+    // kl_gap_near (the CPU KL steps' pass for groups whose every |e| <= 1) is
+    // kl_gap's polynomial branch: the same bits on all of [-1, 1].
+    int near_diff = 0;
+    for (int i = -200000; i <= 200000; ++i) {
+      const float e = static_cast<float>(i) / 200000.0f;
+      const float a = yd::kl_gap(e), b = yd::kl_gap_near(e);
+      if (std::memcmp(&a, &b, sizeof a) != 0) ++near_diff;
+    }
+    check(near_diff == 0, "kl_gap_near(e) == kl_gap(e), bit for bit, on [-1, 1]", near_diff, 0);
     check(std::isnan(yd::kl_gap(NAN)), "kl_gap(NaN) is NaN");
   }
   std::printf("vlog_ge1: worst %.2f ulp (at x = %.17g)\n", worst, at);
