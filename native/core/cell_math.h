@@ -148,6 +148,16 @@ YD_HD double exp_(double x) {
   return vexp(x);
 #endif
 }
+// exp_ for x <= 0 or NaN (exp(-|x|), exp(T - max T)): the same value, on the
+// host without vexpf's overflow handling.
+YD_HD float exp_nonpos_(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::expf(x);
+#else
+  return vexpf_nonpos(x);
+#endif
+}
+YD_HD double exp_nonpos_(double x) { return exp_(x); }
 YD_HD double log1p_(double x) {
 #if defined(__CUDA_ARCH__)
   return ::log1p(x);
@@ -182,7 +192,7 @@ YD_HD S sigmoid_(S x) { return S(1) / (S(1) + exp_(-x)); }
 template <typename S>
 YD_HD S variant_element(int kind, S p, S t, S* loss) {
   if (kind == kKindProb || kind == kKindBce) {
-    const S ep = exp_(p < S(0) ? p : -p), et = exp_(t < S(0) ? t : -t);
+    const S ep = exp_nonpos_(p < S(0) ? p : -p), et = exp_nonpos_(t < S(0) ? t : -t);
     // 1 / (1 + e_p) and 1 / (1 + e_t) from one division (each factor in [1, 2]).
     const S np = S(1) + ep, nt = S(1) + et, r = S(1) / (np * nt);
     const S dp = nt * r, dt = np * r;

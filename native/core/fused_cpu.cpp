@@ -1133,7 +1133,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     for (int l = 0; l < kL; ++l) {
       const double ts = static_cast<double>(tc[l * sc]) - static_cast<double>(mt[l]);
       const double d = (ts - (static_cast<double>(pc[l * sc]) - static_cast<double>(mp[l]))) * inv_tau;
-      const float w = vexpf(static_cast<float>(ts * inv_tau));
+      const float w = vexpf_nonpos(static_cast<float>(ts * inv_tau));  // ts <= 0 or NaN
       wb[c * kL + l] = w;
       db[c * kL + l] = d;
       sw[l] += static_cast<double>(w);

@@ -16,7 +16,9 @@
 //   vexpf(x):  float, <= 2 ulp of expf on [-86.9, 88.72]; +inf above, 0 below
 //              (the exact value is under 1.8e-38 there); NaN stays NaN. For the
 //              teacher weight sigmoid(T_obj) of the default kernel and the
-//              float element math of the variant kernels.
+//              float element math of the variant kernels. vexpf_nonpos(x): the
+//              same value for x <= 0 and NaN (the variants' exp(-|x|), the KL
+//              teacher weights), without the overflow handling.
 //   vlog1pf(u): float, for 0 <= u <= 1, <= 3 ulp of log1p(u) (exact, rounded
 //              to float); NaN stays NaN. The variants' softplus.
 //   vlog_ge1(x): double, for 1 <= x < 1e308, <= 4 ulp of log(x); +Inf and NaN
@@ -78,14 +80,18 @@ YD_VEC_INLINE double vexp(double x) {
   return y;  // NaN: p is NaN, so y is
 }
 
-YD_VEC_INLINE float vexpf(float x) {
+// vexpf below; kPositive = false: for x <= 0 (or NaN) only, the overflow
+// clamp and select left out (they never apply there): the same value, two
+// selects fewer (vexpf_nonpos).
+template <bool kPositive>
+YD_VEC_INLINE float vexpf_impl(float x) {
   // The float version of vexp: k = round(x / ln 2) from the magic-number trick,
   // r = x - k ln 2 (ln 2 in two parts), exp(r) by its Taylor polynomial of
   // degree 7 (remainder < 0.347^8 / 8! < 6e-9, a tenth of float's epsilon),
   // 2^(k-1) built from bits and doubled. +Inf above 88.7228, 0 below -86.9
   // (the exact value there is under 1.8e-38); NaN stays NaN.
   float xc = x < -86.9f ? -86.9f : x;  // k >= -125: 2^(k-1) stays a normal float
-  xc = xc > 88.73f ? 88.73f : xc;
+  if constexpr (kPositive) xc = xc > 88.73f ? 88.73f : xc;
   const float kMagic = 12582912.0f;  // 1.5 * 2^23
   const float t = xc * 1.44269504088896341f + kMagic;
   const float kd = t - kMagic;
@@ -104,10 +110,12 @@ YD_VEC_INLINE float vexpf(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   float y = 2.0f * (p * scale);
-  y = x > 88.7228394f ? __builtin_inff() : y;
+  if constexpr (kPositive) y = x > 88.7228394f ? __builtin_inff() : y;
   y = x < -86.9f ? 0.0f : y;
   return y;
 }
+YD_VEC_INLINE float vexpf(float x) { return vexpf_impl<true>(x); }
+YD_VEC_INLINE float vexpf_nonpos(float x) { return vexpf_impl<false>(x); }
 
 YD_VEC_INLINE double vlog1p(double u) {
   // log(1 + u) = 2 atanh(s), s = u / (2 + u) (no 1 + u is formed, so tiny u keep

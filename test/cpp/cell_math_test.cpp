@@ -109,6 +109,19 @@ void vec_math_checks() {
   check(std::isinf(yd::vexpf(88.73f)) && std::isinf(yd::vexpf(INFINITY)), "vexpf overflows to +inf above 88.7228");
   check(yd::vexpf(-87.0f) == 0.0f && yd::vexpf(-INFINITY) == 0.0f, "vexpf is 0 below -86.9");
   check(std::isnan(yd::vexpf(NAN)), "vexpf(NaN) is NaN");
+  // vexpf_nonpos (the variants' exp(-|x|), the KL teacher weights) is vexpf
+  // without its overflow handling: the same bits for x <= 0, -Inf and NaN.
+  {
+    int diff = 0;
+    auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+    for (int i = 0; i <= 400000; ++i) {
+      const float x = static_cast<float>(-100.0 * i / 400000.0);
+      if (!same(yd::vexpf(x), yd::vexpf_nonpos(x))) ++diff;
+    }
+    for (const float x : {-0.0f, -INFINITY, -1e30f, -86.9f, -87.0f, -1e-30f}) diff += !same(yd::vexpf(x), yd::vexpf_nonpos(x));
+    check(diff == 0 && std::isnan(yd::vexpf_nonpos(NAN)), "vexpf_nonpos(x) == vexpf(x), bit for bit, for x <= 0; NaN is NaN",
+          diff, 0);
+  }
   check(std::isnan(yd::vlog1p(NAN)), "vlog1p(NaN) is NaN");
   // vlog1pf against the exact log1p (double, rounded to float): <= 3 ulp of the
   // float result on [0, 1], every float of [2^-30, 1] on a dense grid and the
