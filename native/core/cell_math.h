@@ -192,7 +192,7 @@ YD_HD S sigmoid_(S x) { return S(1) / (S(1) + exp_(-x)); }
 template <typename S>
 YD_HD S variant_element(int kind, S p, S t, S* loss) {
   if (kind == kKindProb || kind == kKindBce) {
-    const S ep = exp_nonpos_(p < S(0) ? p : -p), et = exp_nonpos_(t < S(0) ? t : -t);
+    const S ep = exp_nonpos_(-std::fabs(p)), et = exp_nonpos_(-std::fabs(t));
     // 1 / (1 + e_p) and 1 / (1 + e_t) from one division (each factor in [1, 2]).
     const S np = S(1) + ep, nt = S(1) + et, r = S(1) / (np * nt);
     const S dp = nt * r, dt = np * r;
