@@ -206,7 +206,7 @@ YD_HD S variant_element(int kind, S p, S t, S* loss) {
     const S gap = t - p;
     const S near = -(sp * st_neg) * expm1_(gap);
     const S far = p + t > S(0) ? st_neg - sp_neg : sp - st;
-    const S d = (gap <= S(1) && gap >= S(-1)) ? near : far;
+    const S d = std::fabs(gap) <= S(1) ? near : far;  // NaN: far
     if (kind == kKindProb) {
       *loss = d * d;
       return S(2) * d * (sp * sp_neg);
@@ -283,7 +283,7 @@ YD_HD float kl_gap_near(float e) {
 YD_HD float kl_gap(float e) {
   const float small = kl_gap_near(e);
   const float large = (exp_(-e) - 1.0f) + e;
-  return (e <= 1.0f && e >= -1.0f) ? small : large;  // NaN: large, which is NaN
+  return std::fabs(e) <= 1.0f ? small : large;  // NaN: large, which is NaN
 }
 
 // log(1 + x) for the centred KL's x >= -1e-5 (G >= 0; |r| / S is rounding): on
