@@ -589,11 +589,14 @@ void cells_mixed_nograd(const MixedArrays& a, int64_t i0, int64_t n, int64_t per
 // Cells per unit of the general instantiations: in nchw each channel of a
 // unit is a contiguous run, and long runs keep the hardware prefetcher going
 // (256-cell runs were 1.3-1.6x slower on workload (a) with the fp32 element
-// math); in the cell-major layouts a unit is transposed into channel-major
+// math; 8192, a whole 80 x 80 plane, 0.93-0.96x the time of 4096 for preset
+// 'paper', objTarget 'bce' and anchor-free heads, bench/compare.js, as the
+// default kernel's whole-plane units; the per-unit arrays on the stack are
+// then ~170 KB); in the cell-major layouts a unit is transposed into channel-major
 // buffers that must stay in L2 with it (4096 cells x 85 values thrashed it,
 // 1.23x slower than 256, when the kernels read it in place; with the
 // transposed buffers 1024 cells were still 1.03-1.06x slower than 256).
-constexpr int64_t kVariantChunk = 4096;
+constexpr int64_t kVariantChunk = 8192;
 constexpr int64_t kCellMajorChunk = 256;
 
 // The work units of the general and anchor-free kernels: runs of up to
