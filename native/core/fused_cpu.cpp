@@ -1985,7 +1985,7 @@ namespace {
 // The floors' loop, compiled for AVX-512 / AVX2 / baseline as the kernels are
 // (YD_CLONES): the baseline build's SSE2 loop was slower than bench/floor.c's
 // -march=native loop when memory was fast (5.4-6.5 against 4.8-5.0 ms on
-// workload (a), /tmp script interleaving the two; with the clones 4.8-5.1), and
+// workload (a); with the clones 4.8-5.1: node bench/floors.js, by rounds), and
 // a weaker floor flatters the kernel.
 template <typename T>
 YD_CLONES __attribute__((noinline)) void floor_run(const T* __restrict a, const T* __restrict b, T* __restrict out,

@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+'use strict';
+// The floors side by side, in rounds: the fused default call on workload (a)
+// (YOLOv5s 640, B = 16, C = 80, nchw, caller's gradOut, 2 threads), the
+// package's floor (streamingFloor over the same arrays, interleaved with the
+// fused call) and the plain OpenMP C loop (bench/floor.c, -O3 -march=native, in
+// its own process right after). Memory on these shared machines swings between
+// slow and fast moments (floor 8-11 ms against 4.7-5 ms on (a)); rounds show
+// each moment's three figures together, which the full bench's separate rows
+// cannot.
+//   node bench/floors.js [ROUNDS]
+const fs = require('fs');
+const path = require('path');
+const { spawnSync } = require('child_process');
+const { heads, median, timeMs } = require('./common');
+const yd = require('..');
+const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
+
+const ROUNDS = Number(process.argv[2] || 8);
+const exe = path.join(__dirname, '..', 'build', 'bench-floor');
+if (!fs.existsSync(exe)) {
+  const r = spawnSync('gcc', ['-O3', '-march=native', '-fopenmp', path.join(__dirname, 'floor.c'), '-o', exe], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`gcc -O3 -march=native -fopenmp bench/floor.c failed: ${r.stderr}`);
+}
+const shapes = [8, 16, 32].map((s) => [16, 3 * 85, 640 / s, 640 / s]);
+const { student, teacher, gradOut } = heads(shapes);
+const values = shapes.reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
+const opts = { numClasses: 80, threads: 2, gradOut };
+const floor = () => { for (let s = 0; s < shapes.length; s++) native.streamingFloor(student[s].data, teacher[s].data, gradOut[s], 2); };
+const fused = () => yd.distillationLoss(student, teacher, opts);
+for (let i = 0; i < 3; i++) { fused(); floor(); }
+console.log('round  fused ms  floor ms  C loop ms  fused/floor  fused/C loop  floor/C loop');
+for (let r = 0; r < ROUNDS; r++) {
+  const a = [], b = [];
+  for (let i = 0; i < 9; i++) { a.push(timeMs(fused)); b.push(timeMs(floor)); }
+  const c = median(JSON.parse(spawnSync(exe, [String(values), '9', '2', '1'], { encoding: 'utf8' }).stdout).ms);
+  const fa = median(a), fb = median(b);
+  console.log(`${String(r).padStart(5)}  ${fa.toFixed(2).padStart(8)}  ${fb.toFixed(2).padStart(8)}  ${c.toFixed(2).padStart(9)}  ${(fa / fb).toFixed(2).padStart(11)}  ${(fa / c).toFixed(2).padStart(12)}  ${(fb / c).toFixed(2).padStart(12)}`);
+}
