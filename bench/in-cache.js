@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+'use strict';
+// The arithmetic cost of a formula with its data in cache: YOLOv5s heads at
+// 320x320, B = 2, C = 80 (1.07 M values per tensor, 12.9 MB for student, teacher
+// and gradient: inside the 32 MB L3), 20 calls per timing, median of 15, caller's
+// gradOut; ns per value. What a compute-bound formula costs whatever memory does
+// (workload (a) has 34.3 M values per tensor: multiply). Anchor-free rows use
+// YOLOv8s heads at 320 (B = 2, 0.6 M values).
+//   node bench/in-cache.js [--threads N] [--root OTHER_BUILD] [ROW ...]
+// rows: default paper bce kl anchorFree (all when none given)
+const path = require('path');
+const { heads, median } = require('./common');
+
+const argv = process.argv.slice(2);
+const opt = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
+const threads = Number(opt('--threads', 2));
+const root = path.resolve(opt('--root', path.join(__dirname, '..')));
+const yd = require(root);
+const named = argv.filter((a, i) => !a.startsWith('--') && !['--threads', '--root'].includes(argv[i - 1]));
+const yolo = [8, 16, 32].map((s) => [2, 3 * 85, 320 / s, 320 / s]);
+const af = [40, 20, 10].map((g) => [2, 144, g, g]);
+const rows = {
+  default: [yolo, {}],
+  paper: [yolo, { preset: 'paper' }],
+  bce: [yolo, { objTarget: 'bce' }],
+  kl: [yolo, { clsTarget: 'kl' }],
+  anchorFree: [af, { head: 'anchorFree' }],
+};
+console.log(`in cache, ${threads} thread(s), ${root}`);
+for (const name of named.length ? named : Object.keys(rows)) {
+  const [shapes, extra] = rows[name];
+  const { student, teacher, gradOut } = heads(shapes);
+  const options = { numClasses: 80, threads, gradOut, ...extra };
+  const values = shapes.reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
+  for (let i = 0; i < 20; i++) yd.distillationLoss(student, teacher, options);
+  const ns = [];
+  for (let r = 0; r < 15; r++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < 20; i++) yd.distillationLoss(student, teacher, options);
+    ns.push(Number(process.hrtime.bigint() - t0) / 20 / values);
+  }
+  console.log(`${name.padEnd(12)} ${median(ns).toFixed(3)} ns/value`);
+}
