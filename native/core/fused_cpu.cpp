@@ -922,9 +922,9 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
   // element) and leave the memory idle while they work, so on contiguous runs
   // with a gradient the next channel's run (pf values on, 0: none) is
   // prefetched into L2, 16 values at a time as this one goes: preset 'paper'
-  // 0.90x its time (bench/compare.js); the hardware prefetcher alone starts
-  // each 16 KB run cold. The blocks' loops are the same element math as the
-  // plain loops (identical bits).
+  // 0.87-0.90x its time (bench/compare.js); the hardware prefetcher alone
+  // starts each channel's run cold. The blocks' loops are the same element
+  // math as the plain loops (identical bits).
   if (g) {
     if (coef_fits_fp32(gcoef)) {
       const float cf = static_cast<float>(gcoef);
@@ -1326,11 +1326,6 @@ template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
                     int64_t len, unsigned char* keep);
 
-// Every instantiation but the default formula's (and the default formula when
-// a term is not weighted or its fp32 coefficients do not fit): element math in
-// fp32 with double sums (channel_run: variant_element, 'logit' as the default
-// kernel), the KL by kl_cells. Term kinds and FM-NMS are compile-time;
-// weighting is a per-cell mask.
 // The per-cell masks of a variant unit from its teacher objectness (cell j's
 // at tobj[j * step]): m = (weighted ? teacher_weight : 1) * keep_j (keep null:
 // 1), for the box, obj and cls terms. Inline in general_scale (a baseline
@@ -1354,6 +1349,11 @@ YD_CLONES __attribute__((noinline, optimize("fp-contract=off"))) void variant_ma
   }
 }
 
+// Every instantiation but the default formula's (and the default formula when
+// a term is not weighted or its fp32 coefficients do not fit): element math in
+// fp32 with double sums (channel_run: variant_element, 'logit' as the default
+// kernel), the KL by kl_cells. Term kinds and FM-NMS are compile-time;
+// weighting is a per-cell mask.
 template <BoxTarget kBox, Target kObj, Target kCls, bool kNms, typename Src>
 RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, int threads) {
   static_assert(kObj != Target::Kl, "'kl' is for classes only");
