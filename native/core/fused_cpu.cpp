@@ -859,8 +859,12 @@ struct MixedSource {
 // doubles per instruction).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define YD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// No fused multiply-adds in a function: its clones round each product and sum
+// as the baseline build (no FMA) does (variant_masks).
+#define YD_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
 #else
 #define YD_CLONES
+#define YD_NO_FP_CONTRACT
 #endif
 
 // 'logit' in one pass, as plane_chunk does for the default kernel: d = P - T in
@@ -1333,7 +1337,7 @@ void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, 
 // (perf); here it is vectorized in the clones. fp-contract off: each clone
 // rounds every product and sum of teacher_weight as the baseline build did (no
 // fused multiply-adds), so the masks, and every result, keep their bits.
-YD_CLONES __attribute__((noinline, optimize("fp-contract=off"))) void variant_masks(
+YD_CLONES YD_NO_FP_CONTRACT __attribute__((noinline)) void variant_masks(
     const float* __restrict tobj, int64_t step, int64_t len, const unsigned char* __restrict keep, bool wb, bool wo,
     bool wc, float* __restrict mb, float* __restrict mo, float* __restrict mc) {
   auto one = [&](int64_t j, float keep_j) {
