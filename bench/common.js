@@ -1,6 +1,11 @@
 'use strict';
 // Shared by the side-by-side benchmark scripts (compare, safety, plain-call,
-// anchor-free): the same deterministic inputs and the same timing helpers.
+// anchor-free, floors, in-cache): the same deterministic inputs and the same
+// timing helpers; and the C-loop floor (run, floors).
+const fs = require('fs');
+const path = require('path');
+const { spawnSync } = require('child_process');
+
 const numel = (s) => s.reduce((a, b) => a * b, 1);
 
 /** n values in [-3, 3) from a linear congruential generator seeded with `seed`. */
@@ -32,4 +37,26 @@ function timeMs(fn) {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
-module.exports = { numel, fill, heads, median, timeMs };
+// A plain OpenMP C loop c[i] = a[i] - b[i] (bench/floor.c, -O3 -march=native),
+// built once per process; null when no C compiler with OpenMP is there.
+let cFloorExe;
+function cFloorBinary() {
+  if (cFloorExe !== undefined) return cFloorExe;
+  const exe = path.join(__dirname, '..', 'build', 'bench-floor');
+  fs.mkdirSync(path.dirname(exe), { recursive: true });
+  const r = spawnSync('gcc', ['-O3', '-march=native', '-fopenmp', path.join(__dirname, 'floor.c'), '-o', exe], { encoding: 'utf8' });
+  cFloorExe = r.status === 0 ? exe : null;
+  if (!cFloorExe) console.log(`C-loop floor skipped: gcc -O3 -march=native -fopenmp failed (${(r.stderr || r.error || '').toString().split('\n')[0]})`);
+  return cFloorExe;
+}
+
+/** The C loop over `values` floats in its own process: ms per pass of each of `runs` runs, or null (no compiler). */
+function cFloorMs(values, runs, threads, inner) {
+  const exe = cFloorBinary();
+  if (!exe) return null;
+  const r = spawnSync(exe, [String(values), String(runs), String(threads), String(inner)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bench-floor failed: ${r.stderr}`);
+  return JSON.parse(r.stdout).ms;
+}
+
+module.exports = { numel, fill, heads, median, timeMs, cFloorMs };

@@ -48,7 +48,7 @@ const rows = [
   ["f: anchor-free, clsTarget 'kl'", 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', clsTarget: 'kl' }],
   ['f: anchor-free, fmNms', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', fmNms: true }],
   ['f: anchor-free, nhwc', 80, 'nhwc', anchorFree(16, 'nhwc'), { head: 'anchorFree' }],
-  // The student near its teacher (late training): teacher + noise in [-0.5, 0.5).
+  // The student near its teacher (late training): teacher + noise in [-0.25, 0.25).
   ['f near: anchor-free, student near', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }, 1, 0.5],
   ["v near: clsTarget 'kl', student near", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { clsTarget: 'kl' }, 1, 0.5],
 ];

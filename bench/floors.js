@@ -9,22 +9,14 @@
 // each moment's three figures together, which the full bench's separate rows
 // cannot.
 //   node bench/floors.js [ROUNDS]
-const fs = require('fs');
-const path = require('path');
-const { spawnSync } = require('child_process');
-const { heads, median, timeMs } = require('./common');
+const { numel, heads, median, timeMs, cFloorMs } = require('./common');
 const yd = require('..');
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
 
 const ROUNDS = Number(process.argv[2] || 8);
-const exe = path.join(__dirname, '..', 'build', 'bench-floor');
-if (!fs.existsSync(exe)) {
-  const r = spawnSync('gcc', ['-O3', '-march=native', '-fopenmp', path.join(__dirname, 'floor.c'), '-o', exe], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`gcc -O3 -march=native -fopenmp bench/floor.c failed: ${r.stderr}`);
-}
 const shapes = [8, 16, 32].map((s) => [16, 3 * 85, 640 / s, 640 / s]);
 const { student, teacher, gradOut } = heads(shapes);
-const values = shapes.reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
+const values = shapes.reduce((n, s) => n + numel(s), 0);
 const opts = { numClasses: 80, threads: 2, gradOut };
 const floor = () => { for (let s = 0; s < shapes.length; s++) native.streamingFloor(student[s].data, teacher[s].data, gradOut[s], 2); };
 const fused = () => yd.distillationLoss(student, teacher, opts);
@@ -33,7 +25,9 @@ console.log('round  fused ms  floor ms  C loop ms  fused/floor  fused/C loop  fl
 for (let r = 0; r < ROUNDS; r++) {
   const a = [], b = [];
   for (let i = 0; i < 9; i++) { a.push(timeMs(fused)); b.push(timeMs(floor)); }
-  const c = median(JSON.parse(spawnSync(exe, [String(values), '9', '2', '1'], { encoding: 'utf8' }).stdout).ms);
+  const cMs = cFloorMs(values, 9, 2, 1);
+  if (!cMs) throw new Error('bench/floors.js needs gcc with OpenMP for the C loop');
+  const c = median(cMs);
   const fa = median(a), fb = median(b);
   console.log(`${String(r).padStart(5)}  ${fa.toFixed(2).padStart(8)}  ${fb.toFixed(2).padStart(8)}  ${c.toFixed(2).padStart(9)}  ${(fa / fb).toFixed(2).padStart(11)}  ${(fa / c).toFixed(2).padStart(12)}  ${(fb / c).toFixed(2).padStart(12)}`);
 }

@@ -9,7 +9,7 @@
 //   node bench/in-cache.js [--threads N] [--root OTHER_BUILD] [ROW ...]
 // rows: default paper bce kl anchorFree (all when none given)
 const path = require('path');
-const { heads, median } = require('./common');
+const { numel, heads, median } = require('./common');
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
@@ -31,7 +31,7 @@ for (const name of named.length ? named : Object.keys(rows)) {
   const [shapes, extra] = rows[name];
   const { student, teacher, gradOut } = heads(shapes);
   const options = { numClasses: 80, threads, gradOut, ...extra };
-  const values = shapes.reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
+  const values = shapes.reduce((n, s) => n + numel(s), 0);
   for (let i = 0; i < 20; i++) yd.distillationLoss(student, teacher, options);
   const ns = [];
   for (let r = 0; r < 15; r++) {

@@ -17,6 +17,7 @@ const path = require('path');
 const yd = require('../dist');
 const { distillationLossJS } = require('./js-loss');
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
+const { cFloorMs } = require('./common');
 
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
@@ -134,25 +135,10 @@ function timePair(a, b, opts = {}) {
   return [stats(ta), stats(tb)];
 }
 
-// A plain OpenMP C loop c[i] = a[i] - b[i] (bench/floor.c, -O3 -march=native),
-// built once per run; null when no C compiler with OpenMP is there.
-let cFloorExe;
-function cFloorBinary() {
-  if (cFloorExe !== undefined) return cFloorExe;
-  const exe = path.join(__dirname, '..', 'build', 'bench-floor');
-  fs.mkdirSync(path.dirname(exe), { recursive: true });
-  const r = spawnSync('gcc', ['-O3', '-march=native', '-fopenmp', path.join(__dirname, 'floor.c'), '-o', exe], { encoding: 'utf8' });
-  cFloorExe = r.status === 0 ? exe : null;
-  if (!cFloorExe) console.log(`C-loop floor row skipped: gcc -O3 -march=native -fopenmp failed (${(r.stderr || r.error || '').toString().split('\n')[0]})`);
-  return cFloorExe;
-}
-
+// The plain OpenMP C loop (bench/common.js cFloorMs); null without a C compiler.
 function cFloor(values, threads, inner) {
-  const exe = cFloorBinary();
-  if (!exe) return null;
-  const r = spawnSync(exe, [String(values), String(RUNS), String(threads), String(inner)], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`bench-floor failed: ${r.stderr}`);
-  return stats(JSON.parse(r.stdout).ms);
+  const ms = cFloorMs(values, RUNS, threads, inner);
+  return ms && stats(ms);
 }
 
 function torchAvailable() {
