@@ -88,16 +88,17 @@ YD_VEC_INLINE float vexpf_impl(float x) {
   // The float version of vexp: k = round(x / ln 2) from the magic-number trick,
   // r = x - k ln 2 (ln 2 in two parts), exp(r) by its Taylor polynomial of
   // degree 7 (remainder < 0.347^8 / 8! < 6e-9, a tenth of float's epsilon),
-  // 2^(k-1) built from bits and doubled. +Inf above 88.7228, 0 below -86.9
+  // 2^(k-1) built from bits and doubled (2^k for x <= 0). +Inf above 88.7228, 0 below -86.9
   // (the exact value there is under 1.8e-38); NaN stays NaN.
-  float xc = x < -86.9f ? -86.9f : x;  // k >= -125: 2^(k-1) stays a normal float
+  float xc = x < -86.9f ? -86.9f : x;  // k >= -125: 2^(k-1) and 2^k stay normal floats
   if constexpr (kPositive) xc = xc > 88.73f ? 88.73f : xc;
   const float kMagic = 12582912.0f;  // 1.5 * 2^23
   const float t = xc * 1.44269504088896341f + kMagic;
   const float kd = t - kMagic;
   uint32_t tb;
   std::memcpy(&tb, &t, sizeof tb);
-  const uint32_t sb = (tb - uint32_t{0x4B400000} + 126) << 23;  // 2^(k-1)'s bits (k reaches 128)
+  // 2^(k-1)'s bits where k reaches 128 (kPositive), else 2^k's (-125 <= k <= 0)
+  const uint32_t sb = (tb - uint32_t{0x4B400000} + (kPositive ? 126 : 127)) << 23;
   float scale;
   std::memcpy(&scale, &sb, sizeof scale);
   const float r = (xc - kd * 0.693145751953125f) - kd * 1.428606765330187e-06f;
@@ -109,7 +110,11 @@ YD_VEC_INLINE float vexpf_impl(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  float y = 2.0f * (p * scale);
+  // For x <= 0, p 2^k: one product fewer than 2 (p 2^(k-1)) and the same
+  // bits wherever p 2^(k-1) is a normal float (scaling by a power of two is
+  // exact), i.e. for every result over 2.4e-38; below, p 2^k is the exact
+  // scaling where the other had been rounded to a subnormal.
+  float y = kPositive ? 2.0f * (p * scale) : p * scale;
   if constexpr (kPositive) y = x > 88.7228394f ? __builtin_inff() : y;
   y = x < -86.9f ? 0.0f : y;
   return y;
