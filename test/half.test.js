@@ -266,6 +266,35 @@ describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads ar
   });
 });
 
+describe('16-bit nchw heads under the channel-wise formulas: whole-plane units, the loss bits of the float32 call too', () => {
+  // Without the KL, the variant kernel takes 16-bit (or mixed) nchw heads a
+  // channel at a time in the fp32 heads' units (MixedSource::open_channel in
+  // native/core/fused_cpu.cpp), so its sums group as the widened call's: the
+  // same loss bits, every gradient element bit for bit, also where a plane
+  // spans two units (over 8,192 cells) and at 1 thread.
+  const pairs = [['float16', 'float16'], ['bfloat16', 'bfloat16'], ['float32', 'float16'], ['float16', 'float32'], ['bfloat16', 'float16']];
+  const variants = [
+    ['paper', { preset: 'paper' }],
+    ['bce', { objTarget: 'bce', clsTarget: 'bce' }],
+    ['prob, boxTarget paper', { objTarget: 'prob', clsTarget: 'prob', boxTarget: 'paper' }],
+    ['weighted cls off', { weighted: { cls: false } }],
+    ['paper + fmNms', { preset: 'paper', fmNms: true }],
+  ];
+  const r = h.rng(0x16b19);
+  const cases = [];
+  variants.forEach(([name, extra], i) => {
+    const [sd, td] = pairs[i % pairs.length];
+    const C = r.pick([1, 3]);
+    for (const [H, W] of [[r.int(1, 30), r.int(1, 40)], [91, 97]]) {
+      const shape = h.headShape('nchw', 1, 3, C, H, W);
+      cases.push([`${name}: ${sd} student, ${td} teacher ${JSON.stringify(shape)}`, { sd, td, layout: 'nchw', C, shape, extra }]);
+    }
+  });
+  test.each(cases)('%s', (_id, c) => {
+    expectInPlaceEqualsWidened(r, c, { numClasses: c.C, layout: c.layout, ...c.extra }, true);
+  });
+});
+
 // The variant and anchor-free kernels read an fp32 student (and write its
 // gradient) in place when only the teacher is 16-bit (native/core/fused_cpu.cpp
 // MixedSource): the gradient must be that of the fp32 call on the teacher

@@ -644,6 +644,17 @@ struct UnitView {
 // The FM-NMS keep mask of an fp32 anchor-free head (defined below).
 void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, int threads);
 
+// What a channel run prefetches as it goes, 16 values at a time, when its
+// arrays are not those of the next run (16-bit heads widened a channel at a
+// time, MixedSource::open_channel): array i's next run from at[i] (null:
+// none), bytes[i] per 16 values (64 for fp32, 32 for 16-bit); `write` for the
+// gradient.
+struct RunAhead {
+  const char* at[3];
+  int64_t bytes[3];
+  bool write[3];
+};
+
 // A per-thread fp32 buffer of at least n floats; kSlot tells apart the
 // buffers one unit uses at once (the sources below: student, teacher and
 // gradient copies of a unit, the cell-major staging of a 16-bit unit, a
@@ -782,7 +793,8 @@ struct Fp32Source {
 // run on them, the gradient rounded to
 // its type on the way out (round to nearest even). Memory sees the arrays'
 // own element sizes; 1024-cell units in nchw keep the three buffers in L2
-// (K = 85: 1 MB). FM-NMS masks widen one teacher plane at a time.
+// (K = 85: 1 MB). Without the KL, nchw units go a channel at a time instead
+// (open_channel below). FM-NMS masks widen one teacher plane at a time.
 struct MixedSource {
   static constexpr bool kInPlace = false;
   static constexpr int64_t kNchwChunk = 1024;
@@ -841,6 +853,57 @@ struct MixedSource {
       narrow_run(cm, a.g_type, a.g, s.base, u.K * s.len);
     }
   }
+  // Channel-wise units (the variant kernels without the KL, nchw; general_scale
+  // `lazy`): whole-plane units as for fp32 heads, each channel's runs widened
+  // just before that channel is computed (into per-thread buffers of one run:
+  // 32 KB each, in L2) and its gradient rounded right after, while the next
+  // channel's raw runs are prefetched into L2 so that memory works during the
+  // element math. Widening a 1,024-cell unit's 85 channels first, then
+  // computing them, left the two in turn: float16 preset 'paper' took 1.65x
+  // the time of the same values in float32 (node bench/half.js). fp32 arrays
+  // of a mixed pair are used in place.
+  struct ChannelRun {
+    const float* p;
+    const float* t;
+    float* g;
+    RunAhead ahead;  // the next channel's raw runs (at[i] null: none)
+  };
+  ChannelRun open_channel(const VariantUnits& u, const VariantUnits::Span& s, int64_t k, int64_t next) const {
+    const int64_t off = s.base + k * u.step_k;
+    const size_t n = static_cast<size_t>(s.len);
+    ChannelRun r{nullptr, teacher_channel(u, s, k), nullptr, RunAhead{{nullptr, nullptr, nullptr}, {0, 0, 0}, {false, false, true}}};
+    if (a.p_type == ElemType::F32) {
+      r.p = static_cast<const float*>(a.p) + off;
+    } else {
+      float* b = scratch<kScratchP>(n);
+      widen_run(a.p, a.p_type, off, s.len, b);
+      r.p = b;
+    }
+    if (a.g) r.g = a.g_type == ElemType::F32 ? static_cast<float*>(a.g) + off : scratch<kScratchG>(n);
+    if (next >= 0) {
+      const int64_t noff = s.base + next * u.step_k;
+      const void* arrays[3] = {a.p, a.t, a.g};
+      const ElemType types[3] = {a.p_type, a.t_type, a.g_type};
+      for (int i = 0; i < 3; ++i) {
+        if (!arrays[i]) continue;
+        const int64_t size = types[i] == ElemType::F32 ? 4 : 2;
+        r.ahead.at[i] = static_cast<const char*>(arrays[i]) + noff * size;
+        r.ahead.bytes[i] = 16 * size;
+      }
+    }
+    return r;
+  }
+  // The teacher's channel k of the unit as fp32 (in place, or widened into its buffer).
+  const float* teacher_channel(const VariantUnits& u, const VariantUnits::Span& s, int64_t k) const {
+    const int64_t off = s.base + k * u.step_k;
+    if (a.t_type == ElemType::F32) return static_cast<const float*>(a.t) + off;
+    float* b = scratch<kScratchT>(static_cast<size_t>(s.len));
+    widen_run(a.t, a.t_type, off, s.len, b);
+    return b;
+  }
+  void close_channel(const VariantUnits& u, const VariantUnits::Span& s, int64_t k, const ChannelRun& r) const {
+    if (a.g && a.g_type != ElemType::F32) narrow_run(r.g, a.g_type, a.g, s.base + k * u.step_k, s.len);
+  }
   // An fp32 student (and gradient) with a 16-bit teacher in nchw, whose
   // plane-shaped teacher buffer stays within kMaxPlaneBuffer floats (8 MB): the
   // student is read, and its gradient written, in place (an fp32 student with
@@ -896,7 +959,8 @@ __attribute__((always_inline)) inline double logit_run(const float* __restrict p
 template <Target kKind>
 YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t,
                                                        float* __restrict g, int64_t step, int64_t len,
-                                                       const float* __restrict m, double coef, int64_t pf) {
+                                                       const float* __restrict m, double coef, int64_t pf,
+                                                       const RunAhead* ahead = nullptr) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
   // double. In fp32 as PyTorch's float32 ops, the CUDA kernels and the default
   // kernel compute it (8 or 16 floats per instruction): 'prob' and 'bce' by
@@ -938,6 +1002,21 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
           __builtin_prefetch(p + j0 + pf, 0, 1);
           __builtin_prefetch(t + j0 + pf, 0, 1);
           __builtin_prefetch(g + j0 + pf, 1, 1);
+          for (int64_t j = j0; j < j0 + 16; ++j) {
+            const float d = element(j);
+            g[j] = (cf * m[j]) * d;
+          }
+        }
+      } else if (ahead && step == 1) {
+        for (int64_t blk = 0; j0 + 16 <= len; j0 += 16, ++blk) {
+          for (int i = 0; i < 3; ++i) {
+            if (!ahead->at[i]) continue;
+            if (ahead->write[i]) {
+              __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 1, 1);
+            } else {
+              __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 0, 1);
+            }
+          }
           for (int64_t j = j0; j < j0 + 16; ++j) {
             const float d = element(j);
             g[j] = (cf * m[j]) * d;
@@ -1378,12 +1457,17 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     keep.resize(static_cast<size_t>(cells));
     src.nms_mask(geom, keep.data(), threads);
   }
-  const VariantUnits units(geom, Src::kNchwChunk);
+  // 16-bit (or mixed) nchw heads without the KL (which reads every class of a
+  // cell at once): a channel at a time (MixedSource::open_channel), in
+  // whole-plane units as fp32 heads.
+  bool lazy = false;
+  if constexpr (!Src::kInPlace && kCls != Target::Kl) lazy = !geom.cell_major();
+  const VariantUnits units(geom, lazy ? kVariantChunk : Src::kNchwChunk);
   const int64_t hw = geom.height * geom.width;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
-    const UnitView view = src.open(units, span);
+    const UnitView view = lazy ? UnitView{nullptr, nullptr, nullptr, 0, span.len, 1} : src.open(units, span);
     const float* p = view.p;
     const float* t = view.t;
     float* g = view.g;
@@ -1397,12 +1481,24 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     }
     // Per-cell masks: the teacher weight (fp32) or 1, times the FM-NMS keep (0 or 1).
     float mb[kVariantChunk], mo[kVariantChunk], mc[kVariantChunk];
-    variant_masks(t + base + kObjChannel * step_k, step_c, len, kNms ? kp : nullptr, v.weighted_box,
-                  v.weighted_obj, v.weighted_cls, mb, mo, mc);
+    const float* tobj = lazy ? nullptr : t + base + kObjChannel * step_k;
+    if constexpr (!Src::kInPlace) {
+      if (lazy) tobj = src.teacher_channel(units, span, kObjChannel);
+    }
+    variant_masks(tobj, step_c, len, kNms ? kp : nullptr, v.weighted_box, v.weighted_obj, v.weighted_cls, mb, mo,
+                  mc);
     // One channel k of kind kKind over the unit's cells: adds m_j * loss to
     // *sum, writes gradients.
     auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
       constexpr Target kKind = decltype(kind)::value;
+      if constexpr (!Src::kInPlace) {
+        if (lazy) {
+          const auto r = src.open_channel(units, span, k, k + 1 < kClsOffset + C ? k + 1 : -1);
+          *sum += channel_run<kKind>(r.p, r.t, r.g, 1, len, m, coef, 0, &r.ahead);
+          src.close_channel(units, span, k, r);
+          return;
+        }
+      }
       const int64_t off = base + k * step_k;
       const int64_t pf = k + 1 < kClsOffset + C ? step_k : 0;  // the next channel's run, into L2
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
@@ -1418,7 +1514,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     } else {
       acc.cls += kl_cells(p, t, g, base, len, kClsOffset, C, step_k, step_c, tau, mc, cc);
     }
-    src.close(units, span, view);
+    if (!lazy) src.close(units, span, view);
   });
 }
 
