@@ -41,11 +41,30 @@ void ensure_team_size(int threads) {
   }
 }
 
+// The upper halves of the vector registers cleared (vzeroupper) where the CPU
+// has AVX. Code compiled for the baseline (SSE) that runs while they hold
+// something is slowed down on every instruction (measured here, AMD Zen 5: the
+// nahwc default kernel, a baseline loop, 2x its time after a call whose 'logit'
+// runs left them dirty: a clone's path that called a baseline function and
+// returned without vzeroupper). Every task of the kernels starts and ends with
+// it (run_blocks, cpu_scales), whatever code ran on that thread before.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx"), noinline)) void vzeroupper_avx() { _mm256_zeroupper(); }
+void clean_upper_state() {
+  static const bool avx = __builtin_cpu_supports("avx");
+  if (avx) vzeroupper_avx();
+}
+#else
+void clean_upper_state() {}
+#endif
+
 // Independent double accumulators per run: enough to hide the add latency and
-// let the compiler use full-width vectors. Folded in a fixed order.
+// let the compiler use full-width vectors. Folded in a fixed order. Inlined
+// into the clones that use it (a call from a clone to a baseline function
+// ran with the upper halves dirty).
 constexpr int kLanes = 16;
 
-inline double fold(const double* acc) {
+__attribute__((always_inline)) inline double fold(const double* acc) {
   double s8[8];
   for (int l = 0; l < 8; ++l) s8[l] = acc[l] + acc[l + 8];
   const double a = (s8[0] + s8[4]) + (s8[2] + s8[6]);
@@ -1372,14 +1391,18 @@ void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
   if (blocks <= 0) return;
   const int64_t tasks = task_count(blocks, threads, blocks * values_per_block);
   if (tasks == 1) {
+    clean_upper_state();
     fn(0, blocks);
+    clean_upper_state();
     return;
   }
   ensure_team_size(static_cast<int>(tasks));
   at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+    clean_upper_state();
     for (int64_t task = b; task < e; ++task) {
       fn(blocks * task / tasks, blocks * (task + 1) / tasks);
     }
+    clean_upper_state();
   });
 }
 
@@ -1965,15 +1988,19 @@ std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Opti
   // and the last scale, too small for two, ran on one).
   const int64_t tasks = task_count(blocks, threads, values);
   if (tasks == 1) {
+    clean_upper_state();
     for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
+    clean_upper_state();
   } else {
     ensure_team_size(static_cast<int>(tasks));
     std::atomic<int64_t> next{0};
     at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+      clean_upper_state();
       for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
            blk = next.fetch_add(1, std::memory_order_relaxed)) {
         block(blk);
       }
+      clean_upper_state();
     });
   }
   // Each scale's partials in block order, as reduce_units adds them.
