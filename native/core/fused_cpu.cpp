@@ -729,7 +729,11 @@ __attribute__((target("avx512f"))) void transpose_avx512(const float* __restrict
                                                          int64_t cols) {
   const int64_t rows16 = rows & ~int64_t{15}, cols16 = cols & ~int64_t{15};
   for (int64_t r0 = 0; r0 < rows16; r0 += 16) {
+    // The next 16 source rows into L2, a column tile at a time as this row
+    // group goes (with cells for rows, the unit's next 16 cells from memory).
+    const int64_t ahead = std::min<int64_t>(16, rows - (r0 + 16));
     for (int64_t c0 = 0; c0 < cols16; c0 += 16) {
+      for (int64_t i = 0; i < ahead; ++i) _mm_prefetch(reinterpret_cast<const char*>(src + (r0 + 16 + i) * ld_src + c0), _MM_HINT_T1);
       __m512 a[16], b[16];
       for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_ps(src + (r0 + i) * ld_src + c0);
       for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 of columns 4L..4L+3 interleaved
@@ -753,6 +757,7 @@ __attribute__((target("avx512f"))) void transpose_avx512(const float* __restrict
         _mm512_storeu_ps(dst + (c0 + 12 + c) * ld_dst + r0, shuffle_lanes<0xDD>(w0, w1));
       }
     }
+    for (int64_t i = 0; i < ahead; ++i) _mm_prefetch(reinterpret_cast<const char*>(src + (r0 + 16 + i) * ld_src + cols - 1), _MM_HINT_T1);
   }
   // The edges: the last cols % 16 columns of the full row tiles, then the last rows % 16 rows.
   if (cols16 < cols) transpose_scalar(src + cols16, ld_src, dst + cols16 * ld_dst, ld_dst, rows16, cols - cols16);
