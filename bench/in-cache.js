@@ -7,7 +7,8 @@
 // (workload (a) has 34.3 M values per tensor: multiply). Anchor-free rows use
 // YOLOv8s heads at 320 (B = 2, 0.6 M values).
 //   node bench/in-cache.js [--threads N] [--root OTHER_BUILD] [ROW ...]
-// rows: default paper bce kl anchorFree (all when none given)
+// rows: default paper bce kl anchorFree nahwc (all when none given; nahwc: the
+// default formula on the same heads in the nahwc layout)
 const path = require('path');
 const { numel, heads, median } = require('./common');
 
@@ -19,12 +20,14 @@ const yd = require(root);
 const named = argv.filter((a, i) => !a.startsWith('--') && !['--threads', '--root'].includes(argv[i - 1]));
 const yolo = [8, 16, 32].map((s) => [2, 3 * 85, 320 / s, 320 / s]);
 const af = [40, 20, 10].map((g) => [2, 144, g, g]);
+const yoloNahwc = [8, 16, 32].map((s) => [2, 3, 320 / s, 320 / s, 85]);
 const rows = {
   default: [yolo, {}],
   paper: [yolo, { preset: 'paper' }],
   bce: [yolo, { objTarget: 'bce' }],
   kl: [yolo, { clsTarget: 'kl' }],
   anchorFree: [af, { head: 'anchorFree' }],
+  nahwc: [yoloNahwc, { layout: 'nahwc' }],
 };
 console.log(`in cache, ${threads} thread(s), ${root}`);
 for (const name of named.length ? named : Object.keys(rows)) {
