@@ -5,7 +5,8 @@
 // interleaved with medians: float16 student + teacher with a Uint16Array
 // gradOut; the same in bfloat16; a float32 student with a float16 teacher (the onnxruntime-node
 // case); the same heads widened to float32 (the fp32 default path); float16
-// and widened float32 under preset 'paper' (the variant kernel); and the
+// and widened float32 under preset 'paper' and objTarget 'bce' (the variant
+// kernel: its element math, and its 'logit' runs); and the
 // floors: 2-byte (uint16 c = a - b, 6 bytes per value) and 4-byte (12 bytes).
 //   node bench/half.js [--runs N] [--batch B] [--compare OTHER_ROOT]
 // --compare also times another build (a git worktree with its build/ and dist/)
@@ -56,6 +57,12 @@ const rows = {
   "float32 (widened), preset 'paper'": (m) => m.distillationLoss(
     heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
     { ...opts, preset: 'paper', gradOut: heads.map((x) => x.g32) }),
+  "float16 student + teacher, objTarget 'bce'": (m) => m.distillationLoss(
+    heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+    { ...opts, objTarget: 'bce', gradOut: heads.map((x) => x.g16) }),
+  "float32 (widened), objTarget 'bce'": (m) => m.distillationLoss(
+    heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
+    { ...opts, objTarget: 'bce', gradOut: heads.map((x) => x.g32) }),
 };
 const a16 = new Uint16Array(total).fill(3), b16 = new Uint16Array(total).fill(1), c16 = new Uint16Array(total);
 const a32 = new Float32Array(total).fill(3), b32 = new Float32Array(total).fill(1), c32 = new Float32Array(total);

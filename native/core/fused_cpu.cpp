@@ -958,10 +958,13 @@ struct MixedSource {
 // fp32, m d^2 added in double to lane j % kLanes (the association of the
 // two-pass loop below, so the sums are the same bits), the gradient written in
 // the same loop. kFloatGrad: the coefficient fits fp32.
-template <bool kGrad, bool kFloatGrad>
+// kAhead: prefetch `ahead`'s runs as it goes, as channel_run does (16-bit heads
+// a channel at a time).
+template <bool kGrad, bool kFloatGrad, bool kAhead = false>
 __attribute__((always_inline)) inline double logit_run(const float* __restrict p, const float* __restrict t,
                                                        float* __restrict g, int64_t step, int64_t len,
-                                                       const float* __restrict m, double gcoef) {
+                                                       const float* __restrict m, double gcoef,
+                                                       const RunAhead* ahead = nullptr) {
   const float cf = static_cast<float>(gcoef);
   double acc[kLanes] = {};
   auto one = [&](int64_t j, int l) {
@@ -974,6 +977,17 @@ __attribute__((always_inline)) inline double logit_run(const float* __restrict p
   };
   int64_t j = 0;
   for (; j + kLanes <= len; j += kLanes) {
+    if constexpr (kAhead) {
+      const int64_t blk = j / kLanes;
+      for (int i = 0; i < 3; ++i) {
+        if (!ahead->at[i]) continue;
+        if (ahead->write[i]) {
+          __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 1, 1);
+        } else {
+          __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 0, 1);
+        }
+      }
+    }
     for (int l = 0; l < kLanes; ++l) one(j + l, l);
   }
   for (int l = 0; j < len; ++j, ++l) one(j, l);
@@ -996,6 +1010,11 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
   constexpr bool kLogit = kKind == Target::Logit;
   if (kLogit && step == 1) {  // contiguous runs (nchw); strided runs vectorize better in two passes
     const double gcoef = 2.0 * coef;  // d (P - T)^2 / dP = 2 d
+    if (ahead) {
+      if (!g) return logit_run<false, true, true>(p, t, g, step, len, m, gcoef, ahead);
+      return coef_fits_fp32(gcoef) ? logit_run<true, true, true>(p, t, g, step, len, m, gcoef, ahead)
+                                   : logit_run<true, false, true>(p, t, g, step, len, m, gcoef, ahead);
+    }
     if (!g) return logit_run<false, true>(p, t, g, step, len, m, gcoef);
     return coef_fits_fp32(gcoef) ? logit_run<true, true>(p, t, g, step, len, m, gcoef)
                                  : logit_run<true, false>(p, t, g, step, len, m, gcoef);
