@@ -13,7 +13,7 @@
 //   node bench/upper-state.js [OTHER_ROOT ...]
 const path = require('path');
 const { spawnSync } = require('child_process');
-const { heads, median } = require('./common');
+const { heads, median, timeMs } = require('./common');
 
 if (!process.env.YD_UPPER_STATE_ROOT) {
   console.log('nahwc default formula (workload d), ms: alone, after a weighted { cls: false } nchw call, ratio');
@@ -34,20 +34,15 @@ const call = (yd, layout, extra) => {
   const d = data[layout];
   return yd.distillationLoss(d.student, d.teacher, { numClasses: C, layout, threads: 2, gradOut: d.gradOut, ...extra });
 };
-const ms = (fn) => {
-  const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
-};
 
 for (const root of roots) {
   const yd = require(root);
   const alone = [], after = [];
   for (let i = 0; i < 3; i++) call(yd, 'nahwc', {});
-  for (let r = 0; r < 11; r++) alone.push(ms(() => call(yd, 'nahwc', {})));
+  for (let r = 0; r < 11; r++) alone.push(timeMs(() => call(yd, 'nahwc', {})));
   for (let r = 0; r < 11; r++) {
     call(yd, 'nchw', { weighted: { cls: false } });
-    after.push(ms(() => call(yd, 'nahwc', {})));
+    after.push(timeMs(() => call(yd, 'nahwc', {})));
   }
   const a = median(alone), b = median(after);
   console.log(`${a.toFixed(2).padStart(8)} ${b.toFixed(2).padStart(8)} ${(b / a).toFixed(2).padStart(6)}  ${root}`);

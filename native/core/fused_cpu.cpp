@@ -666,13 +666,19 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
 // What a channel run prefetches as it goes, 16 values at a time, when its
 // arrays are not those of the next run (16-bit heads widened a channel at a
 // time, MixedSource::open_channel): array i's next run from at[i] (null:
-// none), bytes[i] per 16 values (64 for fp32, 32 for 16-bit); `write` for the
-// gradient.
+// none; p, t, then the gradient, prefetched for writing), bytes[i] per 16
+// values (64 for fp32, 32 for 16-bit).
 struct RunAhead {
   const char* at[3];
   int64_t bytes[3];
-  bool write[3];
 };
+
+// Block blk (16 values) of each of a's runs into L2 (channel_run, logit_run).
+__attribute__((always_inline)) inline void prefetch_ahead(const RunAhead& a, int64_t blk) {
+  if (a.at[0]) __builtin_prefetch(a.at[0] + blk * a.bytes[0], 0, 1);
+  if (a.at[1]) __builtin_prefetch(a.at[1] + blk * a.bytes[1], 0, 1);
+  if (a.at[2]) __builtin_prefetch(a.at[2] + blk * a.bytes[2], 1, 1);
+}
 
 // A per-thread fp32 buffer of at least n floats; kSlot tells apart the
 // buffers one unit uses at once (the sources below: student, teacher and
@@ -895,7 +901,7 @@ struct MixedSource {
   ChannelRun open_channel(const VariantUnits& u, const VariantUnits::Span& s, int64_t k, int64_t next) const {
     const int64_t off = s.base + k * u.step_k;
     const size_t n = static_cast<size_t>(s.len);
-    ChannelRun r{nullptr, teacher_channel(u, s, k), nullptr, RunAhead{{nullptr, nullptr, nullptr}, {0, 0, 0}, {false, false, true}}};
+    ChannelRun r{nullptr, teacher_channel(u, s, k), nullptr, RunAhead{{nullptr, nullptr, nullptr}, {0, 0, 0}}};
     if (a.p_type == ElemType::F32) {
       r.p = static_cast<const float*>(a.p) + off;
     } else {
@@ -977,17 +983,7 @@ __attribute__((always_inline)) inline double logit_run(const float* __restrict p
   };
   int64_t j = 0;
   for (; j + kLanes <= len; j += kLanes) {
-    if constexpr (kAhead) {
-      const int64_t blk = j / kLanes;
-      for (int i = 0; i < 3; ++i) {
-        if (!ahead->at[i]) continue;
-        if (ahead->write[i]) {
-          __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 1, 1);
-        } else {
-          __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 0, 1);
-        }
-      }
-    }
+    if constexpr (kAhead) prefetch_ahead(*ahead, j / kLanes);
     for (int l = 0; l < kLanes; ++l) one(j + l, l);
   }
   for (int l = 0; j < len; ++j, ++l) one(j, l);
@@ -1052,14 +1048,7 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
         }
       } else if (ahead && step == 1) {
         for (int64_t blk = 0; j0 + 16 <= len; j0 += 16, ++blk) {
-          for (int i = 0; i < 3; ++i) {
-            if (!ahead->at[i]) continue;
-            if (ahead->write[i]) {
-              __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 1, 1);
-            } else {
-              __builtin_prefetch(ahead->at[i] + blk * ahead->bytes[i], 0, 1);
-            }
-          }
+          prefetch_ahead(*ahead, blk);
           for (int64_t j = j0; j < j0 + 16; ++j) {
             const float d = element(j);
             g[j] = (cf * m[j]) * d;
