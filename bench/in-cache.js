@@ -7,7 +7,7 @@
 // (workload (a) has 34.3 M values per tensor: multiply). Anchor-free rows use
 // YOLOv8s heads at 320 (B = 2, 0.6 M values).
 //   node bench/in-cache.js [--threads N] [--root OTHER_BUILD] [ROW ...]
-// rows: default paper bce kl anchorFree nahwc (all when none given; nahwc: the
+// rows: default paper fmNms paperNms bce kl anchorFree nahwc (all when none given; nahwc: the
 // default formula on the same heads in the nahwc layout)
 const path = require('path');
 const { numel, heads, median } = require('./common');
@@ -24,6 +24,8 @@ const yoloNahwc = [8, 16, 32].map((s) => [2, 3, 320 / s, 320 / s, 85]);
 const rows = {
   default: [yolo, {}],
   paper: [yolo, { preset: 'paper' }],
+  fmNms: [yolo, { fmNms: true }],
+  paperNms: [yolo, { preset: 'paper', fmNms: true }],
   bce: [yolo, { objTarget: 'bce' }],
   kl: [yolo, { clsTarget: 'kl' }],
   anchorFree: [af, { head: 'anchorFree' }],

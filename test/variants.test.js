@@ -221,3 +221,74 @@ describe('cell-major layouts against nchw, element by element', () => {
     }
   });
 });
+
+// The FM-NMS masks of the fused kernels (nchw: each row's first and last cell
+// by the scalar test, the cells between by a vectorized loop without bounds
+// tests) against the LibTorch reference's (padded shifted copies), on teachers
+// made of ties: class logits and objectness in {0, 1, 2} (many equal argmaxes
+// and scores, so the row-major tie rule decides), some NaN class logits (NaN
+// is the argmax) and NaN objectness, on every grid shape that has edges only,
+// and planes that span two kernel units (100 x 90 cells: split mid-row); nchw
+// and nhwc.
+describe('FM-NMS masks on tied and NaN teachers, every grid shape: fused = reference', () => {
+  const grids = [[1, 1], [1, 7], [7, 1], [2, 2], [3, 5], [17, 19], [100, 90]];
+  const forms = [
+    // [name, C, A, channels per anchor, first class channel, options]
+    ['anchor, default formula', 2, 1, 7, 5, { fmNms: true }],
+    ["anchor, preset 'paper'", 2, 2, 7, 5, { preset: 'paper', fmNms: true }],
+    ['anchor-free, regMax 1', 3, 1, 7, 4, { head: 'anchorFree', regMax: 1, fmNms: true }],
+  ];
+  const cases = [];
+  for (const [form, C, A, K, cls0, opts] of forms) {
+    for (const [H, W] of grids) cases.push([`${form}, ${H}x${W}`, C, A, K, opts, cls0, H, W]);
+  }
+  test.each(cases)('%s', (_name, C, A, K, opts, cls0, H, W) => {
+    const r = h.rng(H * 131 + W * 7 + C + A);
+    const B = 2, n = B * A * K * H * W;
+    const P = Float32Array.from({ length: n }, () => r.randn());
+    const T = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const k = Math.floor(i / (H * W)) % K;
+      const tie = r.int(0, 2);
+      if (k >= cls0) T[i] = r.uniform() < 0.03 ? NaN : tie;  // class logits
+      else if (!opts.head && k === 4) T[i] = r.uniform() < 0.03 ? NaN : tie;  // objectness
+      else T[i] = r.randn();
+    }
+    const all = { numClasses: C, numAnchors: opts.head ? undefined : A, ...opts };
+    const shape = [B, A * K, H, W];
+    const ref = distillationLoss([{ data: P, shape }], [{ data: T, shape }], { ...all, impl: 'reference' });
+    // nhwc as well (its masks: plane-ordered copies, the same row test).
+    const AK = A * K;
+    const toNhwc = (x) => {
+      const out = new Float32Array(n);
+      for (let b = 0; b < B; b++) for (let c = 0; c < AK; c++) for (let j = 0; j < H * W; j++) out[(b * H * W + j) * AK + c] = x[(b * AK + c) * H * W + j];
+      return out;
+    };
+    const fromNhwc = (x) => {
+      const out = new Float32Array(n);
+      for (let b = 0; b < B; b++) for (let c = 0; c < AK; c++) for (let j = 0; j < H * W; j++) out[(b * AK + c) * H * W + j] = x[(b * H * W + j) * AK + c];
+      return out;
+    };
+    const nhwcShape = [B, H, W, AK];
+    const viaNhwc = distillationLoss([{ data: toNhwc(P), shape: nhwcShape }], [{ data: toNhwc(T), shape: nhwcShape }],
+      { ...all, layout: 'nhwc' });
+    for (const g of [distillationLoss([{ data: P, shape }], [{ data: T, shape }], all).grads[0], fromNhwc(viaNhwc.grads[0])]) {
+      expectSameMask(g, ref.grads[0], n, H * W);
+    }
+  });
+  function expectSameMask(g, q, n, cells) {
+    let zero = 0, kept = 0;
+    for (let i = 0; i < n; i++) {
+      const kind = (x) => (Number.isNaN(x) ? 'NaN' : x === 0 ? 'zero' : 'value');
+      if (kind(g[i]) !== kind(q[i])) expect(`element ${i}: ${g[i]}`).toBe(`element ${i}: ${q[i]}`);
+      if (kind(q[i]) === 'zero') zero++;
+      if (kind(q[i]) === 'value') {
+        kept++;
+        expect(Math.abs(g[i] - q[i])).toBeLessThanOrEqual(1e-12 + 1e-5 * Math.abs(q[i]));
+      }
+    }
+    // The cases must suppress cells and keep cells (a grid of one cell keeps it).
+    if (cells > 1) expect(zero).toBeGreaterThan(0);
+    expect(kept).toBeGreaterThan(0);
+  }
+});

@@ -1445,27 +1445,42 @@ template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
                     int64_t len, unsigned char* keep);
 
+// m[j] = (weighted ? w[j] : 1) * keep_j (keep null: 1) for the cells of a
+// unit, inlined into the cloned callers. The choice between w and 1 is made
+// per loop, not per element: a loop-invariant bool select inside the loop
+// kept GCC 12 from vectorizing it at all ("bad operation": no vector form of
+// a select on a scalar bool), and the masks ran scalar, 6 % of preset
+// 'paper''s kernel time (perf). The same products, so the same bits.
+__attribute__((always_inline)) inline void fill_mask(const float* __restrict w, const unsigned char* __restrict keep,
+                                                     int64_t len, bool weighted, float* __restrict m) {
+  if (keep) {
+    if (weighted) {
+      for (int64_t j = 0; j < len; ++j) m[j] = w[j] * static_cast<float>(keep[j]);
+    } else {
+      for (int64_t j = 0; j < len; ++j) m[j] = 1.0f * static_cast<float>(keep[j]);
+    }
+  } else if (weighted) {
+    for (int64_t j = 0; j < len; ++j) m[j] = w[j] * 1.0f;
+  } else {
+    for (int64_t j = 0; j < len; ++j) m[j] = 1.0f;
+  }
+}
+
 // The per-cell masks of a variant unit from its teacher objectness (cell j's
 // at tobj[j * step]): m = (weighted ? teacher_weight : 1) * keep_j (keep null:
-// 1), for the box, obj and cls terms. Inline in general_scale (a baseline
-// x86-64 function) this loop ran scalar, a fifth of objTarget 'bce''s time
-// (perf); here it is vectorized in the clones. fp-contract off: each clone
-// rounds every product and sum of teacher_weight as the baseline build did (no
-// fused multiply-adds), so the masks, and every result, keep their bits.
+// 1), for the box, obj and cls terms, len <= kVariantChunk. Cloned: inline in
+// general_scale (a baseline x86-64 function) this ran on scalars, a fifth of
+// objTarget 'bce''s time (perf). fp-contract off: each clone rounds every
+// product and sum of teacher_weight as the baseline build did (no fused
+// multiply-adds), so the masks, and every result, keep their bits.
 YD_CLONES YD_NO_FP_CONTRACT __attribute__((noinline)) void variant_masks(
     const float* __restrict tobj, int64_t step, int64_t len, const unsigned char* __restrict keep, bool wb, bool wo,
     bool wc, float* __restrict mb, float* __restrict mo, float* __restrict mc) {
-  auto one = [&](int64_t j, float keep_j) {
-    const float w = teacher_weight(tobj[j * step]);
-    mb[j] = (wb ? w : 1.0f) * keep_j;
-    mo[j] = (wo ? w : 1.0f) * keep_j;
-    mc[j] = (wc ? w : 1.0f) * keep_j;
-  };
-  if (keep) {
-    for (int64_t j = 0; j < len; ++j) one(j, static_cast<float>(keep[j]));
-  } else {
-    for (int64_t j = 0; j < len; ++j) one(j, 1.0f);
-  }
+  float w[kVariantChunk];
+  for (int64_t j = 0; j < len; ++j) w[j] = teacher_weight(tobj[j * step]);
+  fill_mask(w, keep, len, wb, mb);
+  fill_mask(w, keep, len, wo, mo);
+  fill_mask(w, keep, len, wc, mc);
 }
 
 // Every instantiation but the default formula's (and the default formula when
@@ -1688,18 +1703,97 @@ YD_CLONES void anchor_free_weights(const float* __restrict t0, int64_t step_k, i
       best[j] = b;
     }
   }
-  for (int64_t j = 0; j < len; ++j) {
-    const float w = teacher_weight(best[j]);  // sigmoid in fp32, as for anchor heads
-    const float keep_j = keep ? static_cast<float>(keep[j]) : 1.0f;
-    mb[j] = (weighted_box ? w : 1.0f) * keep_j;
-    mc[j] = (weighted_cls ? w : 1.0f) * keep_j;
-  }
+  float w[kVariantChunk];  // len <= kVariantChunk
+  for (int64_t j = 0; j < len; ++j) w[j] = teacher_weight(best[j]);  // sigmoid in fp32, as for anchor heads
+  fill_mask(w, keep, len, weighted_box, mb);
+  fill_mask(w, keep, len, weighted_cls, mc);
 }
 
 // The cell offsets of an nchw plane: cell j at j.
 struct IdentityOff {
   int64_t operator()(int64_t j) const { return j; }
 };
+
+// FM-NMS's test (cell_math.h fm_nms_suppressed) for the cells [x0, x1) of the
+// row starting at plane cell r, 1 <= x0 and x1 <= W - 1 (each has a left and a
+// right neighbour), with a row above (kUp) and below (kDown) or not: the same
+// comparisons, no bounds tests, so the loop vectorizes. A neighbour earlier in
+// row-major order wins a tie (>=, false for NaN as > and == are), a later one
+// needs >. keep[x - x0]. arg, sc: the class argmax and score by plane cell.
+template <bool kUp, bool kDown, typename Score>
+__attribute__((always_inline)) inline void nms_row_interior(const int32_t* __restrict arg,
+                                                            const Score* __restrict sc, int64_t r, int64_t W,
+                                                            int64_t x0, int64_t x1, unsigned char* __restrict keep) {
+  for (int64_t x = x0; x < x1; ++x) {
+    const int64_t j = r + x;
+    const int32_t a = arg[j];
+    const Score o = sc[j];
+    bool s = (arg[j - 1] == a) & (sc[j - 1] >= o);
+    s |= (arg[j + 1] == a) & (sc[j + 1] > o);
+    if constexpr (kUp) {
+      s |= (arg[j - W - 1] == a) & (sc[j - W - 1] >= o);
+      s |= (arg[j - W] == a) & (sc[j - W] >= o);
+      s |= (arg[j - W + 1] == a) & (sc[j - W + 1] >= o);
+    }
+    if constexpr (kDown) {
+      s |= (arg[j + W - 1] == a) & (sc[j + W - 1] > o);
+      s |= (arg[j + W] == a) & (sc[j + W] > o);
+      s |= (arg[j + W + 1] == a) & (sc[j + W + 1] > o);
+    }
+    keep[x - x0] = s ? 0 : 1;
+  }
+}
+
+// keep[c - c_first] for the cells c in [c_first, c_first + len) of an H x W
+// plane: each row's first and last cells by fm_nms_suppressed itself, the
+// cells between by nms_row_interior (a scalar loop with a division and nine
+// bounds tests per cell was a quarter of fmNms's kernel time, perf).
+template <typename Score>
+__attribute__((always_inline)) inline void nms_keep_cells(const int32_t* arg, const Score* sc, int64_t H, int64_t W,
+                                                          int64_t c_first, int64_t len, unsigned char* keep) {
+  auto edge = [&](int64_t c) {
+    keep[c - c_first] = fm_nms_suppressed(
+        c / W, c % W, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return sc[jj]; }) ? 0 : 1;
+  };
+  const int64_t end = c_first + len;
+  for (int64_t c = c_first; c < end;) {
+    const int64_t y = c / W, r = y * W;
+    const int64_t row_end = std::min(end, r + W);
+    const int64_t x0 = c - r, x1 = row_end - r;
+    if (x0 == 0) edge(r);
+    const int64_t i0 = std::max<int64_t>(x0, 1), i1 = std::min<int64_t>(x1, W - 1);
+    if (i0 < i1) {
+      unsigned char* k = keep + (r + i0 - c_first);
+      const bool up = y > 0, down = y + 1 < H;
+      if (up && down) {
+        nms_row_interior<true, true>(arg, sc, r, W, i0, i1, k);
+      } else if (up) {
+        nms_row_interior<true, false>(arg, sc, r, W, i0, i1, k);
+      } else if (down) {
+        nms_row_interior<false, true>(arg, sc, r, W, i0, i1, k);
+      } else {
+        nms_row_interior<false, false>(arg, sc, r, W, i0, i1, k);
+      }
+    }
+    if (x1 == W && W > 1) edge(r + W - 1);
+    c = row_end;
+  }
+}
+
+// nms_keep_cells, compiled per instruction set like the kernels: the
+// objectness score (anchor heads), and the anchor-free score sigma(best) in
+// double (anchor_free_keep's) computed into score for the cells [e0, e1),
+// without fused multiply-adds as in that baseline function (the same bits).
+YD_CLONES void nms_keep_obj(const int32_t* arg, const float* tobj, int64_t H, int64_t W, int64_t c_first, int64_t len,
+                            unsigned char* keep) {
+  nms_keep_cells(arg, tobj, H, W, c_first, len, keep);
+}
+YD_CLONES YD_NO_FP_CONTRACT void nms_keep_anchor_free(const int32_t* arg, const float* __restrict best, double* __restrict score,
+                                    int64_t e0, int64_t e1, int64_t H, int64_t W, int64_t c_first, int64_t len,
+                                    unsigned char* keep) {
+  for (int64_t k = 0; k < e1 - e0; ++k) score[k] = sigmoid_<double>(best[k]);
+  nms_keep_cells(arg, score - e0, H, W, c_first, len, keep);
+}
 
 template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
@@ -1717,20 +1811,10 @@ void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, 
   }
   contiguous_class_argmax(tplane + cls0 * hw + e0, hw, classes, e1 - e0, best.data(), arg.data());
   const int32_t* a = arg.data() - e0;  // indexed by plane cell
-  auto arg_at = [&](int64_t jj) { return a[jj]; };
   if constexpr (kAnchorFree) {  // anchor_free_keep's score
-    for (int64_t k = 0; k < e1 - e0; ++k) score[k] = sigmoid_<double>(best[k]);
-    const double* sc = score.data() - e0;
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t c = c_first + j;
-      keep[j] = fm_nms_suppressed(c / W, c % W, H, W, arg_at, [&](int64_t jj) { return sc[jj]; }) ? 0 : 1;
-    }
+    nms_keep_anchor_free(a, best.data(), score.data(), e0, e1, H, W, c_first, len, keep);
   } else {  // fm_nms_planes' objectness
-    const float* tobj = tplane + kObjChannel * hw;
-    for (int64_t j = 0; j < len; ++j) {
-      const int64_t c = c_first + j;
-      keep[j] = fm_nms_suppressed(c / W, c % W, H, W, arg_at, [&](int64_t jj) { return tobj[jj]; }) ? 0 : 1;
-    }
+    nms_keep_obj(a, tplane + kObjChannel * hw, H, W, c_first, len, keep);
   }
 }
 
@@ -1770,19 +1854,16 @@ void anchor_free_keep(const float* t, const ScaleGeom& g, unsigned char* keep, i
     std::vector<double> score(static_cast<size_t>(hw));
     std::vector<int32_t> arg(static_cast<size_t>(hw));
     std::vector<float> best(static_cast<size_t>(hw));
+    std::vector<unsigned char> plane_keep(static_cast<size_t>(hw));
     // Cell j = y * W + x of image b at b * stride_b + j * stride_x (nchw and nhwc,
     // one anchor: stride_y == W * stride_x). Classes outer, cells inner.
     const int64_t cs = g.stride_x;
     for (int64_t b = b0; b < b1; ++b) {
       plane_class_argmax(t + b * g.stride_b + c0 * g.stride_k, g.stride_k, C, hw, [cs](int64_t j) { return j * cs; },
                          best.data(), arg.data());
-      for (int64_t j = 0; j < hw; ++j) score[j] = sigmoid_<double>(best[j]);
+      nms_keep_anchor_free(arg.data(), best.data(), score.data(), 0, hw, H, W, 0, hw, plane_keep.data());
       for (int64_t y = 0; y < H; ++y) {
-        for (int64_t x = 0; x < W; ++x) {
-          const bool suppressed = fm_nms_suppressed(
-              y, x, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return score[jj]; });
-          keep[g.cell_index(b, 0, y, x)] = suppressed ? 0 : 1;
-        }
+        for (int64_t x = 0; x < W; ++x) keep[g.cell_index(b, 0, y, x)] = plane_keep[y * W + x];
       }
     }
   });
@@ -2044,19 +2125,18 @@ void fm_nms_planes(const float* t, const ScaleGeom& g, unsigned char* keep, int6
                    const CellOff& cell_off) {
   const int64_t H = g.height, W = g.width, hw = H * W, sk = g.stride_k;
   std::vector<int32_t> arg(static_cast<size_t>(hw));
-  std::vector<float> best(static_cast<size_t>(hw));
+  std::vector<float> best(static_cast<size_t>(hw)), obj(static_cast<size_t>(hw));
+  std::vector<unsigned char> plane_keep(static_cast<size_t>(hw));
   for (int64_t plane = p0; plane < p1; ++plane) {
     const int64_t b = plane / g.anchors, a = plane % g.anchors;
     const float* tp = t + b * g.stride_b + a * g.stride_a;
     plane_class_argmax(tp + kClsOffset * sk, sk, g.classes, hw, cell_off, best.data(), arg.data());
     const float* tobj = tp + kObjChannel * sk;
+    for (int64_t j = 0; j < hw; ++j) obj[j] = tobj[cell_off(j)];  // in plane order
+    nms_keep_obj(arg.data(), obj.data(), H, W, 0, hw, plane_keep.data());
     for (int64_t y = 0; y < H; ++y) {
-      for (int64_t x = 0; x < W; ++x) {
-        const bool suppressed = fm_nms_suppressed(
-            y, x, H, W, [&](int64_t jj) { return arg[jj]; }, [&](int64_t jj) { return tobj[cell_off(jj)]; });
-        // Indexed as the kernel visits cells (ScaleGeom::cell_index).
-        keep[g.cell_index(b, a, y, x)] = suppressed ? 0 : 1;
-      }
+      // Indexed as the kernel visits cells (ScaleGeom::cell_index).
+      for (int64_t x = 0; x < W; ++x) keep[g.cell_index(b, a, y, x)] = plane_keep[y * W + x];
     }
   }
 }
