@@ -994,7 +994,8 @@ template <Target kKind>
 YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p, const float* __restrict t,
                                                        float* __restrict g, int64_t step, int64_t len,
                                                        const float* __restrict m, double coef, int64_t pf,
-                                                       const RunAhead* ahead = nullptr) {
+                                                       const RunAhead* ahead = nullptr,
+                                                       const float* next_run = nullptr, int64_t next_len = 0) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
   // double. In fp32 as PyTorch's float32 ops, the CUDA kernels and the default
   // kernel compute it (8 or 16 floats per instruction): 'prob' and 'bce' by
@@ -1031,20 +1032,35 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
   // prefetched into L2, 16 values at a time as this one goes: preset 'paper'
   // 0.87-0.90x its time (bench/compare.js); the hardware prefetcher alone
   // starts each channel's run cold. The blocks' loops are the same element
-  // math as the plain loops (identical bits).
+  // math as the plain loops (identical bits). next_run: a run of next_len
+  // values that a later step reads (the next unit's teacher classes, for its
+  // FM-NMS class argmax), prefetched alongside.
   if (g) {
     if (coef_fits_fp32(gcoef)) {
       const float cf = static_cast<float>(gcoef);
       int64_t j0 = 0;
-      if (pf != 0 && step == 1) {
+      // The next channel's run (and next_run when kNext: a loop of its own, so
+      // that the other calls' loop stays as it was).
+      auto blocks = [&](auto next) {
+        constexpr bool kNext = decltype(next)::value;
         for (; j0 + 16 <= len; j0 += 16) {
           __builtin_prefetch(p + j0 + pf, 0, 1);
           __builtin_prefetch(t + j0 + pf, 0, 1);
           __builtin_prefetch(g + j0 + pf, 1, 1);
+          if constexpr (kNext) {
+            if (j0 < next_len) __builtin_prefetch(next_run + j0, 0, 1);
+          }
           for (int64_t j = j0; j < j0 + 16; ++j) {
             const float d = element(j);
             g[j] = (cf * m[j]) * d;
           }
+        }
+      };
+      if (pf != 0 && step == 1) {
+        if (next_run) {
+          blocks(std::true_type{});
+        } else {
+          blocks(std::false_type{});
         }
       } else if (ahead && step == 1) {
         for (int64_t blk = 0; j0 + 16 <= len; j0 += 16, ++blk) {
@@ -1538,6 +1554,18 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     }
     variant_masks(tobj, step_c, len, kNms ? kp : nullptr, v.weighted_box, v.weighted_obj, v.weighted_cls, mb, mo,
                   mc);
+    // FM-NMS on fp32 nchw heads: the next unit's class argmax (its first
+    // step) reads its teacher class planes from memory while the cores wait;
+    // the class runs of this unit, compute bound under 'prob' and 'bce',
+    // prefetch them as they go (class c's run of the next unit during class
+    // c's run of this one), so that the argmax finds them in cache.
+    const float* next_cls = nullptr;
+    int64_t next_len = 0;
+    if (unit_masks && kCls != Target::Logit && unit + 1 < units.count) {
+      const VariantUnits::Span nx = units.at(unit + 1);
+      next_cls = t + nx.base + kClsOffset * step_k;
+      next_len = nx.len;
+    }
     // One channel k of kind kKind over the unit's cells: adds m_j * loss to
     // *sum, writes gradients.
     auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
@@ -1552,7 +1580,9 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
       }
       const int64_t off = base + k * step_k;
       const int64_t pf = k + 1 < kClsOffset + C ? step_k : 0;  // the next channel's run, into L2
-      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
+      const bool cls = next_cls && k >= kClsOffset;
+      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf, nullptr,
+                                 cls ? next_cls + (k - kClsOffset) * step_k : nullptr, cls ? next_len : 0);
     };
     using LogitK = std::integral_constant<Target, Target::Logit>;
     // boxTarget 'paper': sigmoids on tx, ty (as 'prob'); tw, th as logits.
