@@ -1264,6 +1264,13 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   for (int64_t c = 0; c < n; ++c) {
     const float* tc = t + base + c * step_k;
     const float* pc = p + base + c * step_k;
+    if constexpr (kUnit && kL == 16) {
+      // The next group's line of this class (the 16 cells after these), into
+      // L1 for its step 1; and this group's gradient line, for step 4's writes.
+      __builtin_prefetch(tc + 16, 0, 3);
+      __builtin_prefetch(pc + 16, 0, 3);
+      if (g) __builtin_prefetch(g + base + c * step_k, 1, 3);
+    }
     for (int l = 0; l < kL; ++l) {
       const double ts = static_cast<double>(tc[l * sc]) - static_cast<double>(mt[l]);
       const double d = (ts - (static_cast<double>(pc[l * sc]) - static_cast<double>(mp[l]))) * inv_tau;
