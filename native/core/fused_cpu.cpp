@@ -1231,13 +1231,17 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const doub
 // quantity stays in registers while the classes go by (a block-wide array
 // of each was loaded and stored once per class: a third of the time).
 // wb, db, hb: n * kL values each (teacher weights, d, expm1(-e)); ok, kl: per cell.
+// avail (kUnit): cells of the unit from this group's first on, for the
+// prefetches of step 2, which stay within them.
+constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2
 template <int kL, bool kUnit>
 __attribute__((always_inline)) inline void kl_group(const float* __restrict p, const float* __restrict t,
                                                     float* __restrict g, int64_t base, int64_t n, int64_t step_k,
                                                     int64_t step_c, double tau, double inv_tau,
                                                     const float* __restrict m, double coef, float* __restrict wb,
                                                     double* __restrict db, float* __restrict hb,
-                                                    unsigned char* __restrict ok, double* __restrict kl) {
+                                                    unsigned char* __restrict ok, double* __restrict kl,
+                                                    int64_t avail) {
   const int64_t sc = kUnit ? 1 : step_c;
   float mt[kL], mp[kL], bad[kL];
   for (int l = 0; l < kL; ++l) mt[l] = mp[l] = -INFINITY, bad[l] = 0.0f;
@@ -1265,11 +1269,22 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     const float* tc = t + base + c * step_k;
     const float* pc = p + base + c * step_k;
     if constexpr (kUnit && kL == 16) {
-      // The next group's line of this class (the 16 cells after these), into
-      // L1 for its step 1; and this group's gradient line, for step 4's writes.
-      __builtin_prefetch(tc + 16, 0, 3);
-      __builtin_prefetch(pc + 16, 0, 3);
+      // Per class, a line at a time as the steps go (nchw: this class's
+      // values of the next cells follow these): the next group's student and
+      // teacher lines into L1, for its step 1; this group's gradient line,
+      // for step 4's writes; and the lines kKlAhead cells on into L2. A burst
+      // of the next 256-cell block's lines at each block's start (48 n lines
+      // at once) did this before: every KL row 0.87-0.90x its time with this.
+      if (avail >= 2 * kL) {
+        __builtin_prefetch(tc + kL, 0, 3);
+        __builtin_prefetch(pc + kL, 0, 3);
+      }
       if (g) __builtin_prefetch(g + base + c * step_k, 1, 3);
+      if (avail >= kKlAhead + kL) {
+        __builtin_prefetch(tc + kKlAhead, 0, 1);
+        __builtin_prefetch(pc + kKlAhead, 0, 1);
+        if (g) __builtin_prefetch(g + base + c * step_k + kKlAhead, 1, 1);
+      }
     }
     for (int l = 0; l < kL; ++l) {
       const double ts = static_cast<double>(tc[l * sc]) - static_cast<double>(mt[l]);
@@ -1334,6 +1349,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
     unsigned char* __restrict ok, int64_t next) {
+  // next: cells of the unit after this block (prefetched by the groups' step 2).
   thread_local std::vector<float> wbuf, hbuf;
   thread_local std::vector<double> dbuf;
   if (wbuf.size() < static_cast<size_t>(n * kKlLanes)) {
@@ -1343,30 +1359,15 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   }
   const double inv_tau = 1.0 / tau;
   const int64_t b0 = base + k0 * step_k;  // value 0 of cell 0
-  if (kUnit) {
-    // The next block's cells of each plane (nchw: they follow these), into
-    // L2: runs of kKlBlock values per plane are short for the hardware
-    // prefetcher. Into L1 (the default locality) gained nothing: 2n planes'
-    // worth evicts the block being worked on; into L2, 0.9x the time of the
-    // KL workloads (interleaved, YOLOv8s B=8 and YOLOv5s 'kl').
-    for (int64_t c = 0; c < n; ++c) {
-      const int64_t off = b0 + c * step_k + len;
-      for (int64_t l = 0; l < next; l += 16) {
-        __builtin_prefetch(t + off + l, 0, 1);
-        __builtin_prefetch(p + off + l, 0, 1);
-        if (g) __builtin_prefetch(g + off + l, 1, 1);
-      }
-    }
-  }
   double kl[kKlBlock];
   int64_t j = 0;
   for (; j + kKlLanes <= len; j += kKlLanes) {
     kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, m + j, coef, wbuf.data(),
-                              dbuf.data(), hbuf.data(), ok + j, kl + j);
+                              dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j);
   }
   for (; j < len; ++j) {
     kl_group<1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, m + j, coef, wbuf.data(),
-                       dbuf.data(), hbuf.data(), ok + j, kl + j);
+                       dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j);
   }
   double sum = 0.0;
   for (int64_t i = 0; i < len; ++i) sum += ok[i] == kKlDone ? static_cast<double>(m[i]) * kl[i] : 0.0;
