@@ -292,3 +292,34 @@ describe('FM-NMS masks on tied and NaN teachers, every grid shape: fused = refer
     expect(kept).toBeGreaterThan(0);
   }
 });
+
+// With FM-NMS under compute-bound class formulas, each unit's class argmax is
+// built by the thread that ran the unit before it (fused_cpu.cpp NextArgmax).
+// It must never outlive its call: the same thread's last state names a unit
+// that a later call's task may start with (6 planes, then 10: the second
+// task's first unit is 3, then 5), so calls of alternating sizes, 1 and 2
+// threads, each against a reference made from scratch. A build that matched
+// the state by unit alone fails here.
+test('FM-NMS argmax built ahead: same results whatever ran before, 1 or 2 threads', () => {
+  const C = 3, A = 2, H = 40, W = 40, K = 5 + C;
+  const opts = { numClasses: C, numAnchors: A, preset: 'paper', fmNms: true };
+  const r = h.rng(99);
+  for (const B of [3, 5, 3, 5, 5]) {
+    const n = B * A * K * H * W;
+    const P = new Float32Array(n), T = new Float32Array(n);
+    const shape = [B, A * K, H, W];
+    for (let i = 0; i < n; i++) {
+      P[i] = r.randn();
+      T[i] = Math.floor(i / (H * W)) % K >= 4 ? r.int(0, 2) : r.randn();  // tied classes and objectness
+    }
+    const ref = distillationLoss([{ data: P, shape }], [{ data: T, shape }], { ...opts, impl: 'reference' });
+    for (const threads of [2, 1, 2]) {
+      const got = distillationLoss([{ data: P, shape }], [{ data: T, shape }], { ...opts, threads });
+      expect(Math.abs(got.loss - ref.loss)).toBeLessThanOrEqual(1e-5 * Math.abs(ref.loss));
+      const g = got.grads[0], q = ref.grads[0];
+      let differ = 0;
+      for (let i = 0; i < n; i++) if ((g[i] === 0) !== (q[i] === 0)) differ++;
+      expect(`B=${B}, ${threads} threads: ${differ} elements suppressed differently`).toBe(`B=${B}, ${threads} threads: 0 elements suppressed differently`);
+    }
+  }
+});

@@ -1464,10 +1464,49 @@ RawSums default_scale(const float* p, const float* t, float* g, const ScaleGeom&
 // from the class argmax of the rows those cells and their neighbours span: the
 // variant kernels' units, and the default kernel's plane units, compute their
 // own mask from the teacher values they are about to read (defined below). kAnchorFree: the score is sigma(max class
-// logit) in double, else the objectness logit.
+// logit) in double, else the objectness logit. arg (whole-plane units only:
+// c_first 0, len H * W; null: computed here): the plane's class argmax,
+// already computed (NextArgmax below).
 template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
-                    int64_t len, unsigned char* keep);
+                    int64_t len, unsigned char* keep, const int32_t* arg = nullptr);
+
+// One class of a plane's class argmax (contiguous_class_argmax's steps for
+// class c, the same comparisons): c = 0 starts it.
+YD_CLONES void argmax_class_step(const float* __restrict tc, int64_t n, int64_t c, float* __restrict best,
+                                 int32_t* __restrict arg) {
+  if (c == 0) {
+    for (int64_t j = 0; j < n; ++j) {
+      best[j] = tc[j];
+      arg[j] = 0;
+    }
+    return;
+  }
+  const int32_t c32 = static_cast<int32_t>(c);
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = tc[j];
+    const bool take = argmax_takes(v, best[j]);
+    best[j] = take ? v : best[j];
+    arg[j] = take ? c32 : arg[j];
+  }
+}
+
+// FM-NMS with whole-plane units under compute-bound class formulas: the next
+// unit's class argmax, built by this thread a class at a time right after
+// each class run of the unit before it (the run that prefetched that class's
+// values into L2), so that the unit finds its argmax done instead of reading
+// its 80 class planes again first. Valid for one kernel call (call) and unit.
+struct NextArgmax {
+  uint64_t call = 0;
+  int64_t unit = -1;  // the unit it is complete for; -1 while being built
+  std::vector<float> best;
+  std::vector<int32_t> arg;
+};
+NextArgmax& next_argmax() {
+  thread_local NextArgmax state;
+  return state;
+}
+std::atomic<uint64_t> g_kernel_calls{0};
 
 // m[j] = (weighted ? w[j] : 1) * keep_j (keep null: 1) for the cells of a
 // unit, inlined into the cloned callers. The choice between w and 1 is made
@@ -1539,6 +1578,10 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   if constexpr (!Src::kInPlace && kCls != Target::Kl) lazy = !geom.cell_major();
   const VariantUnits units(geom, lazy ? kVariantChunk : Src::kNchwChunk);
   const int64_t hw = geom.height * geom.width;
+  // FM-NMS, fp32 nchw, whole-plane units, compute-bound classes: NextArgmax.
+  const bool fold_argmax =
+      unit_masks && (kCls == Target::Prob || kCls == Target::Bce) && units.chunks_per_plane == 1;
+  const uint64_t call = fold_argmax ? ++g_kernel_calls : 0;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
     const VariantUnits::Span span = units.at(unit);
@@ -1550,8 +1593,11 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     unsigned char unit_keep[kVariantChunk];
     const unsigned char* kp = kNms && !unit_masks ? keep.data() + i0 : nullptr;  // the unit's cells' flags
     if (unit_masks) {
+      // Its argmax built during the unit before (same thread, same call), if it was.
+      const NextArgmax* pre = fold_argmax ? &next_argmax() : nullptr;
+      const bool ready = pre && pre->call == call && pre->unit == unit;
       nchw_unit_keep<false>(t + (span.base - i0 % hw), geom.height, geom.width, C, kClsOffset, i0 % hw, len,
-                            unit_keep);
+                            unit_keep, ready ? pre->arg.data() : nullptr);
       kp = unit_keep;
     }
     // Per-cell masks: the teacher weight (fp32) or 1, times the FM-NMS keep (0 or 1).
@@ -1574,6 +1620,16 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
       next_cls = t + nx.base + kClsOffset * step_k;
       next_len = nx.len;
     }
+    // Whole-plane units: the next unit's argmax built as the class runs go.
+    NextArgmax* fold = fold_argmax && next_cls ? &next_argmax() : nullptr;
+    if (fold) {
+      fold->unit = -1;
+      fold->call = call;
+      if (fold->arg.size() < static_cast<size_t>(next_len)) {
+        fold->best.resize(static_cast<size_t>(next_len));
+        fold->arg.resize(static_cast<size_t>(next_len));
+      }
+    }
     // One channel k of kind kKind over the unit's cells: adds m_j * loss to
     // *sum, writes gradients.
     auto channel = [&](auto kind, int64_t k, const float* m, double coef, double* sum) {
@@ -1591,6 +1647,11 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
       const bool cls = next_cls && k >= kClsOffset;
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf, nullptr,
                                  cls ? next_cls + (k - kClsOffset) * step_k : nullptr, cls ? next_len : 0);
+      if (fold && cls) {
+        argmax_class_step(next_cls + (k - kClsOffset) * step_k, next_len, k - kClsOffset, fold->best.data(),
+                          fold->arg.data());
+        if (k + 1 == kClsOffset + C) fold->unit = unit + 1;  // complete
+      }
     };
     using LogitK = std::integral_constant<Target, Target::Logit>;
     // boxTarget 'paper': sigmoids on tx, ty (as 'prob'); tw, th as logits.
@@ -1835,7 +1896,7 @@ YD_CLONES YD_NO_FP_CONTRACT void nms_keep_anchor_free(const int32_t* arg, const 
 
 template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
-                    int64_t len, unsigned char* keep) {
+                    int64_t len, unsigned char* keep, const int32_t* arg_done) {
   const int64_t hw = H * W;
   const int64_t y0 = c_first / W, y1 = (c_first + len - 1) / W;
   const int64_t e0 = std::max<int64_t>(0, y0 - 1) * W, e1 = std::min<int64_t>(H, y1 + 2) * W;  // cells [e0, e1)
@@ -1847,8 +1908,11 @@ void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, 
     arg.resize(static_cast<size_t>(e1 - e0));
     score.resize(static_cast<size_t>(e1 - e0));
   }
-  contiguous_class_argmax(tplane + cls0 * hw + e0, hw, classes, e1 - e0, best.data(), arg.data());
-  const int32_t* a = arg.data() - e0;  // indexed by plane cell
+  const int32_t* a = arg_done;  // a whole plane's (e0 = 0), or:
+  if (!a || kAnchorFree || e0 != 0 || e1 != hw) {
+    contiguous_class_argmax(tplane + cls0 * hw + e0, hw, classes, e1 - e0, best.data(), arg.data());
+    a = arg.data() - e0;  // indexed by plane cell
+  }
   if constexpr (kAnchorFree) {  // anchor_free_keep's score
     nms_keep_anchor_free(a, best.data(), score.data(), e0, e1, H, W, c_first, len, keep);
   } else {  // fm_nms_planes' objectness
