@@ -673,6 +673,32 @@ struct RunAhead {
   int64_t bytes[3];
 };
 
+// The raw runs of the next unit of 16-bit (or mixed) nchw heads, which its
+// widening reads (and its rounding writes) first, prefetched into L2 a 64-byte
+// line per array per one() call by the KL steps of this unit, a compute-bound
+// loop that leaves the memory idle (MixedSource::next_unit_streams). Array i:
+// rows channels of cols lines, row r at row[i] + r * stride[i].
+struct UnitStreams {
+  const char* row[3] = {nullptr, nullptr, nullptr};
+  int64_t stride[3] = {0, 0, 0}, cols[3] = {0, 0, 0}, col[3] = {0, 0, 0}, rows_left[3] = {0, 0, 0};
+  bool write[3] = {false, false, false};
+  int per = 1;  // lines per array per one() call
+  bool any() const { return row[0] || row[1] || row[2]; }
+  void one() {
+    for (int i = 0; i < 3; ++i) {
+      for (int k = 0; k < per && rows_left[i] > 0; ++k) {
+        const char* at = row[i] + col[i] * 64;
+        if (write[i]) {
+          __builtin_prefetch(at, 1, 1);
+        } else {
+          __builtin_prefetch(at, 0, 1);
+        }
+        if (++col[i] == cols[i]) col[i] = 0, row[i] += stride[i], --rows_left[i];
+      }
+    }
+  }
+};
+
 // Block blk (16 values) of each of a's runs into L2 (channel_run, logit_run).
 __attribute__((always_inline)) inline void prefetch_ahead(const RunAhead& a, int64_t blk) {
   if (a.at[0]) __builtin_prefetch(a.at[0] + blk * a.bytes[0], 0, 1);
@@ -941,6 +967,23 @@ struct MixedSource {
   static constexpr int64_t kMaxPlaneBuffer = int64_t{1} << 21;
   bool student_in_place(const VariantUnits& u) const {
     return a.p_type == ElemType::F32 && (!a.g || a.g_type == ElemType::F32) && u.K * u.hw <= kMaxPlaneBuffer;
+  }
+  // What open() and close() of unit nx read and write in memory (nchw): the
+  // teacher's runs, and the student's and gradient's unless they are used in place.
+  void next_unit_streams(const VariantUnits& u, const VariantUnits::Span& nx, UnitStreams* st) const {
+    if (!u.nchw) return;
+    const bool in_place = student_in_place(u);
+    const void* arrays[3] = {in_place ? nullptr : a.p, a.t, in_place ? nullptr : a.g};
+    const ElemType types[3] = {a.p_type, a.t_type, a.g_type};
+    for (int i = 0; i < 3; ++i) {
+      if (!arrays[i]) continue;
+      const int64_t size = types[i] == ElemType::F32 ? 4 : 2;
+      st->row[i] = static_cast<const char*>(arrays[i]) + nx.base * size;
+      st->stride[i] = u.step_k * size;
+      st->cols[i] = (nx.len * size + 63) / 64;
+      st->rows_left[i] = u.K;
+      st->write[i] = i == 2;
+    }
   }
 };
 
@@ -1241,7 +1284,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
                                                     const float* __restrict m, double coef, float* __restrict wb,
                                                     double* __restrict db, float* __restrict hb,
                                                     unsigned char* __restrict ok, double* __restrict kl,
-                                                    int64_t avail) {
+                                                    int64_t avail, UnitStreams* later) {
   const int64_t sc = kUnit ? 1 : step_c;
   float mt[kL], mp[kL], bad[kL];
   for (int l = 0; l < kL; ++l) mt[l] = mp[l] = -INFINITY, bad[l] = 0.0f;
@@ -1285,6 +1328,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
         __builtin_prefetch(pc + kKlAhead, 0, 1);
         if (g) __builtin_prefetch(g + base + c * step_k + kKlAhead, 1, 1);
       }
+      if (later) later->one();  // the next 16-bit unit's raw runs
     }
     for (int l = 0; l < kL; ++l) {
       const double ts = static_cast<double>(tc[l * sc]) - static_cast<double>(mt[l]);
@@ -1348,7 +1392,7 @@ template <bool kUnit>
 __attribute__((always_inline)) inline double kl_block_f32_body(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
-    unsigned char* __restrict ok, int64_t next) {
+    unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
   thread_local std::vector<float> wbuf, hbuf;
   thread_local std::vector<double> dbuf;
@@ -1363,11 +1407,11 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   int64_t j = 0;
   for (; j + kKlLanes <= len; j += kKlLanes) {
     kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, m + j, coef, wbuf.data(),
-                              dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j);
+                              dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j, later);
   }
   for (; j < len; ++j) {
     kl_group<1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, m + j, coef, wbuf.data(),
-                       dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j);
+                       dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j, later);
   }
   double sum = 0.0;
   for (int64_t i = 0; i < len; ++i) sum += ok[i] == kKlDone ? static_cast<double>(m[i]) * kl[i] : 0.0;
@@ -1377,24 +1421,26 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
 YD_CLONES double kl_block_f32(const float* __restrict p, const float* __restrict t, float* __restrict g,
                               int64_t base, int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c,
                               double tau, const float* __restrict m, double coef, unsigned char* __restrict ok,
-                              int64_t next) {
-  return step_c == 1 ? kl_block_f32_body<true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next)
-                     : kl_block_f32_body<false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next);
+                              int64_t next, UnitStreams* later) {
+  return step_c == 1
+             ? kl_block_f32_body<true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later)
+             : kl_block_f32_body<false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later);
 }
 
 // The KL steps over a unit's len cells, kKlBlock cells at a time: kl_block_f32,
 // then for the cells it leaves kl_block (double log-softmax: wide spans,
 // NaN/Inf) or kl_taylor_cell (huge temperatures), which overwrite those cells'
 // gradients. Sums in a fixed order: the block's fp32 cells, then the others.
+// later: the next 16-bit unit's raw runs, streamed by the steps (null: none).
 double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t len, int64_t k0, int64_t n,
-                int64_t step_k, int64_t step_c, double tau, const float* m, double coef) {
+                int64_t step_k, int64_t step_c, double tau, const float* m, double coef, UnitStreams* later = nullptr) {
   double sum = 0.0;
   for (int64_t j0 = 0; j0 < len; j0 += kKlBlock) {
     const int64_t bl = std::min(kKlBlock, len - j0);
     const int64_t b0 = base + j0 * step_c;
     unsigned char ok[kKlBlock];
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
-    sum += kl_block_f32(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next);
+    sum += kl_block_f32(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later);
     for (int64_t j = 0; j < bl; ++j) {
       const int64_t cell = b0 + j * step_c;
       if (ok[j] == kKlDouble) sum += kl_block(p, t, g, cell, 1, k0, n, step_k, step_c, tau, m + j0 + j, coef);
@@ -1662,7 +1708,11 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     if constexpr (kCls != Target::Kl) {
       for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, kCls>{}, kClsOffset + c, mc, cc, &acc.cls);
     } else {
-      acc.cls += kl_cells(p, t, g, base, len, kClsOffset, C, step_k, step_c, tau, mc, cc);
+      UnitStreams later;
+      if constexpr (!Src::kInPlace) {
+        if (unit + 1 < units.count) src.next_unit_streams(units, units.at(unit + 1), &later);
+      }
+      acc.cls += kl_cells(p, t, g, base, len, kClsOffset, C, step_k, step_c, tau, mc, cc, later.any() ? &later : nullptr);
     }
     if (!lazy) src.close(units, span, view);
   });
@@ -2014,15 +2064,26 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
       const int64_t pf = k + 1 < c0 + C ? step_k : 0;  // the next channel's run, into L2
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
     };
+    // 16-bit (or mixed) nchw heads: the KL steps stream the next unit's raw
+    // runs (two lines per class step: the box KL has 4R class steps per
+    // group for the unit's 4R + C channels).
+    UnitStreams later;
+    if constexpr (!Src::kInPlace) {
+      if (unit + 1 < units.count) src.next_unit_streams(units, units.at(unit + 1), &later);
+      later.per = 2;
+    }
+    UnitStreams* lp = later.any() ? &later : nullptr;
     if (R > 1) {
       double box = 0.0;
-      for (int64_t side = 0; side < 4; ++side) box += kl_cells(p, t, g, base, len, side * R, R, step_k, step_c, tb, mb, cb);
+      for (int64_t side = 0; side < 4; ++side) {
+        box += kl_cells(p, t, g, base, len, side * R, R, step_k, step_c, tb, mb, cb, lp);
+      }
       acc.box += box;
     } else {
       for (int64_t k = 0; k < 4; ++k) channel(std::integral_constant<Target, Target::Logit>{}, k, mb, cb, &acc.box);
     }
     switch (v.cls) {
-      case Target::Kl: acc.cls += kl_cells(p, t, g, base, len, c0, C, step_k, step_c, tau, mc, cc); break;
+      case Target::Kl: acc.cls += kl_cells(p, t, g, base, len, c0, C, step_k, step_c, tau, mc, cc, lp); break;
       case Target::Logit:
         for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Logit>{}, c0 + c, mc, cc, &acc.cls);
         break;
