@@ -8,7 +8,9 @@
 // and widened float32 under preset 'paper' and objTarget 'bce' (the variant
 // kernel: its element math, and its 'logit' runs); and the
 // floors: 2-byte (uint16 c = a - b, 6 bytes per value) and 4-byte (12 bytes).
-//   node bench/half.js [--runs N] [--batch B] [--compare OTHER_ROOT]
+// --kl adds clsTarget 'kl' rows (float16 pair, float32 student with a float16
+// teacher, widened float32: the KL reads a unit's every class at once).
+//   node bench/half.js [--runs N] [--batch B] [--compare OTHER_ROOT] [--kl]
 // --compare also times another build (a git worktree with its build/ and dist/)
 // on the same 16-bit rows, for before/after.
 const path = require('path');
@@ -64,6 +66,19 @@ const rows = {
     heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
     { ...opts, objTarget: 'bce', gradOut: heads.map((x) => x.g32) }),
 };
+if (argv.includes('--kl')) {
+  Object.assign(rows, {
+    "float16 student + teacher, clsTarget 'kl'": (m) => m.distillationLoss(
+      heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+      { ...opts, clsTarget: 'kl', gradOut: heads.map((x) => x.g16) }),
+    "float32 student, float16 teacher, clsTarget 'kl'": (m) => m.distillationLoss(
+      heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+      { ...opts, clsTarget: 'kl', gradOut: heads.map((x) => x.g32) }),
+    "float32 (widened), clsTarget 'kl'": (m) => m.distillationLoss(
+      heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
+      { ...opts, clsTarget: 'kl', gradOut: heads.map((x) => x.g32) }),
+  });
+}
 const a16 = new Uint16Array(total).fill(3), b16 = new Uint16Array(total).fill(1), c16 = new Uint16Array(total);
 const a32 = new Float32Array(total).fill(3), b32 = new Float32Array(total).fill(1), c32 = new Float32Array(total);
 const floors = {
