@@ -1517,10 +1517,11 @@ template <bool kAnchorFree>
 void nchw_unit_keep(const float* tplane, int64_t H, int64_t W, int64_t classes, int64_t cls0, int64_t c_first,
                     int64_t len, unsigned char* keep, const int32_t* arg = nullptr);
 
-// One class of a plane's class argmax (contiguous_class_argmax's steps for
-// class c, the same comparisons): c = 0 starts it.
-YD_CLONES void argmax_class_step(const float* __restrict tc, int64_t n, int64_t c, float* __restrict best,
-                                 int32_t* __restrict arg) {
+// Class c's step of the class argmax of n cells (tc: their class-c values):
+// c = 0 starts it; after it, cell j's best value and class (NaN wins, then
+// the first maximum: argmax_takes). Inlined into its cloned callers.
+__attribute__((always_inline)) inline void argmax_class(const float* __restrict tc, int64_t n, int64_t c,
+                                                        float* __restrict best, int32_t* __restrict arg) {
   if (c == 0) {
     for (int64_t j = 0; j < n; ++j) {
       best[j] = tc[j];
@@ -1535,6 +1536,13 @@ YD_CLONES void argmax_class_step(const float* __restrict tc, int64_t n, int64_t 
     best[j] = take ? v : best[j];
     arg[j] = take ? c32 : arg[j];
   }
+}
+
+// One class of a plane's class argmax, on its own (NextArgmax below): the
+// steps of contiguous_class_argmax, the same comparisons.
+YD_CLONES void argmax_class_step(const float* __restrict tc, int64_t n, int64_t c, float* __restrict best,
+                                 int32_t* __restrict arg) {
+  argmax_class(tc, n, c, best, arg);
 }
 
 // FM-NMS with whole-plane units under compute-bound class formulas: the next
@@ -1803,22 +1811,7 @@ YD_CLONES void contiguous_class_argmax(const float* __restrict t0, int64_t step_
   constexpr int64_t kBlock = 8192;
   for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
     const int64_t len = std::min(kBlock, n - j0);
-    float* b = best + j0;
-    int32_t* a = arg + j0;
-    for (int64_t j = 0; j < len; ++j) {
-      a[j] = 0;
-      b[j] = t0[j0 + j];
-    }
-    for (int64_t c = 1; c < classes; ++c) {
-      const float* tc = t0 + c * step_k + j0;
-      const int32_t c32 = static_cast<int32_t>(c);
-      for (int64_t j = 0; j < len; ++j) {
-        const float v = tc[j];
-        const bool take = argmax_takes(v, b[j]);
-        b[j] = take ? v : b[j];
-        a[j] = take ? c32 : a[j];
-      }
-    }
+    for (int64_t c = 0; c < classes; ++c) argmax_class(t0 + c * step_k + j0, len, c, best + j0, arg + j0);
   }
 }
 
