@@ -938,16 +938,26 @@ struct MixedSource {
     if (a.g) r.g = a.g_type == ElemType::F32 ? static_cast<float*>(a.g) + off : scratch<kScratchG>(n);
     if (next >= 0) {
       const int64_t noff = s.base + next * u.step_k;
-      const void* arrays[3] = {a.p, a.t, a.g};
-      const ElemType types[3] = {a.p_type, a.t_type, a.g_type};
       for (int i = 0; i < 3; ++i) {
-        if (!arrays[i]) continue;
-        const int64_t size = types[i] == ElemType::F32 ? 4 : 2;
-        r.ahead.at[i] = static_cast<const char*>(arrays[i]) + noff * size;
-        r.ahead.bytes[i] = 16 * size;
+        const RawArray raw = raw_array(i);
+        if (!raw.data) continue;
+        r.ahead.at[i] = raw.data + noff * raw.size;
+        r.ahead.bytes[i] = 16 * raw.size;
       }
     }
     return r;
+  }
+  // Array i (0 student, 1 teacher, 2 gradient) as it lies in memory: its
+  // first byte (null: none) and element size. What the prefetches of the next
+  // channel (open_channel) and of the next unit (next_unit_streams) address.
+  struct RawArray {
+    const char* data;
+    int64_t size;
+  };
+  RawArray raw_array(int i) const {
+    const void* arrays[3] = {a.p, a.t, a.g};
+    const ElemType types[3] = {a.p_type, a.t_type, a.g_type};
+    return RawArray{static_cast<const char*>(arrays[i]), types[i] == ElemType::F32 ? 4 : 2};
   }
   // The teacher's channel k of the unit as fp32 (in place, or widened into its buffer).
   const float* teacher_channel(const VariantUnits& u, const VariantUnits::Span& s, int64_t k) const {
@@ -973,14 +983,12 @@ struct MixedSource {
   void next_unit_streams(const VariantUnits& u, const VariantUnits::Span& nx, UnitStreams* st) const {
     if (!u.nchw) return;
     const bool in_place = student_in_place(u);
-    const void* arrays[3] = {in_place ? nullptr : a.p, a.t, in_place ? nullptr : a.g};
-    const ElemType types[3] = {a.p_type, a.t_type, a.g_type};
     for (int i = 0; i < 3; ++i) {
-      if (!arrays[i]) continue;
-      const int64_t size = types[i] == ElemType::F32 ? 4 : 2;
-      st->row[i] = static_cast<const char*>(arrays[i]) + nx.base * size;
-      st->stride[i] = u.step_k * size;
-      st->cols[i] = (nx.len * size + 63) / 64;
+      const RawArray raw = raw_array(i);
+      if (!raw.data || (in_place && i != 1)) continue;
+      st->row[i] = raw.data + nx.base * raw.size;
+      st->stride[i] = u.step_k * raw.size;
+      st->cols[i] = (nx.len * raw.size + 63) / 64;
       st->rows_left[i] = u.K;
       st->write[i] = i == 2;
     }
@@ -1634,9 +1642,11 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   if constexpr (!Src::kInPlace && kCls != Target::Kl) lazy = !geom.cell_major();
   const VariantUnits units(geom, lazy ? kVariantChunk : Src::kNchwChunk);
   const int64_t hw = geom.height * geom.width;
-  // FM-NMS, fp32 nchw, whole-plane units, compute-bound classes: NextArgmax.
-  const bool fold_argmax =
-      unit_masks && (kCls == Target::Prob || kCls == Target::Bce) && units.chunks_per_plane == 1;
+  // FM-NMS on fp32 nchw heads with compute-bound class runs ('prob', 'bce'):
+  // those runs prefetch the next unit's teacher classes (next_cls below), and
+  // with whole-plane units build its class argmax (NextArgmax).
+  constexpr bool kBoundCls = kCls == Target::Prob || kCls == Target::Bce;
+  const bool fold_argmax = unit_masks && kBoundCls && units.chunks_per_plane == 1;
   const uint64_t call = fold_argmax ? ++g_kernel_calls : 0;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
@@ -1671,7 +1681,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
     // c's run of this one), so that the argmax finds them in cache.
     const float* next_cls = nullptr;
     int64_t next_len = 0;
-    if (unit_masks && kCls != Target::Logit && unit + 1 < units.count) {
+    if (unit_masks && kBoundCls && unit + 1 < units.count) {
       const VariantUnits::Span nx = units.at(unit + 1);
       next_cls = t + nx.base + kClsOffset * step_k;
       next_len = nx.len;
