@@ -40,43 +40,34 @@ const heads = shapes.map((s, k) => {
   };
 });
 const opts = { numClasses: C, threads: 2 };
+// The pairs each row calls with (extra: the formula's options): float16 or
+// bfloat16 student and teacher with a Uint16Array gradOut, an fp32 student
+// with an fp16 teacher, and the same values widened to float32.
+const pair16 = (dtype, extra = {}) => (m) => m.distillationLoss(
+  heads.map((x) => ({ data: dtype === 'float16' ? x.ph : x.pb, shape: x.shape, dtype })),
+  heads.map((x) => ({ data: dtype === 'float16' ? x.th : x.tb, shape: x.shape, dtype })),
+  { ...opts, ...extra, gradOut: heads.map((x) => x.g16) });
+const fp32Student = (extra = {}) => (m) => m.distillationLoss(
+  heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+  { ...opts, ...extra, gradOut: heads.map((x) => x.g32) });
+const widened = (extra = {}) => (m) => m.distillationLoss(
+  heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
+  { ...opts, ...extra, gradOut: heads.map((x) => x.g32) });
 const rows = {
-  'float16 student + teacher, Uint16Array gradOut': (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
-    { ...opts, gradOut: heads.map((x) => x.g16) }),
-  'bfloat16 student + teacher, Uint16Array gradOut': (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.pb, shape: x.shape, dtype: 'bfloat16' })), heads.map((x) => ({ data: x.tb, shape: x.shape, dtype: 'bfloat16' })),
-    { ...opts, gradOut: heads.map((x) => x.g16) }),
-  'float32 student, float16 teacher': (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
-    { ...opts, gradOut: heads.map((x) => x.g32) }),
-  'float32 (the same values widened)': (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
-    { ...opts, gradOut: heads.map((x) => x.g32) }),
-  "float16 student + teacher, preset 'paper'": (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
-    { ...opts, preset: 'paper', gradOut: heads.map((x) => x.g16) }),
-  "float32 (widened), preset 'paper'": (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
-    { ...opts, preset: 'paper', gradOut: heads.map((x) => x.g32) }),
-  "float16 student + teacher, objTarget 'bce'": (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
-    { ...opts, objTarget: 'bce', gradOut: heads.map((x) => x.g16) }),
-  "float32 (widened), objTarget 'bce'": (m) => m.distillationLoss(
-    heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
-    { ...opts, objTarget: 'bce', gradOut: heads.map((x) => x.g32) }),
+  'float16 student + teacher, Uint16Array gradOut': pair16('float16'),
+  'bfloat16 student + teacher, Uint16Array gradOut': pair16('bfloat16'),
+  'float32 student, float16 teacher': fp32Student(),
+  'float32 (the same values widened)': widened(),
+  "float16 student + teacher, preset 'paper'": pair16('float16', { preset: 'paper' }),
+  "float32 (widened), preset 'paper'": widened({ preset: 'paper' }),
+  "float16 student + teacher, objTarget 'bce'": pair16('float16', { objTarget: 'bce' }),
+  "float32 (widened), objTarget 'bce'": widened({ objTarget: 'bce' }),
 };
 if (argv.includes('--kl')) {
   Object.assign(rows, {
-    "float16 student + teacher, clsTarget 'kl'": (m) => m.distillationLoss(
-      heads.map((x) => ({ data: x.ph, shape: x.shape, dtype: 'float16' })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
-      { ...opts, clsTarget: 'kl', gradOut: heads.map((x) => x.g16) }),
-    "float32 student, float16 teacher, clsTarget 'kl'": (m) => m.distillationLoss(
-      heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
-      { ...opts, clsTarget: 'kl', gradOut: heads.map((x) => x.g32) }),
-    "float32 (widened), clsTarget 'kl'": (m) => m.distillationLoss(
-      heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
-      { ...opts, clsTarget: 'kl', gradOut: heads.map((x) => x.g32) }),
+    "float16 student + teacher, clsTarget 'kl'": pair16('float16', { clsTarget: 'kl' }),
+    "float32 student, float16 teacher, clsTarget 'kl'": fp32Student({ clsTarget: 'kl' }),
+    "float32 (widened), clsTarget 'kl'": widened({ clsTarget: 'kl' }),
   });
 }
 const a16 = new Uint16Array(total).fill(3), b16 = new Uint16Array(total).fill(1), c16 = new Uint16Array(total);
