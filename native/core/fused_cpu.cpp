@@ -1230,19 +1230,24 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
   return sum;
 }
 
-// The same KL in fp32 exponentials: cell_math.h's centred steps (the formulas
-// and docs/DESIGN.md §2), vectorized over groups of cells. No term is a
-// difference of nearly equal first-order quantities: G is a sum of
-// non-negative terms of relative error <= 1e-6 (kl_gap), d and mu are in
-// double (a logit shift common to every class cancels exactly), e_c is rounded
-// to float after centring (an error of 6e-8 e_c, second order in the KL), and
-// the KL's sensitivity to the fp32 teacher weights is second order in e. So
-// each cell's KL is within ~2e-6 relative of the exact value at every size,
-// near-equal distributions included (test/numerics-edge.test.js
-// 'kl_near_equal'), and each gradient element within ~1e-6 relative of its
-// scale. Cells whose d spans over kKlSpread (e^(+-e) would leave float's
-// range; tiny temperatures land here) or hold NaN/Inf go to kl_block (double),
-// those spanning at most kKlTiny (huge temperatures) to kl_taylor_cell.
+// The same KL in fp32: cell_math.h's centred steps (the formulas and
+// docs/DESIGN.md §2), vectorized over groups of 16 cells. No term is a
+// difference of nearly equal first-order quantities: e_c is centred in fp32
+// from u_c = (T_c - T_0) - (P_c - P_0), in which a logit offset common to the
+// classes cancels within each head (u_c is within eps (|T_c - T_0| + |P_c -
+// P_0| + |u_c|) of exact, the same order as the error of the teacher weights'
+// arguments, eps |T_c - max T|); G and S are sums of non-negative terms
+// (kl_gap within 1e-6 relative; fp32 partials of kKlChunk classes, then
+// double); r = sum w e enters the KL only at second order (tau^2 (r / S +
+// log1p((G - r) / S))), so the centre may be any value near the weighted mean
+// and r may carry fp32 rounding. So each cell's KL is within a few 1e-7
+// relative of the KL of its fp32 inputs' weights and differences, near-equal
+// distributions and large common offsets included (test/numerics-edge.test.js
+// 'kl_near_equal', 'kl_common_offset'), and each gradient element within
+// ~1e-6 relative of its scale. Cells whose d spans over kKlSpread (e^(+-e)
+// would leave float's range; tiny temperatures land here) or hold NaN/Inf go
+// to kl_block (double), those spanning at most kKlTiny (huge temperatures) to
+// kl_taylor_cell.
 // What kl_block_f32 did with a cell (its ok[] entries): the span limits
 // kKlSpread and kKlTiny are cell_math.h's.
 constexpr unsigned char kKlDouble = 0, kKlDone = 1, kKlTaylor = 2;
@@ -1258,22 +1263,62 @@ struct Fp32KlCell {
   void put(int64_t c, double v) const { grad[base + c * step_k] = static_cast<float>(v); }
 };
 
-// Step 3 of kl_group for its kL cells: e_c = d_c - mu, G and r, and h_c =
-// kl_gap(e_c) - e_c kept; kNear: every |e_c| <= 1 (kl_gap_near, the same bits).
+// exp(-e_c) of the centred steps: vexpf without its range clamps and selects.
+// Every cell whose results are kept has |e_c| <= kKlSpread plus rounding, where
+// 2^k stays a normal float (|x| <= 87); elsewhere (cells kl_cells hands to
+// kl_block) the value is of no use but every operation is defined, and NaN
+// stays NaN.
+__attribute__((always_inline)) inline float kl_gap_bounded(float e) {
+  const float x = -e;
+  const float kMagic = 12582912.0f;  // 1.5 * 2^23, as vexpf
+  const float t = x * 1.44269504088896341f + kMagic;
+  const float kd = t - kMagic;
+  uint32_t tb;
+  std::memcpy(&tb, &t, sizeof tb);
+  const uint32_t sb = (tb - uint32_t{0x4B400000} + 127) << 23;  // 2^k, -126 <= k <= 126
+  float scale;
+  std::memcpy(&scale, &sb, sizeof scale);
+  const float r = (x - kd * 0.693145751953125f) - kd * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float large = (p * scale - 1.0f) + e;  // kl_gap's |e| > 1 branch, vexpf's value there
+  return std::fabs(e) <= 1.0f ? kl_gap_near(e) : large;
+}
+
+// Classes summed in fp32 before their sum goes into a double one: each
+// partial of at most kKlChunk non-negative terms (S, G) is within 7 eps of
+// its exact value, where one fp32 sum over 80 classes could be 79 eps off.
+constexpr int64_t kKlChunk = 8;
+
+// Step 3 of kl_group for its kL cells: e_c = (u_c - mid) / tau, G and r, and
+// h_c = kl_gap(e_c) - e_c kept; kNear: every |e_c| <= 1 (kl_gap_near alone,
+// the same bits).
 template <int kL, bool kNear>
-__attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const double* __restrict mu,
-                                                           const float* __restrict wb, const double* __restrict db,
+__attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const float* __restrict mid, float itau,
+                                                           const float* __restrict wb, const float* __restrict ub,
                                                            float* __restrict hb, double* __restrict gs,
                                                            double* __restrict rs) {
-  for (int64_t c = 0; c < n; ++c) {
-    for (int l = 0; l < kL; ++l) {
-      const float e = static_cast<float>(db[c * kL + l] - mu[l]);
-      const float gap = kNear ? kl_gap_near(e) : kl_gap(e);
-      const double w = static_cast<double>(wb[c * kL + l]);
-      hb[c * kL + l] = gap - e;
-      gs[l] += w * static_cast<double>(gap);
-      rs[l] += w * static_cast<double>(e);
+  for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
+    const int64_t c1 = std::min(n, c0 + kKlChunk);
+    float g8[kL], r8[kL];
+    for (int l = 0; l < kL; ++l) g8[l] = r8[l] = 0.0f;
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int l = 0; l < kL; ++l) {
+        const float e = (ub[c * kL + l] - mid[l]) * itau;
+        const float gap = kNear ? kl_gap_near(e) : kl_gap_bounded(e);
+        const float w = wb[c * kL + l];
+        hb[c * kL + l] = gap - e;
+        g8[l] += w * gap;
+        r8[l] += w * e;
+      }
     }
+    for (int l = 0; l < kL; ++l) gs[l] += static_cast<double>(g8[l]), rs[l] += static_cast<double>(r8[l]);
   }
 }
 
@@ -1281,108 +1326,127 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const doub
 // base + c * step_k + l * step_c (step_c == 1 when kUnit): every per-cell
 // quantity stays in registers while the classes go by (a block-wide array
 // of each was loaded and stored once per class: a third of the time).
-// wb, db, hb: n * kL values each (teacher weights, d, expm1(-e)); ok, kl: per cell.
-// avail (kUnit): cells of the unit from this group's first on, for the
-// prefetches of step 2, which stay within them.
+// wb, ub, hb: n * kL values each (teacher weights, u, expm1(-e)); ok, kl: per
+// cell. avail (kUnit): cells of the unit from this group's first on, for the
+// prefetches of step 2, which stay within them. itau: 1 / tau as a float, a
+// normal one when f32 (kl_block_f32_body); otherwise no cell is kKlDone.
 constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2
 template <int kL, bool kUnit>
 __attribute__((always_inline)) inline void kl_group(const float* __restrict p, const float* __restrict t,
                                                     float* __restrict g, int64_t base, int64_t n, int64_t step_k,
-                                                    int64_t step_c, double tau, double inv_tau,
+                                                    int64_t step_c, double tau, double inv_tau, float itau, bool f32,
                                                     const float* __restrict m, double coef, float* __restrict wb,
-                                                    double* __restrict db, float* __restrict hb,
-                                                    unsigned char* __restrict ok, double* __restrict kl,
-                                                    int64_t avail, UnitStreams* later) {
+                                                    float* __restrict ub, float* __restrict hb,
+                                                    double* __restrict xo, double* __restrict ro,
+                                                    float* __restrict so, int64_t avail, UnitStreams* later) {
   const int64_t sc = kUnit ? 1 : step_c;
-  float mt[kL], mp[kL], bad[kL];
-  for (int l = 0; l < kL; ++l) mt[l] = mp[l] = -INFINITY, bad[l] = 0.0f;
-  // 1. The maxima of both, and a NaN / Inf marker ((T - P) * 0 is NaN exactly
-  //    when T - P is NaN or infinite: a NaN, or an infinite logit).
-  for (int64_t c = 0; c < n; ++c) {
-    const float* tc = t + base + c * step_k;
-    const float* pc = p + base + c * step_k;
-    for (int l = 0; l < kL; ++l) {
-      const float tv = tc[l * sc], pv = pc[l * sc];
-      mt[l] = std::max(mt[l], tv);
-      mp[l] = std::max(mp[l], pv);
-      bad[l] += (tv - pv) * 0.0f;
+  // 1. The teacher's maximum; class 0's values, the origin of u.
+  float mt[kL], t0[kL], p0[kL];
+  if constexpr (kUnit && kL == 16) {
+    // In GCC's vector extension: GCC 12 leaves a loop of 16 independent max
+    // chains scalar (16 loads and maxss per class).
+    typedef float V __attribute__((vector_size(64)));
+    V mv = {};
+    mv -= INFINITY;
+    for (int64_t c = 0; c < n; ++c) {
+      V v;
+      std::memcpy(&v, t + base + c * step_k, sizeof v);
+      mv = mv < v ? v : mv;  // std::max's select
+    }
+    std::memcpy(mt, &mv, sizeof mv);
+  } else {
+    for (int l = 0; l < kL; ++l) mt[l] = -INFINITY;
+    for (int64_t c = 0; c < n; ++c) {
+      const float* tc = t + base + c * step_k;
+      for (int l = 0; l < kL; ++l) mt[l] = std::max(mt[l], tc[l * sc]);
     }
   }
-  // 2. Teacher weights, their sum, d, its weighted mean and range. d_c is
-  //    ((T_c - max T) - (P_c - max P)) / tau in double: each difference is
-  //    rounded once, relative to itself, so a logit far above the others' ulp
-  //    (1e16 against 0.25: test/numerics-edge.test.js) loses nothing that
-  //    matters (T - P itself would); d differs from (T - P) / tau by a
-  //    constant, which the KL does not see.
-  double sw[kL], mu[kL], lo[kL], hi[kL];
-  for (int l = 0; l < kL; ++l) sw[l] = mu[l] = 0.0, lo[l] = INFINITY, hi[l] = -INFINITY;
-  for (int64_t c = 0; c < n; ++c) {
-    const float* tc = t + base + c * step_k;
-    const float* pc = p + base + c * step_k;
-    if constexpr (kUnit && kL == 16) {
-      // Per class, a line at a time as the steps go (nchw: this class's
-      // values of the next cells follow these): the student and teacher
-      // lines of the group after the next into L1, for its step 1 (the next
-      // group's: 1.04x the time; four on: no better than two); this group's
-      // gradient line, for step 4's writes; and the lines kKlAhead cells on
-      // into L2. A burst of the next 256-cell block's lines at each block's
-      // start (48 n lines at once) did this before: every KL row 0.87-0.90x
-      // its time with this.
-      if (avail >= 3 * kL) {
-        __builtin_prefetch(tc + 2 * kL, 0, 3);
-        __builtin_prefetch(pc + 2 * kL, 0, 3);
+  for (int l = 0; l < kL; ++l) t0[l] = t[base + l * sc];
+  for (int l = 0; l < kL; ++l) p0[l] = p[base + l * sc];
+  // 2. Teacher weights w_c = exp((T_c - max T) / tau), their sum S, and
+  //    u_c = (T_c - T_0) - (P_c - P_0), tau (d_c + a constant): a common
+  //    logit offset cancels within each head's difference (exactly where the
+  //    values are within a factor of 2, Sterbenz), so u_c is off by at most
+  //    eps (|T_c - T_0| + |P_c - P_0| + |u_c|), the order of the error of the
+  //    weights' own arguments (eps |T_c - max T|). Its weighted sum (for the
+  //    centre) and range. NaN / Inf anywhere make S, mid or G non-finite,
+  //    and x below with them.
+  double sw[kL];
+  float mu[kL], lo[kL], hi[kL];
+  for (int l = 0; l < kL; ++l) sw[l] = 0.0, mu[l] = 0.0f, lo[l] = INFINITY, hi[l] = -INFINITY;
+  for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
+    const int64_t c1 = std::min(n, c0 + kKlChunk);
+    float s8[kL];
+    for (int l = 0; l < kL; ++l) s8[l] = 0.0f;
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* tc = t + base + c * step_k;
+      const float* pc = p + base + c * step_k;
+      if constexpr (kUnit && kL == 16) {
+        // Per class, a line at a time as the steps go (nchw: this class's
+        // values of the next cells follow these): the student and teacher
+        // lines of the group after the next into L1, for its step 1 (the next
+        // group's: 1.04x the time; four on: no better than two); this group's
+        // gradient line, for step 4's writes; and the lines kKlAhead cells on
+        // into L2. A burst of the next 256-cell block's lines at each block's
+        // start (48 n lines at once) did this before: every KL row 0.87-0.90x
+        // its time with this.
+        if (avail >= 3 * kL) {
+          __builtin_prefetch(tc + 2 * kL, 0, 3);
+          __builtin_prefetch(pc + 2 * kL, 0, 3);
+        }
+        if (g) __builtin_prefetch(g + base + c * step_k, 1, 3);
+        if (avail >= kKlAhead + kL) {
+          __builtin_prefetch(tc + kKlAhead, 0, 1);
+          __builtin_prefetch(pc + kKlAhead, 0, 1);
+          if (g) __builtin_prefetch(g + base + c * step_k + kKlAhead, 1, 1);
+        }
+        if (later) later->one();  // the next 16-bit unit's raw runs
       }
-      if (g) __builtin_prefetch(g + base + c * step_k, 1, 3);
-      if (avail >= kKlAhead + kL) {
-        __builtin_prefetch(tc + kKlAhead, 0, 1);
-        __builtin_prefetch(pc + kKlAhead, 0, 1);
-        if (g) __builtin_prefetch(g + base + c * step_k + kKlAhead, 1, 1);
+      for (int l = 0; l < kL; ++l) {
+        const float tv = tc[l * sc], pv = pc[l * sc];
+        const float u = (tv - t0[l]) - (pv - p0[l]);
+        const float w = vexpf_nonpos((tv - mt[l]) * itau);  // tv - mt <= 0 or NaN
+        wb[c * kL + l] = w;
+        ub[c * kL + l] = u;
+        s8[l] += w;
+        mu[l] += w * u;
+        lo[l] = std::min(lo[l], u);
+        hi[l] = std::max(hi[l], u);
       }
-      if (later) later->one();  // the next 16-bit unit's raw runs
     }
-    for (int l = 0; l < kL; ++l) {
-      const double ts = static_cast<double>(tc[l * sc]) - static_cast<double>(mt[l]);
-      const double d = (ts - (static_cast<double>(pc[l * sc]) - static_cast<double>(mp[l]))) * inv_tau;
-      const float w = vexpf_nonpos(static_cast<float>(ts * inv_tau));  // ts <= 0 or NaN
-      wb[c * kL + l] = w;
-      db[c * kL + l] = d;
-      sw[l] += static_cast<double>(w);
-      mu[l] += static_cast<double>(w) * d;
-      lo[l] = std::min(lo[l], d);
-      hi[l] = std::max(hi[l], d);
-    }
+    for (int l = 0; l < kL; ++l) sw[l] += static_cast<double>(s8[l]);
   }
-  for (int l = 0; l < kL; ++l) {
-    // NaN: not ok. A span under kKlTiny (huge temperatures: e^2 would leave
-    // float's range) goes to kl_taylor_cell, over kKlSpread to kl_block.
-    const double span = hi[l] - lo[l];
-    ok[l] = !(bad[l] == 0.0f && span <= kKlSpread) ? kKlDouble : span <= kKlTiny ? kKlTaylor : kKlDone;
-    mu[l] /= sw[l];
-  }
-  // 3. Centred differences, G and r; h_c = gap(e_c) - e_c = expm1(-e_c) kept.
-  //    Where every cell's d spans at most kNearSpan, every |e_c| <= 1 (mu is a
-  //    weighted mean of the d_c: within their range, up to rounding far below
-  //    the margin), so kl_gap takes its polynomial branch for all of them and
-  //    its exponential is skipped: the same bits, a third less work in this
-  //    step (heads whose student is near its teacher: 0.89-0.92x the time of
-  //    such calls, bench/compare.js 'near' rows).
-  constexpr double kNearSpan = 0.99;
+  // The centre mid = sum w u / S: any value gives the same KL (r below takes
+  // up the difference); this one keeps every e_c within the span of d, off
+  // by at most n eps of that span. kNear: where every cell's d spans at most
+  // kNearSpan, every |e_c| <= 1, so kl_gap takes its polynomial branch for
+  // all of them and its exponential is skipped: the same bits, a third less
+  // work in step 3 (heads whose student is near its teacher).
+  constexpr float kNearSpan = 0.99f;
+  float mid[kL];
   bool near = true;
-  for (int l = 0; l < kL; ++l) near = near && hi[l] - lo[l] <= kNearSpan;  // NaN: false
+  for (int l = 0; l < kL; ++l) {
+    mid[l] = mu[l] / static_cast<float>(sw[l]);
+    so[l] = (hi[l] - lo[l]) * itau;
+    near = near && so[l] <= kNearSpan;  // NaN: false
+  }
+  // 3. Centred differences e_c, G and r; h_c = gap(e_c) - e_c = expm1(-e_c) kept.
   double gs[kL], rs[kL];
   for (int l = 0; l < kL; ++l) gs[l] = rs[l] = 0.0;
   if (near) {
-    kl_centred_pass<kL, true>(n, mu, wb, db, hb, gs, rs);
+    kl_centred_pass<kL, true>(n, mid, itau, wb, ub, hb, gs, rs);
   } else {
-    kl_centred_pass<kL, false>(n, mu, wb, db, hb, gs, rs);
+    kl_centred_pass<kL, false>(n, mid, itau, wb, ub, hb, gs, rs);
   }
-  // 4. Per cell: x, the KL, the gradient factor coef * m * tau / (S (1 + x)).
+  // 4. Per cell: x and r / S (the KL from them: kl_block_f32_body, over the
+  //    block), the gradient factor coef * m * tau / (S (1 + x)).
   double xs[kL], fs[kL];
   for (int l = 0; l < kL; ++l) {
     const double inv_s = 1.0 / sw[l];
     const double x = (gs[l] - rs[l]) * inv_s;
-    kl[l] = kl_centred_value(rs[l], x, inv_s, tau);
     xs[l] = x;
+    xo[l] = x;
+    ro[l] = rs[l] * inv_s;
     fs[l] = kl_centred_factor(coef * static_cast<double>(m[l]), tau, inv_s, x);
   }
   if (g) {
@@ -1395,7 +1459,6 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     }
   }
 }
-
 constexpr int kKlLanes = 16;
 
 template <bool kUnit>
@@ -1404,27 +1467,73 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
     unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
-  thread_local std::vector<float> wbuf, hbuf;
-  thread_local std::vector<double> dbuf;
+  thread_local std::vector<float> wbuf, ubuf, hbuf;
   if (wbuf.size() < static_cast<size_t>(n * kKlLanes)) {
     wbuf.resize(static_cast<size_t>(n * kKlLanes));
+    ubuf.resize(static_cast<size_t>(n * kKlLanes));
     hbuf.resize(static_cast<size_t>(n * kKlLanes));
-    dbuf.resize(static_cast<size_t>(n * kKlLanes));
   }
   const double inv_tau = 1.0 / tau;
+  // 1 / tau as a float for the steps; outside [2^-100, 2^100] (temperatures
+  // under 1e-30 or over 1e30) the cells go to kl_block or kl_taylor_cell.
+  const bool f32 = inv_tau >= 0x1p-100 && inv_tau <= 0x1p100;
+  const float itau = static_cast<float>(inv_tau);
   const int64_t b0 = base + k0 * step_k;  // value 0 of cell 0
-  double kl[kKlBlock];
+  // Per cell: x, r / S and the span of d (kl_group), for the KL and ok below.
+  double xb[kKlBlock], rb[kKlBlock];
+  float sb[kKlBlock];
   int64_t j = 0;
   for (; j + kKlLanes <= len; j += kKlLanes) {
-    kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, m + j, coef, wbuf.data(),
-                              dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j, later);
+    kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, itau, f32, m + j, coef,
+                              wbuf.data(), ubuf.data(), hbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
-  for (; j < len; ++j) {
-    kl_group<1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, m + j, coef, wbuf.data(),
-                       dbuf.data(), hbuf.data(), ok + j, kl + j, len + next - j, later);
+  if (j < len) {
+    // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
+    // last cell repeated in the lanes past them: every cell's results are
+    // the bits it would have in a full group (a one-lane version of the
+    // steps rounds differently: its fp32 sums over the classes vectorize as
+    // in-order additions of rounded products, where the 16 lanes fuse them),
+    // so a cell's results do not depend on where a unit's groups fall
+    // (test/variants.test.js, cell-major layouts against nchw).
+    const int64_t rest = len - j;
+    thread_local std::vector<float> cp, ct, cg;
+    if (cp.size() < static_cast<size_t>(n * kKlLanes)) {
+      cp.resize(static_cast<size_t>(n * kKlLanes));
+      ct.resize(static_cast<size_t>(n * kKlLanes));
+      cg.resize(static_cast<size_t>(n * kKlLanes));
+    }
+    float ml[kKlLanes], sl[kKlLanes];
+    double xl[kKlLanes], rl[kKlLanes];
+    for (int l = 0; l < kKlLanes; ++l) ml[l] = m[j + std::min<int64_t>(l, rest - 1)];
+    for (int64_t c = 0; c < n; ++c) {
+      for (int l = 0; l < kKlLanes; ++l) {
+        const int64_t at = b0 + c * step_k + (j + std::min<int64_t>(l, rest - 1)) * step_c;
+        cp[c * kKlLanes + l] = p[at];
+        ct[c * kKlLanes + l] = t[at];
+      }
+    }
+    kl_group<kKlLanes, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, inv_tau, itau,
+                             f32, ml, coef, wbuf.data(), ubuf.data(), hbuf.data(), xl, rl, sl, 0, later);
+    for (int64_t l = 0; l < rest; ++l) {
+      xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
+      if (g) {
+        for (int64_t c = 0; c < n; ++c) g[b0 + c * step_k + (j + l) * step_c] = cg[c * kKlLanes + l];
+      }
+    }
   }
+  // Per cell, what it needs: a span of d over kKlSpread (e^(+-e) would leave
+  // float's range; tiny temperatures land here) or a non-finite x (NaN or Inf
+  // in the cell) goes to kl_block, a span under kKlTiny (huge temperatures:
+  // e^2 would leave float's range) to kl_taylor_cell; the others are done,
+  // tau^2 (r / S + log1p(x)) their KL.
   double sum = 0.0;
-  for (int64_t i = 0; i < len; ++i) sum += ok[i] == kKlDone ? static_cast<double>(m[i]) * kl[i] : 0.0;
+  for (int64_t i = 0; i < len; ++i) {
+    const bool fine = std::isfinite(xb[i]) && sb[i] <= static_cast<float>(kKlSpread);
+    ok[i] = !fine ? kKlDouble : sb[i] <= static_cast<float>(kKlTiny) ? kKlTaylor : f32 ? kKlDone : kKlDouble;
+  }
+  double kv[kKlBlock];
+  for (int64_t i = 0; i < len; ++i) kv[i] = kl_cell_value(rb[i] + kl_log1p(xb[i]), tau);  // vectorized
+  for (int64_t i = 0; i < len; ++i) sum += ok[i] == kKlDone ? static_cast<double>(m[i]) * kv[i] : 0.0;
   return sum;
 }
 
