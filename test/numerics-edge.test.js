@@ -84,6 +84,65 @@ describe("clsTarget 'kl' stays exact at extreme logit/temperature ratios", () =>
   });
 });
 
+// A student near its teacher (the case distillation converges to): the KL is
+// a small difference of the two log-softmaxes, and the fp32 steps of the
+// CPU kernel (native/core/fused_cpu.cpp, kl_group: T - P split exactly into
+// two floats, centred in fp32) must keep it within 1e-6 of float64 — the
+// per-cell KL relative and every gradient element against the largest.
+// Differences of 1e-2..1e-4 on spread teacher logits, with and without a
+// logit offset common to the classes (37.5: far above the differences'
+// ulp), 80 classes and 36-cell planes (two 16-cell groups and a tail of 4),
+// and the box KL of anchor-free heads (16 bins, tau_b 10). The first fp32
+// version of the steps (commit ae69249: centred on (T_c - T_0) - (P_c - P_0)
+// rounded to float) failed both (a KL 7x its bound here, gradients 1.1e-5 off).
+describe('KL of a student near its teacher: within 1e-6 of float64', () => {
+  const C = 80;
+  const r = h.rng(0x6b6c);
+  const anchorCases = [];
+  for (const tau of [1, 4]) for (const delta of [1e-2, 1e-3, 1e-4]) for (const offset of [0, 37.5]) {
+    const noise = head(1, 3, C, 4, 9, () => r.randn());
+    const teacher = head(1, 3, C, 4, 9, () => 6 * r.uniform() - 8);
+    const cls = (i) => Math.floor(i / 36) % (5 + C) >= 5;
+    const student = { data: Float32Array.from(teacher.data, (v, i) => v + delta * noise.data[i] + (cls(i) ? offset : 0)), shape: teacher.shape };
+    anchorCases.push({ id: `near_t${tau}_d${delta}_o${offset}`, tau, student, teacher });
+  }
+  const afCases = [];
+  for (const delta of [1e-2, 1e-3, 1e-4]) for (const offset of [0, 37.5]) {
+    const K = 4 * 16 + C, n = K * 36;
+    const teacher = { data: Float32Array.from({ length: n }, () => 6 * r.uniform() - 8), shape: [1, K, 4, 9] };
+    const student = { data: Float32Array.from(teacher.data, (v, i) => v + delta * r.randn() + (Math.floor(i / 36) < 64 ? offset : 0)), shape: teacher.shape };
+    afCases.push({ id: `near_af_d${delta}_o${offset}`, student, teacher });
+  }
+  function within(label, got, ref, term) {
+    expect(Math.abs(got[term] - ref[term])).toBeLessThanOrEqual(1e-6 * ref[term]);
+    let worst = 0, scale = 0;
+    ref.grads[0].forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(got.grads[0][i] - v));
+      scale = Math.max(scale, Math.abs(v));
+    });
+    if (worst > 1e-6 * scale) throw new Error(`${label}: gradient off by ${worst / scale} of its largest element`);
+  }
+  withTorch('anchor heads, clsTarget kl', () => {
+    const refs = h.runTorchReference(anchorCases.map((c) => ({
+      ...refCase(c.id, [c.student], [c.teacher], { numClasses: C }, { variant: { clsTarget: 'kl', temperature: c.tau }, compute: 'float64' }),
+    })));
+    for (const c of anchorCases) {
+      const got = distillationLoss([c.student], [c.teacher], { numClasses: C, clsTarget: 'kl', temperature: c.tau });
+      within(c.id, got, refs[c.id], 'cls');
+    }
+  });
+  withTorch('anchor-free heads, the box KL (regMax 16)', () => {
+    const refs = h.runTorchReference(afCases.map((c) => ({
+      id: c.id, layout: 'nchw', numClasses: C, numAnchors: 1, head: 'anchorFree', regMax: 16, variant: {},
+      shapes: [c.student.shape], student: [c.student], teacher: [c.teacher], compute: 'float64',
+    })));
+    for (const c of afCases) {
+      const got = distillationLoss([c.student], [c.teacher], { numClasses: C, head: 'anchorFree' });
+      within(c.id, got, refs[c.id], 'box');
+    }
+  });
+});
+
 describe("clsTarget 'kl' at huge temperatures: tau^2 KL tends to half the variance of T - P", () => {
   // As tau grows, softmax(T / tau) tends to uniform and tau^2 KL(q || p) to
   // Var_q(T - P) / 2 (second-order expansion; the next term is O(spread / tau)),

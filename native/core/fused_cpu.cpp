@@ -1232,22 +1232,21 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
 
 // The same KL in fp32: cell_math.h's centred steps (the formulas and
 // docs/DESIGN.md §2), vectorized over groups of 16 cells. No term is a
-// difference of nearly equal first-order quantities: e_c is centred in fp32
-// from u_c = (T_c - T_0) - (P_c - P_0), in which a logit offset common to the
-// classes cancels within each head (u_c is within eps (|T_c - T_0| + |P_c -
-// P_0| + |u_c|) of exact, the same order as the error of the teacher weights'
-// arguments, eps |T_c - max T|); G and S are sums of non-negative terms
-// (kl_gap within 1e-6 relative; fp32 partials of kKlChunk classes, then
-// double); r = sum w e enters the KL only at second order (tau^2 (r / S +
-// log1p((G - r) / S))), so the centre may be any value near the weighted mean
-// and r may carry fp32 rounding. So each cell's KL is within a few 1e-7
-// relative of the KL of its fp32 inputs' weights and differences, near-equal
-// distributions and large common offsets included (test/numerics-edge.test.js
-// 'kl_near_equal', 'kl_common_offset'), and each gradient element within
-// ~1e-6 relative of its scale. Cells whose d spans over kKlSpread (e^(+-e)
-// would leave float's range; tiny temperatures land here) or hold NaN/Inf go
-// to kl_block (double), those spanning at most kKlTiny (huge temperatures) to
-// kl_taylor_cell.
+// difference of nearly equal first-order quantities: T_c - P_c is carried
+// exactly as two floats (a_c + al_c, two-sum) and centred on mid, an fp32
+// weighted mean of the a_c, as (a_c - mid) + al_c (exact where a_c and mid
+// are within a factor of 2, as near-equal heads and common logit offsets make
+// them; else rounded relative to the result), so e_c is within ~3 eps of
+// itself; G and S are sums of non-negative terms (kl_gap within 1e-6
+// relative; fp32 partials of kKlChunk classes, then double); r = sum w e
+// enters the KL only at second order (tau^2 (r / S + log1p((G - r) / S))),
+// so mid may be any value near the weighted mean and r may carry fp32
+// rounding. A student near its teacher keeps its KL and gradients within
+// 1e-6 of float64 (test/numerics-edge.test.js 'KL of a student near its
+// teacher'; 'kl_near_equal', 'kl_common_offset'). Cells whose d spans over
+// kKlSpread (e^(+-e) would leave float's range; tiny temperatures land here)
+// or hold NaN/Inf go to kl_block (double), those spanning at most kKlTiny
+// (huge temperatures) to kl_taylor_cell.
 // What kl_block_f32 did with a cell (its ok[] entries): the span limits
 // kKlSpread and kKlTiny are cell_math.h's.
 constexpr unsigned char kKlDouble = 0, kKlDone = 1, kKlTaylor = 2;
@@ -1296,12 +1295,13 @@ __attribute__((always_inline)) inline float kl_gap_bounded(float e) {
 // its exact value, where one fp32 sum over 80 classes could be 79 eps off.
 constexpr int64_t kKlChunk = 8;
 
-// Step 3 of kl_group for its kL cells: e_c = (u_c - mid) / tau, G and r, and
+// Step 3 of kl_group for its kL cells: e_c = ((a_c - mid) + al_c) / tau, G and r, and
 // h_c = kl_gap(e_c) - e_c kept; kNear: every |e_c| <= 1 (kl_gap_near alone,
 // the same bits).
 template <int kL, bool kNear>
 __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const float* __restrict mid, float itau,
                                                            const float* __restrict wb, const float* __restrict ub,
+                                                           const float* __restrict lb,
                                                            float* __restrict hb, double* __restrict gs,
                                                            double* __restrict rs) {
   for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
@@ -1310,7 +1310,7 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
     for (int l = 0; l < kL; ++l) g8[l] = r8[l] = 0.0f;
     for (int64_t c = c0; c < c1; ++c) {
       for (int l = 0; l < kL; ++l) {
-        const float e = (ub[c * kL + l] - mid[l]) * itau;
+        const float e = ((ub[c * kL + l] - mid[l]) + lb[c * kL + l]) * itau;
         const float gap = kNear ? kl_gap_near(e) : kl_gap_bounded(e);
         const float w = wb[c * kL + l];
         hb[c * kL + l] = gap - e;
@@ -1326,8 +1326,9 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
 // base + c * step_k + l * step_c (step_c == 1 when kUnit): every per-cell
 // quantity stays in registers while the classes go by (a block-wide array
 // of each was loaded and stored once per class: a third of the time).
-// wb, ub, hb: n * kL values each (teacher weights, u, expm1(-e)); ok, kl: per
-// cell. avail (kUnit): cells of the unit from this group's first on, for the
+// wb, ub, lb, hb: n * kL values each (teacher weights, a, al, expm1(-e));
+// xo, ro, so: per cell, x, r / S and the span of d with its margin (step
+// 2). avail (kUnit): cells of the unit from this group's first on, for the
 // prefetches of step 2, which stay within them. itau: 1 / tau as a float, a
 // normal one when f32 (kl_block_f32_body); otherwise no cell is kKlDone.
 constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2
@@ -1336,12 +1337,12 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
                                                     float* __restrict g, int64_t base, int64_t n, int64_t step_k,
                                                     int64_t step_c, double tau, double inv_tau, float itau, bool f32,
                                                     const float* __restrict m, double coef, float* __restrict wb,
-                                                    float* __restrict ub, float* __restrict hb,
+                                                    float* __restrict ub, float* __restrict lb, float* __restrict hb,
                                                     double* __restrict xo, double* __restrict ro,
                                                     float* __restrict so, int64_t avail, UnitStreams* later) {
   const int64_t sc = kUnit ? 1 : step_c;
   // 1. The teacher's maximum; class 0's values, the origin of u.
-  float mt[kL], t0[kL], p0[kL];
+  float mt[kL];
   if constexpr (kUnit && kL == 16) {
     // In GCC's vector extension: GCC 12 leaves a loop of 16 independent max
     // chains scalar (16 loads and maxss per class).
@@ -1361,16 +1362,10 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
       for (int l = 0; l < kL; ++l) mt[l] = std::max(mt[l], tc[l * sc]);
     }
   }
-  for (int l = 0; l < kL; ++l) t0[l] = t[base + l * sc];
-  for (int l = 0; l < kL; ++l) p0[l] = p[base + l * sc];
   // 2. Teacher weights w_c = exp((T_c - max T) / tau), their sum S, and
-  //    u_c = (T_c - T_0) - (P_c - P_0), tau (d_c + a constant): a common
-  //    logit offset cancels within each head's difference (exactly where the
-  //    values are within a factor of 2, Sterbenz), so u_c is off by at most
-  //    eps (|T_c - T_0| + |P_c - P_0| + |u_c|), the order of the error of the
-  //    weights' own arguments (eps |T_c - max T|). Its weighted sum (for the
-  //    centre) and range. NaN / Inf anywhere make S, mid or G non-finite,
-  //    and x below with them.
+  //    T_c - P_c = a_c + al_c exactly (tau (d_c + a constant)); the weighted
+  //    sum of the a_c (for the centre) and their range. NaN / Inf anywhere
+  //    make S, mid or G non-finite, and x below with them.
   double sw[kL];
   float mu[kL], lo[kL], hi[kL];
   for (int l = 0; l < kL; ++l) sw[l] = 0.0, mu[l] = 0.0f, lo[l] = INFINITY, hi[l] = -INFINITY;
@@ -1404,39 +1399,50 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
       }
       for (int l = 0; l < kL; ++l) {
         const float tv = tc[l * sc], pv = pc[l * sc];
-        const float u = (tv - t0[l]) - (pv - p0[l]);
+        // a + al = T - P exactly (Knuth's two-sum: no product, so nothing
+        // for the compiler to contract)
+        const float a = tv - pv;
+        const float bb = a - tv;
+        const float al = (tv - (a - bb)) - (pv + bb);
         const float w = vexpf_nonpos((tv - mt[l]) * itau);  // tv - mt <= 0 or NaN
         wb[c * kL + l] = w;
-        ub[c * kL + l] = u;
+        ub[c * kL + l] = a;
+        lb[c * kL + l] = al;
         s8[l] += w;
-        mu[l] += w * u;
-        lo[l] = std::min(lo[l], u);
-        hi[l] = std::max(hi[l], u);
+        mu[l] += w * a;
+        lo[l] = std::min(lo[l], a);
+        hi[l] = std::max(hi[l], a);
       }
     }
     for (int l = 0; l < kL; ++l) sw[l] += static_cast<double>(s8[l]);
   }
-  // The centre mid = sum w u / S: any value gives the same KL (r below takes
-  // up the difference); this one keeps every e_c within the span of d, off
-  // by at most n eps of that span. kNear: where every cell's d spans at most
-  // kNearSpan, every |e_c| <= 1, so kl_gap takes its polynomial branch for
-  // all of them and its exponential is skipped: the same bits, a third less
-  // work in step 3 (heads whose student is near its teacher).
+  // The centre mid = sum w a / S: any value gives the same KL (r below takes
+  //    up the difference); this one keeps every e_c within the span of d, off
+  //    by at most (n + 1) 2^-24 max |a|. kNear: where every cell's d spans at most
+  //    kNearSpan, every |e_c| <= 1, so kl_gap takes its polynomial branch for
+  //    all of them and its exponential is skipped: the same bits, a third
+  //    less work in step 3 (heads whose student is near its teacher).
+  //    The span so of a cell's d is taken with a margin for mid's rounding
+  //    ((n + 2) 2^-24 max |a|, a bound on the fp32 sum's error and the
+  //    quotient's), so that every |e_c| <= so: <= 1 where kNear, <= kKlSpread
+  //    (far inside kl_gap_bounded's range) on every cell kl_cells keeps.
   constexpr float kNearSpan = 0.99f;
+  const float margin = static_cast<float>(n + 2) * 0x1p-24f;
   float mid[kL];
   bool near = true;
   for (int l = 0; l < kL; ++l) {
     mid[l] = mu[l] / static_cast<float>(sw[l]);
-    so[l] = (hi[l] - lo[l]) * itau;
+    const float big = std::max(std::fabs(lo[l]), std::fabs(hi[l]));
+    so[l] = ((hi[l] - lo[l]) + margin * big) * itau;
     near = near && so[l] <= kNearSpan;  // NaN: false
   }
   // 3. Centred differences e_c, G and r; h_c = gap(e_c) - e_c = expm1(-e_c) kept.
   double gs[kL], rs[kL];
   for (int l = 0; l < kL; ++l) gs[l] = rs[l] = 0.0;
   if (near) {
-    kl_centred_pass<kL, true>(n, mid, itau, wb, ub, hb, gs, rs);
+    kl_centred_pass<kL, true>(n, mid, itau, wb, ub, lb, hb, gs, rs);
   } else {
-    kl_centred_pass<kL, false>(n, mid, itau, wb, ub, hb, gs, rs);
+    kl_centred_pass<kL, false>(n, mid, itau, wb, ub, lb, hb, gs, rs);
   }
   // 4. Per cell: x and r / S (the KL from them: kl_block_f32_body, over the
   //    block), the gradient factor coef * m * tau / (S (1 + x)).
@@ -1450,11 +1456,32 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     fs[l] = kl_centred_factor(coef * static_cast<double>(m[l]), tau, inv_s, x);
   }
   if (g) {
-    for (int64_t c = 0; c < n; ++c) {
-      float* gc = g + base + c * step_k;
-      for (int l = 0; l < kL; ++l) {
-        gc[l * sc] = static_cast<float>(fs[l] * static_cast<double>(wb[c * kL + l]) *
-                                        (static_cast<double>(hb[c * kL + l]) - xs[l]));
+    // In fp32 where every lane's factor is 0 or within [2^-60, 2^60]: f (w
+    // (h - x)) has its products' rounding (w (h - x) rounded where it is a
+    // normal float, which it is unless the element is below 2^-66 f: an
+    // absolute error under 2^-150 f), and the element is as small as the
+    // double path would round it. Otherwise (NaN / Inf cells, extreme
+    // coefficients) in double.
+    float ff[kL], xf[kL];
+    bool in_range = true;
+    for (int l = 0; l < kL; ++l) {
+      const double a = std::fabs(fs[l]);
+      in_range = in_range && (a == 0.0 || (a >= 0x1p-60 && a <= 0x1p60));
+      ff[l] = static_cast<float>(fs[l]);
+      xf[l] = static_cast<float>(xs[l]);
+    }
+    if (in_range) {
+      for (int64_t c = 0; c < n; ++c) {
+        float* gc = g + base + c * step_k;
+        for (int l = 0; l < kL; ++l) gc[l * sc] = ff[l] * (wb[c * kL + l] * (hb[c * kL + l] - xf[l]));
+      }
+    } else {
+      for (int64_t c = 0; c < n; ++c) {
+        float* gc = g + base + c * step_k;
+        for (int l = 0; l < kL; ++l) {
+          gc[l * sc] = static_cast<float>(fs[l] * static_cast<double>(wb[c * kL + l]) *
+                                          (static_cast<double>(hb[c * kL + l]) - xs[l]));
+        }
       }
     }
   }
@@ -1467,10 +1494,11 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
     unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
-  thread_local std::vector<float> wbuf, ubuf, hbuf;
+  thread_local std::vector<float> wbuf, ubuf, lbuf, hbuf;
   if (wbuf.size() < static_cast<size_t>(n * kKlLanes)) {
     wbuf.resize(static_cast<size_t>(n * kKlLanes));
     ubuf.resize(static_cast<size_t>(n * kKlLanes));
+    lbuf.resize(static_cast<size_t>(n * kKlLanes));
     hbuf.resize(static_cast<size_t>(n * kKlLanes));
   }
   const double inv_tau = 1.0 / tau;
@@ -1485,7 +1513,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   int64_t j = 0;
   for (; j + kKlLanes <= len; j += kKlLanes) {
     kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, itau, f32, m + j, coef,
-                              wbuf.data(), ubuf.data(), hbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
+                              wbuf.data(), ubuf.data(), lbuf.data(), hbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
   if (j < len) {
     // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
@@ -1513,7 +1541,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
       }
     }
     kl_group<kKlLanes, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, inv_tau, itau,
-                             f32, ml, coef, wbuf.data(), ubuf.data(), hbuf.data(), xl, rl, sl, 0, later);
+                             f32, ml, coef, wbuf.data(), ubuf.data(), lbuf.data(), hbuf.data(), xl, rl, sl, 0, later);
     for (int64_t l = 0; l < rest; ++l) {
       xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
       if (g) {
@@ -1532,8 +1560,19 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     ok[i] = !fine ? kKlDouble : sb[i] <= static_cast<float>(kKlTiny) ? kKlTaylor : f32 ? kKlDone : kKlDouble;
   }
   double kv[kKlBlock];
-  for (int64_t i = 0; i < len; ++i) kv[i] = kl_cell_value(rb[i] + kl_log1p(xb[i]), tau);  // vectorized
-  for (int64_t i = 0; i < len; ++i) sum += ok[i] == kKlDone ? static_cast<double>(m[i]) * kv[i] : 0.0;
+  for (int64_t i = 0; i < len; ++i) {  // vectorized
+    const double kl = kl_cell_value(rb[i] + kl_log1p(xb[i]), tau);
+    kv[i] = ok[i] == kKlDone ? static_cast<double>(m[i]) * kl : 0.0;
+  }
+  // Four partial sums in a fixed order (one chain of dependent additions per
+  // cell was a twentieth of the steps' time).
+  double s4[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    for (int l = 0; l < 4; ++l) s4[l] += kv[i + l];
+  }
+  for (; i < len; ++i) s4[0] += kv[i];
+  sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
   return sum;
 }
 
