@@ -190,9 +190,21 @@ YD_HD S sigmoid_(S x) { return S(1) / (S(1) + exp_(-x)); }
 // sigma(-t), a sum of terms >= 0. Accurate to a few ulp in fp32 (the CPU and
 // CUDA kernels compute it in fp32). NaN propagates through every branch.
 template <typename S>
+YD_HD S variant_element_e(int kind, S p, S t, S ep, S et, S* loss, const S* em = nullptr);
+template <typename S>
 YD_HD S variant_element(int kind, S p, S t, S* loss) {
   if (kind == kKindProb || kind == kKindBce) {
-    const S ep = exp_nonpos_(-std::fabs(p)), et = exp_nonpos_(-std::fabs(t));
+    return variant_element_e(kind, p, t, exp_nonpos_(-std::fabs(p)), exp_nonpos_(-std::fabs(t)), loss);
+  }
+  const S d = p - t;
+  *loss = d * d;
+  return S(2) * d;
+}
+// 'prob' and 'bce' from ep = exp(-|p|) and et = exp(-|t|) (computed first by
+// variant_element, or a block at a time by the CPU kernel).
+template <typename S>
+YD_HD S variant_element_e(int kind, S p, S t, S ep, S et, S* loss, const S* em) {
+  {  // kind: kKindProb or kKindBce
     // 1 / (1 + e_p) and 1 / (1 + e_t) from one division (each factor in [1, 2]).
     const S np = S(1) + ep, nt = S(1) + et, r = S(1) / (np * nt);
     const S dp = nt * r, dt = np * r;
@@ -204,7 +216,7 @@ YD_HD S variant_element(int kind, S p, S t, S* loss) {
     // -sigma(p) sigma(-t) expm1(t - p); else from the smaller pair
     // (sigma(-t) - sigma(-p) when both lean positive).
     const S gap = t - p;
-    const S near = -(sp * st_neg) * expm1_(gap);
+    const S near = -(sp * st_neg) * (em ? *em : expm1_(gap));
     const S far = p + t > S(0) ? st_neg - sp_neg : sp - st;
     const S d = std::fabs(gap) <= S(1) ? near : far;  // NaN: far
     if (kind == kKindProb) {
@@ -214,9 +226,6 @@ YD_HD S variant_element(int kind, S p, S t, S* loss) {
     *loss = log1p_(ep) + (p >= S(0) ? p * st_neg : -p * st);
     return d;
   }
-  const S d = p - t;
-  *loss = d * d;
-  return S(2) * d;
 }
 
 // The variant kernels' coefficients: d loss / d (element derivative) per term,
