@@ -1283,31 +1283,13 @@ struct Fp32KlCell {
   void put(int64_t c, double v) const { grad[base + c * step_k] = static_cast<float>(v); }
 };
 
-// exp(-e_c) of the centred steps: vexpf without its range clamps and selects.
-// Every cell whose results are kept has |e_c| <= kKlSpread plus rounding, where
-// 2^k stays a normal float (|x| <= 87); elsewhere (cells kl_cells hands to
+// kl_gap for the centred steps, its exponential by vexpf_bounded (no range
+// clamps or selects): every cell whose results are kept has |e_c| <= kKlSpread
+// plus rounding, inside its range; elsewhere (cells kl_cells hands to
 // kl_block) the value is of no use but every operation is defined, and NaN
 // stays NaN.
 __attribute__((always_inline)) inline float kl_gap_bounded(float e) {
-  const float x = -e;
-  const float kMagic = 12582912.0f;  // 1.5 * 2^23, as vexpf
-  const float t = x * 1.44269504088896341f + kMagic;
-  const float kd = t - kMagic;
-  uint32_t tb;
-  std::memcpy(&tb, &t, sizeof tb);
-  const uint32_t sb = (tb - uint32_t{0x4B400000} + 127) << 23;  // 2^k, -126 <= k <= 126
-  float scale;
-  std::memcpy(&scale, &sb, sizeof scale);
-  const float r = (x - kd * 0.693145751953125f) - kd * 1.428606765330187e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const float large = (p * scale - 1.0f) + e;  // kl_gap's |e| > 1 branch, vexpf's value there
+  const float large = (vexpf_bounded(-e) - 1.0f) + e;  // kl_gap's |e| > 1 branch
   return std::fabs(e) <= 1.0f ? kl_gap_near(e) : large;
 }
 

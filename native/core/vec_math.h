@@ -19,6 +19,9 @@
 //              float element math of the variant kernels. vexpf_nonpos(x): the
 //              same value for x <= 0 and NaN (the variants' exp(-|x|), the KL
 //              teacher weights), without the overflow handling.
+//              vexpf_bounded(x): the same value for |x| <= 87, without any
+//              range handling (elsewhere an unspecified value, NaN stays NaN;
+//              the KL steps' exp(-e), whose kept cells have |e| <= 40).
 //   vlog1pf(u): float, for 0 <= u <= 1, <= 3 ulp of log1p(u) (exact, rounded
 //              to float); NaN stays NaN. The variants' softplus.
 //   vlog_ge1(x): double, for 1 <= x < 1e308, <= 4 ulp of log(x); +Inf and NaN
@@ -82,15 +85,16 @@ YD_VEC_INLINE double vexp(double x) {
 
 // vexpf below; kPositive = false: for x <= 0 (or NaN) only, the overflow
 // clamp and select left out (they never apply there): the same value, two
-// selects fewer (vexpf_nonpos).
-template <bool kPositive>
+// selects fewer (vexpf_nonpos). kBounded (with kPositive false): for
+// |x| <= 87 only, no clamp or select at all (vexpf_bounded).
+template <bool kPositive, bool kBounded = false>
 YD_VEC_INLINE float vexpf_impl(float x) {
   // The float version of vexp: k = round(x / ln 2) from the magic-number trick,
   // r = x - k ln 2 (ln 2 in two parts), exp(r) by its Taylor polynomial of
   // degree 7 (remainder < 0.347^8 / 8! < 6e-9, a tenth of float's epsilon),
   // 2^(k-1) built from bits and doubled (2^k for x <= 0). +Inf above 88.7228, 0 below -86.9
   // (the exact value there is under 1.8e-38); NaN stays NaN.
-  float xc = x < -86.9f ? -86.9f : x;  // k >= -125: 2^(k-1) and 2^k stay normal floats
+  float xc = kBounded ? x : x < -86.9f ? -86.9f : x;  // k >= -125: 2^(k-1) and 2^k stay normal floats
   if constexpr (kPositive) xc = xc > 88.73f ? 88.73f : xc;
   const float kMagic = 12582912.0f;  // 1.5 * 2^23
   const float t = xc * 1.44269504088896341f + kMagic;
@@ -116,11 +120,12 @@ YD_VEC_INLINE float vexpf_impl(float x) {
   // scaling where the other had been rounded to a subnormal.
   float y = kPositive ? 2.0f * (p * scale) : p * scale;
   if constexpr (kPositive) y = x > 88.7228394f ? __builtin_inff() : y;
-  y = x < -86.9f ? 0.0f : y;
+  if constexpr (!kBounded) y = x < -86.9f ? 0.0f : y;
   return y;
 }
 YD_VEC_INLINE float vexpf(float x) { return vexpf_impl<true>(x); }
 YD_VEC_INLINE float vexpf_nonpos(float x) { return vexpf_impl<false>(x); }
+YD_VEC_INLINE float vexpf_bounded(float x) { return vexpf_impl<false, true>(x); }
 
 YD_VEC_INLINE double vlog1p(double u) {
   // log(1 + u) = 2 atanh(s), s = u / (2 + u) (no 1 + u is formed, so tiny u keep

@@ -133,6 +133,21 @@ void vec_math_checks() {
           "vexpf_nonpos(x) == vexpf(x), bit for bit, for x <= 0 with results over 2.4e-38; NaN is NaN", diff, 0);
     check(worse == 0 && below > 0, "vexpf_nonpos within 2 ulp (normal spacing) of exp(x) below 2.4e-38", worse, 0);
   }
+  // vexpf_bounded (the KL steps' exp(-e), |e| <= 40 on every cell kept) is
+  // vexpf_nonpos without any range handling: the same bits on [-86, 86], where
+  // every result is over 2.4e-38 (vexpf's own bits above 0, vexpf_nonpos's
+  // below); NaN stays NaN.
+  {
+    int diff = 0;
+    auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+    for (int i = -400000; i <= 400000; ++i) {
+      const float x = static_cast<float>(86.0 * i / 400000.0);
+      const float want = x <= 0.0f ? yd::vexpf_nonpos(x) : yd::vexpf(x);
+      diff += !same(yd::vexpf_bounded(x), want);
+    }
+    check(diff == 0 && std::isnan(yd::vexpf_bounded(NAN)),
+          "vexpf_bounded(x) == vexpf(x) (vexpf_nonpos(x) for x <= 0), bit for bit, on [-86, 86]; NaN is NaN", diff, 0);
+  }
   check(std::isnan(yd::vlog1p(NAN)), "vlog1p(NaN) is NaN");
   // vlog1pf against the exact log1p (double, rounded to float): <= 3 ulp of the
   // float result on [0, 1], every float of [2^-30, 1] on a dense grid and the
