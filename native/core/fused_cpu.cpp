@@ -1303,9 +1303,8 @@ constexpr int64_t kKlChunk = 8;
 // the same bits).
 template <int kL, bool kNear>
 __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const float* __restrict mid, float itau,
-                                                           const float* __restrict wb, const float* __restrict ub,
-                                                           const float* __restrict lb,
-                                                           float* __restrict hb, double* __restrict gs,
+                                                           const float* __restrict wb, float* __restrict ub,
+                                                           const float* __restrict lb, double* __restrict gs,
                                                            double* __restrict rs) {
   for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
     const int64_t c1 = std::min(n, c0 + kKlChunk);
@@ -1316,7 +1315,7 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
         const float e = ((ub[c * kL + l] - mid[l]) + lb[c * kL + l]) * itau;
         const float gap = kNear ? kl_gap_near(e) : kl_gap_bounded(e);
         const float w = wb[c * kL + l];
-        hb[c * kL + l] = gap - e;
+        ub[c * kL + l] = gap - e;  // h_c in a_c's place
         g8[l] += w * gap;
         r8[l] += w * e;
       }
@@ -1329,7 +1328,7 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
 // base + c * step_k + l * step_c (step_c == 1 when kUnit): every per-cell
 // quantity stays in registers while the classes go by (a block-wide array
 // of each was loaded and stored once per class: a third of the time).
-// wb, ub, lb, hb: n * kL values each (teacher weights, a, al, expm1(-e));
+// wb, ub, lb: n * kL values each (teacher weights, a then expm1(-e), al);
 // xo, ro, so: per cell, x, r / S and the span of d with its margin (step
 // 2). avail (kUnit): cells of the unit from this group's first on, for the
 // prefetches of step 2, which stay within them. itau: 1 / tau as a float, a
@@ -1340,7 +1339,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
                                                     float* __restrict g, int64_t base, int64_t n, int64_t step_k,
                                                     int64_t step_c, double tau, double inv_tau, float itau, bool f32,
                                                     const float* __restrict m, double coef, float* __restrict wb,
-                                                    float* __restrict ub, float* __restrict lb, float* __restrict hb,
+                                                    float* __restrict ub, float* __restrict lb,
                                                     double* __restrict xo, double* __restrict ro,
                                                     float* __restrict so, int64_t avail, UnitStreams* later) {
   const int64_t sc = kUnit ? 1 : step_c;
@@ -1443,9 +1442,9 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   double gs[kL], rs[kL];
   for (int l = 0; l < kL; ++l) gs[l] = rs[l] = 0.0;
   if (near) {
-    kl_centred_pass<kL, true>(n, mid, itau, wb, ub, lb, hb, gs, rs);
+    kl_centred_pass<kL, true>(n, mid, itau, wb, ub, lb, gs, rs);
   } else {
-    kl_centred_pass<kL, false>(n, mid, itau, wb, ub, lb, hb, gs, rs);
+    kl_centred_pass<kL, false>(n, mid, itau, wb, ub, lb, gs, rs);
   }
   // 4. Per cell: x and r / S (the KL from them: kl_block_f32_body, over the
   //    block), the gradient factor coef * m * tau / (S (1 + x)).
@@ -1476,14 +1475,14 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     if (in_range) {
       for (int64_t c = 0; c < n; ++c) {
         float* gc = g + base + c * step_k;
-        for (int l = 0; l < kL; ++l) gc[l * sc] = ff[l] * (wb[c * kL + l] * (hb[c * kL + l] - xf[l]));
+        for (int l = 0; l < kL; ++l) gc[l * sc] = ff[l] * (wb[c * kL + l] * (ub[c * kL + l] - xf[l]));
       }
     } else {
       for (int64_t c = 0; c < n; ++c) {
         float* gc = g + base + c * step_k;
         for (int l = 0; l < kL; ++l) {
           gc[l * sc] = static_cast<float>(fs[l] * static_cast<double>(wb[c * kL + l]) *
-                                          (static_cast<double>(hb[c * kL + l]) - xs[l]));
+                                          (static_cast<double>(ub[c * kL + l]) - xs[l]));
         }
       }
     }
@@ -1497,12 +1496,11 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
     unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
-  thread_local std::vector<float> wbuf, ubuf, lbuf, hbuf;
+  thread_local std::vector<float> wbuf, ubuf, lbuf;
   if (wbuf.size() < static_cast<size_t>(n * kKlLanes)) {
     wbuf.resize(static_cast<size_t>(n * kKlLanes));
     ubuf.resize(static_cast<size_t>(n * kKlLanes));
     lbuf.resize(static_cast<size_t>(n * kKlLanes));
-    hbuf.resize(static_cast<size_t>(n * kKlLanes));
   }
   const double inv_tau = 1.0 / tau;
   // 1 / tau as a float for the steps; outside [2^-100, 2^100] (temperatures
@@ -1516,7 +1514,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   int64_t j = 0;
   for (; j + kKlLanes <= len; j += kKlLanes) {
     kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, itau, f32, m + j, coef,
-                              wbuf.data(), ubuf.data(), lbuf.data(), hbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
+                              wbuf.data(), ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
   if (j < len) {
     // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
@@ -1544,7 +1542,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
       }
     }
     kl_group<kKlLanes, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, inv_tau, itau,
-                             f32, ml, coef, wbuf.data(), ubuf.data(), lbuf.data(), hbuf.data(), xl, rl, sl, 0, later);
+                             f32, ml, coef, wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
     for (int64_t l = 0; l < rest; ++l) {
       xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
       if (g) {
