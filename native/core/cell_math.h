@@ -272,6 +272,9 @@ YD_HD S kl_cell_value(S sum, S tau) { return (sum < S(0) ? S(0) : sum) * tau * t
 //   tau^2 KL = tau^2 (r / S + log1p(x)),  x = (G - r) / S,
 //   G = sum w_c kl_gap(e_c),  r = sum w_c e_c (~ 0),
 //   d(tau^2 KL)/dP_c = tau (p_c - q_c) = tau (w_c / S) (kl_gap(e_c) - e_c - x) / (1 + x).
+// The identities hold for d shifted by any constant and for any centre in
+// place of mu (r takes up the difference): the CPU's kl_group uses
+// d = (T - P) / tau, carried exactly as two floats, and an fp32 centre.
 // For cells whose d spans at most kKlSpread; a span of at most kKlTiny takes
 // kl_taylor_cell instead (e^2 would leave float's range at huge temperatures).
 constexpr double kKlSpread = 40.0;

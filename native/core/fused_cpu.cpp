@@ -1331,13 +1331,13 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
 // wb, ub, lb: n * kL values each (teacher weights, a then expm1(-e), al);
 // xo, ro, so: per cell, x, r / S and the span of d with its margin (step
 // 2). avail (kUnit): cells of the unit from this group's first on, for the
-// prefetches of step 2, which stay within them. itau: 1 / tau as a float, a
-// normal one when f32 (kl_block_f32_body); otherwise no cell is kKlDone.
+// prefetches of step 2, which stay within them. itau: 1 / tau as a float
+// (where it is not a normal one, kl_block_f32_body keeps no cell's results).
 constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2
 template <int kL, bool kUnit>
 __attribute__((always_inline)) inline void kl_group(const float* __restrict p, const float* __restrict t,
                                                     float* __restrict g, int64_t base, int64_t n, int64_t step_k,
-                                                    int64_t step_c, double tau, double inv_tau, float itau, bool f32,
+                                                    int64_t step_c, double tau, float itau,
                                                     const float* __restrict m, double coef, float* __restrict wb,
                                                     float* __restrict ub, float* __restrict lb,
                                                     double* __restrict xo, double* __restrict ro,
@@ -1448,11 +1448,10 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   }
   // 4. Per cell: x and r / S (the KL from them: kl_block_f32_body, over the
   //    block), the gradient factor coef * m * tau / (S (1 + x)).
-  double xs[kL], fs[kL];
+  double fs[kL];
   for (int l = 0; l < kL; ++l) {
     const double inv_s = 1.0 / sw[l];
     const double x = (gs[l] - rs[l]) * inv_s;
-    xs[l] = x;
     xo[l] = x;
     ro[l] = rs[l] * inv_s;
     fs[l] = kl_centred_factor(coef * static_cast<double>(m[l]), tau, inv_s, x);
@@ -1470,7 +1469,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
       const double a = std::fabs(fs[l]);
       in_range = in_range && (a == 0.0 || (a >= 0x1p-60 && a <= 0x1p60));
       ff[l] = static_cast<float>(fs[l]);
-      xf[l] = static_cast<float>(xs[l]);
+      xf[l] = static_cast<float>(xo[l]);
     }
     if (in_range) {
       for (int64_t c = 0; c < n; ++c) {
@@ -1482,7 +1481,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
         float* gc = g + base + c * step_k;
         for (int l = 0; l < kL; ++l) {
           gc[l * sc] = static_cast<float>(fs[l] * static_cast<double>(wb[c * kL + l]) *
-                                          (static_cast<double>(ub[c * kL + l]) - xs[l]));
+                                          (static_cast<double>(ub[c * kL + l]) - xo[l]));
         }
       }
     }
@@ -1513,7 +1512,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   float sb[kKlBlock];
   int64_t j = 0;
   for (; j + kKlLanes <= len; j += kKlLanes) {
-    kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, inv_tau, itau, f32, m + j, coef,
+    kl_group<kKlLanes, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef,
                               wbuf.data(), ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
   if (j < len) {
@@ -1541,8 +1540,8 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
         ct[c * kKlLanes + l] = t[at];
       }
     }
-    kl_group<kKlLanes, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, inv_tau, itau,
-                             f32, ml, coef, wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
+    kl_group<kKlLanes, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, itau, ml, coef,
+                             wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
     for (int64_t l = 0; l < rest; ++l) {
       xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
       if (g) {
@@ -1555,7 +1554,6 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   // in the cell) goes to kl_block, a span under kKlTiny (huge temperatures:
   // e^2 would leave float's range) to kl_taylor_cell; the others are done,
   // tau^2 (r / S + log1p(x)) their KL.
-  double sum = 0.0;
   for (int64_t i = 0; i < len; ++i) {
     const bool fine = std::isfinite(xb[i]) && sb[i] <= static_cast<float>(kKlSpread);
     ok[i] = !fine ? kKlDouble : sb[i] <= static_cast<float>(kKlTiny) ? kKlTaylor : f32 ? kKlDone : kKlDouble;
@@ -1573,8 +1571,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     for (int l = 0; l < 4; ++l) s4[l] += kv[i + l];
   }
   for (; i < len; ++i) s4[0] += kv[i];
-  sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-  return sum;
+  return (s4[0] + s4[1]) + (s4[2] + s4[3]);
 }
 
 YD_CLONES double kl_block_f32(const float* __restrict p, const float* __restrict t, float* __restrict g,
