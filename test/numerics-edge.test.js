@@ -143,6 +143,54 @@ describe('KL of a student near its teacher: within 1e-6 of float64', () => {
   });
 });
 
+// The KL steps (native/core/fused_cpu.cpp, kl_group) take a shorter path for
+// a 16-cell group whose every cell has all its centred differences |e_c| <= 1
+// (no exponential in step 3: kl_gap's polynomial alone), which must give the
+// bits of the full path, so a cell's results cannot depend on its group's
+// other cells. Anchor-free box KL (tau_b 10) on a 1 x 32 grid, two groups: in
+// the second call one far cell in each group sends it down the full path; every
+// other cell's gradient must keep its bits. Cell 3: differences of +-9.5 on
+// equal teacher bins (|e_c| = 0.95, a span of 1.9: the short path); cell 19:
+// one dominant teacher bin, the other bins' differences 15 above its own (the
+// centre sits near the dominant one: |e_c| up to 1.18, where the span's half
+// is 0.75, so a test on the half span would send the group down the short
+// path with |e| > 1 and change this cell's bits).
+describe('KL steps: a cell keeps its bits whatever its group holds', () => {
+  const R = 16, C = 1, K = 4 * R + C, W = 32;
+  test('near and full paths give the same bits', () => {
+    const r = h.rng(0x5eed);
+    const T = new Float32Array(K * W), P = new Float32Array(K * W);
+    for (let x = 0; x < W; x++) {
+      for (let k = 0; k < K; k++) {
+        const c = k % R;
+        let t = 6 * r.uniform() - 3, a = 0.01 * r.randn();
+        if (x === 3 && k < 4 * R) t = 1, a = c % 2 ? 9.5 : -9.5;
+        if (x === 19 && k < 4 * R) t = c === 0 ? 10 : -30, a = c === 0 ? 0 : 15;
+        T[k * W + x] = t;
+        P[k * W + x] = t - a;
+      }
+    }
+    // the second call: cells 7 and 23 far from their teacher (20 standard deviations)
+    const P2 = P.slice();
+    for (let k = 0; k < 4 * R; k++) for (const x of [7, 23]) P2[k * W + x] = T[k * W + x] - 20 * r.randn();
+    const shape = [1, K, 1, W];
+    const opts = { numClasses: C, head: 'anchorFree' };
+    const g1 = distillationLoss([{ data: P, shape }], [{ data: T, shape }], opts).grads[0];
+    const g2 = distillationLoss([{ data: P2, shape }], [{ data: T, shape }], opts).grads[0];
+    let compared = 0;
+    for (let k = 0; k < 4 * R; k++) for (let x = 0; x < W; x++) {
+      if (x === 7 || x === 23) continue;
+      const i = k * W + x;
+      if (!Object.is(g1[i], g2[i])) throw new Error(`cell ${x} bin ${k}: ${g1[i]} vs ${g2[i]}`);
+      compared++;
+    }
+    expect(compared).toBe(4 * R * (W - 2));
+    expect(g1[3]).not.toBe(0);  // the cells of interest have gradients
+    expect(g1[19]).not.toBe(0);
+    expect(g1[7]).not.toBe(g2[7]);  // and the far cells changed theirs
+  });
+});
+
 describe("clsTarget 'kl' at huge temperatures: tau^2 KL tends to half the variance of T - P", () => {
   // As tau grows, softmax(T / tau) tends to uniform and tau^2 KL(q || p) to
   // Var_q(T - P) / 2 (second-order expansion; the next term is O(spread / tau)),
