@@ -1435,7 +1435,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   constexpr float kNearSpan = 0.99f;
   const float margin = static_cast<float>(n + 2) * 0x1p-24f;
   float mid[kL];
-  bool near = true;
+  int32_t near_l[kL];  // per lane, then and-ed: a && chain over the lanes kept this loop scalar
   for (int l = 0; l < kL; ++l) {
     mid[l] = mu[l] / static_cast<float>(sw[l]);
     const float big = std::max(std::fabs(lo[l]), std::fabs(hi[l]));
@@ -1444,8 +1444,11 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     // difference and product rounds by at most 2^-24 of itself: inside
     // kNearSpan's 1 % slack); about half the span where mid is mid-range.
     const float reach = (std::max(std::fabs(hi[l] - mid[l]), std::fabs(mid[l] - lo[l])) + margin * big) * itau;
-    near = near && reach <= kNearSpan;  // NaN: false
+    near_l[l] = reach <= kNearSpan ? 1 : 0;  // NaN: 0
   }
+  int32_t near_all = 1;
+  for (int l = 0; l < kL; ++l) near_all &= near_l[l];
+  const bool near = near_all != 0;
   // 3. Centred differences e_c, G and r; h_c = gap(e_c) - e_c = expm1(-e_c) kept.
   double gs[kL], rs[kL];
   for (int l = 0; l < kL; ++l) gs[l] = rs[l] = 0.0;
@@ -1472,14 +1475,16 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     // double path would round it. Otherwise (NaN / Inf cells, extreme
     // coefficients) in double.
     float ff[kL], xf[kL];
-    bool in_range = true;
+    int32_t in_l[kL];
     for (int l = 0; l < kL; ++l) {
       const double a = std::fabs(fs[l]);
-      in_range = in_range && (a == 0.0 || (a >= 0x1p-60 && a <= 0x1p60));
+      in_l[l] = static_cast<int32_t>(a == 0.0) | (static_cast<int32_t>(a >= 0x1p-60) & static_cast<int32_t>(a <= 0x1p60));
       ff[l] = static_cast<float>(fs[l]);
       xf[l] = static_cast<float>(xo[l]);
     }
-    if (in_range) {
+    int32_t in_all = 1;
+    for (int l = 0; l < kL; ++l) in_all &= in_l[l];
+    if (in_all != 0) {
       for (int64_t c = 0; c < n; ++c) {
         float* gc = g + base + c * step_k;
         for (int l = 0; l < kL; ++l) gc[l * sc] = ff[l] * (wb[c * kL + l] * (ub[c * kL + l] - xf[l]));
