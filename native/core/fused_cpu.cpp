@@ -1090,35 +1090,59 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
     if (coef_fits_fp32(gcoef)) {
       const float cf = static_cast<float>(gcoef);
       int64_t j0 = 0;
-      // 16 contiguous values from j0: for 'prob', the two exponentials of the
-      // 16 values first, then expm1(t - p), then the rest (variant_element's
+      // kN (width) contiguous values from j0: for 'prob', the two exponentials of
+      // the kN values first, then expm1(t - p), then the rest (variant_element's
       // own operations and bits): each loop keeps its polynomial's constants
       // in registers, where the one loop reloaded a dozen a value group
       // (preset 'paper' 0.94-0.97x its time, bench/compare.js).
-      auto block16 = [&](int64_t j0) __attribute__((always_inline)) {
+      auto blockn = [&](int64_t j0, auto width) __attribute__((always_inline)) {
+        constexpr int kN = decltype(width)::value;
         if constexpr (kKind != Target::Prob) {
-          for (int64_t j = j0; j < j0 + 16; ++j) {
+          for (int64_t j = j0; j < j0 + kN; ++j) {
             const float d = element(j);
             g[j] = (cf * m[j]) * d;
           }
         } else {
-          float ep[16], et[16], em[16];
-          for (int j = 0; j < 16; ++j) {
+          float ep[kN], et[kN], em[kN];
+          for (int j = 0; j < kN; ++j) {
             ep[j] = exp_nonpos_(-std::fabs(p[j0 + j]));
             et[j] = exp_nonpos_(-std::fabs(t[j0 + j]));
           }
-          for (int j = 0; j < 16; ++j) em[j] = expm1_(t[j0 + j] - p[j0 + j]);
-          for (int j = 0; j < 16; ++j) {
+          for (int j = 0; j < kN; ++j) em[j] = expm1_(t[j0 + j] - p[j0 + j]);
+          for (int j = 0; j < kN; ++j) {
             const float d = variant_element_e<float>(static_cast<int>(kKind), p[j0 + j], t[j0 + j], ep[j], et[j],
                                                      &s[j0 + j], &em[j]);
             g[j0 + j] = (cf * m[j0 + j]) * d;
           }
         }
       };
+      auto block16 = [&](int64_t j0) __attribute__((always_inline)) {
+        blockn(j0, std::integral_constant<int, 16>{});
+      };
       // The next channel's run (and next_run when kNext: a loop of its own, so
-      // that the other calls' loop stays as it was).
+      // that the other calls' loop stays as it was). 'prob' 64 values a block:
+      // each pass then runs over four independent vectors, whose exponentials'
+      // dependency chains overlap (with 16, one vector's chain of some 40
+      // dependent operations per pass left the core waiting: preset 'paper'
+      // 0.91-0.94x its time, paper + fmNms 0.93-0.96x, bench/compare.js, and
+      // 0.85-0.88x in cache, bench/in-cache.js; 32 took half that gain, 128
+      // (arrays of 1.5 KB) was 13x slower: GCC no longer kept the block inline).
+      constexpr int kBlock = kKind == Target::Prob ? 64 : 16;
       auto blocks = [&](auto next) __attribute__((always_inline)) {
         constexpr bool kNext = decltype(next)::value;
+        if constexpr (kBlock > 16) {
+          for (; j0 + kBlock <= len; j0 += kBlock) {
+            for (int q = 0; q < kBlock; q += 16) {
+              __builtin_prefetch(p + j0 + q + pf, 0, 1);
+              __builtin_prefetch(t + j0 + q + pf, 0, 1);
+              __builtin_prefetch(g + j0 + q + pf, 1, 1);
+              if constexpr (kNext) {
+                if (j0 + q < next_len) __builtin_prefetch(next_run + j0 + q, 0, 1);
+              }
+            }
+            blockn(j0, std::integral_constant<int, kBlock>{});
+          }
+        }
         for (; j0 + 16 <= len; j0 += 16) {
           __builtin_prefetch(p + j0 + pf, 0, 1);
           __builtin_prefetch(t + j0 + pf, 0, 1);
