@@ -1160,7 +1160,14 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
           blocks(std::false_type{});
         }
       } else if (ahead && step == 1) {
-        for (int64_t blk = 0; j0 + 16 <= len; j0 += 16, ++blk) {
+        int64_t blk = 0;  // 16 values each
+        if constexpr (kBlock > 16) {
+          for (; j0 + kBlock <= len; j0 += kBlock) {
+            for (int q = 0; q < kBlock; q += 16, ++blk) prefetch_ahead(*ahead, blk);
+            blockn(j0, std::integral_constant<int, kBlock>{});
+          }
+        }
+        for (; j0 + 16 <= len; j0 += 16, ++blk) {
           prefetch_ahead(*ahead, blk);
           block16(j0);
         }
