@@ -189,6 +189,36 @@ describe('KL steps: a cell keeps its bits whatever its group holds', () => {
     expect(g1[19]).not.toBe(0);
     expect(g1[7]).not.toBe(g2[7]);  // and the far cells changed theirs
   });
+  // The gradient is formed in fp32 where a cell's factor coef * m * tau / (S (1 + x))
+  // lies in [2^-60, 2^60], in double otherwise (a teacher weight of 1e-30, a
+  // student far off its teacher): per cell, so that a neighbour's factor cannot
+  // change a cell's bits. Anchor head, clsTarget 'kl', a 1 x 32 grid: in the
+  // second call cells 5 and 21 get a teacher objectness of -80 (weight 1.8e-35).
+  test('a neighbour whose gradient factor leaves [2^-60, 2^60] leaves the other cells alone', () => {
+    const r = h.rng(0xfac7);
+    const Ck = 80, Kk = 5 + Ck, Wk = 32;
+    const T = new Float32Array(Kk * Wk), P = new Float32Array(Kk * Wk);
+    for (let i = 0; i < T.length; i++) {
+      T[i] = 3 * r.randn();
+      P[i] = T[i] + r.randn();
+    }
+    const T2 = T.slice();
+    for (const x of [5, 21]) T2[4 * Wk + x] = -80;  // objectness, channel 4
+    const shape = [1, Kk, 1, Wk];
+    const opts = { numClasses: Ck, numAnchors: 1, clsTarget: 'kl' };
+    const g1 = distillationLoss([{ data: P, shape }], [{ data: T, shape }], opts).grads[0];
+    const g2 = distillationLoss([{ data: P, shape }], [{ data: T2, shape }], opts).grads[0];
+    let compared = 0;
+    for (let k = 5; k < Kk; k++) for (let x = 0; x < Wk; x++) {
+      if (x === 5 || x === 21) continue;
+      const i = k * Wk + x;
+      if (!Object.is(g1[i], g2[i])) throw new Error(`cell ${x} class ${k - 5}: ${g1[i]} vs ${g2[i]}`);
+      compared++;
+    }
+    expect(compared).toBe(Ck * (Wk - 2));
+    expect(Math.abs(g2[5 * Wk + 5])).toBeLessThan(1e-30);  // the far cells' own gradients: tiny, not 0
+    expect(g2[5 * Wk + 5]).not.toBe(0);
+  });
 });
 
 describe("clsTarget 'kl' at huge temperatures: tau^2 KL tends to half the variance of T - P", () => {

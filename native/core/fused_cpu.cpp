@@ -1523,11 +1523,18 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
         for (int l = 0; l < kL; ++l) gc[l * sc] = ff[l] * (wb[c * kL + l] * (ub[c * kL + l] - xf[l]));
       }
     } else {
+      // Each lane by its own factor: a cell in range gets the fp32 expression
+      // above (the same bits as in a group whose every factor fits), so that a
+      // neighbour's factor (a teacher weight of 1e-30 makes one under 2^-60)
+      // cannot change a cell's gradient (test/numerics-edge.test.js 'a neighbour
+      // whose gradient factor leaves [2^-60, 2^60]').
       for (int64_t c = 0; c < n; ++c) {
         float* gc = g + base + c * step_k;
         for (int l = 0; l < kL; ++l) {
-          gc[l * sc] = static_cast<float>(fs[l] * static_cast<double>(wb[c * kL + l]) *
-                                          (static_cast<double>(ub[c * kL + l]) - xo[l]));
+          const float w = wb[c * kL + l], u = ub[c * kL + l];
+          const float single = ff[l] * (w * (u - xf[l]));
+          const float twice = static_cast<float>(fs[l] * static_cast<double>(w) * (static_cast<double>(u) - xo[l]));
+          gc[l * sc] = fits[l] != 0 ? single : twice;
         }
       }
     }
