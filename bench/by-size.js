@@ -8,7 +8,7 @@
 // with size, memory bound.
 //   node bench/by-size.js [--threads N] [--root OTHER_BUILD]
 const path = require('path');
-const { heads, median, numel } = require('./common');
+const { heads, numel, nsPerValue } = require('./common');
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
@@ -22,14 +22,7 @@ for (const [size, B] of [[160, 1], [320, 2], [640, 4]]) {
   const cells = [];
   for (const [, extra] of formulas) {
     const o = { numClasses: 80, threads, gradOut, ...extra };
-    for (let i = 0; i < 20; i++) yd.distillationLoss(student, teacher, o);
-    const ns = [];
-    for (let r = 0; r < 15; r++) {
-      const t0 = process.hrtime.bigint();
-      for (let i = 0; i < 50; i++) yd.distillationLoss(student, teacher, o);
-      ns.push(Number(process.hrtime.bigint() - t0) / 50 / values);
-    }
-    cells.push(median(ns).toFixed(3));
+    cells.push(nsPerValue(() => yd.distillationLoss(student, teacher, o), values, 50).toFixed(3));
   }
   console.log(`${size}x${size}, B=${B} (${(values * 12 / 1e6).toFixed(1)} MB), ${threads} thread(s): ` +
     formulas.map(([n], i) => `${n} ${cells[i]}`).join(', ') + ' ns/value');

@@ -59,4 +59,16 @@ function cFloorMs(values, runs, threads, inner) {
   return JSON.parse(r.stdout).ms;
 }
 
-module.exports = { numel, fill, heads, median, timeMs, cFloorMs };
+/** Median ns per value of fn() over `values` values: 20 warm-up calls, then 15 timings of `calls` calls. */
+function nsPerValue(fn, values, calls) {
+  for (let i = 0; i < 20; i++) fn();
+  const ns = [];
+  for (let r = 0; r < 15; r++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < calls; i++) fn();
+    ns.push(Number(process.hrtime.bigint() - t0) / calls / values);
+  }
+  return median(ns);
+}
+
+module.exports = { numel, fill, heads, median, timeMs, cFloorMs, nsPerValue };

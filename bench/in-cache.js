@@ -10,7 +10,7 @@
 // rows: default paper fmNms paperNms bce kl anchorFree nahwc (all when none given; nahwc: the
 // default formula on the same heads in the nahwc layout)
 const path = require('path');
-const { numel, heads, median } = require('./common');
+const { numel, heads, nsPerValue } = require('./common');
 
 const argv = process.argv.slice(2);
 const opt = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
@@ -37,12 +37,6 @@ for (const name of named.length ? named : Object.keys(rows)) {
   const { student, teacher, gradOut } = heads(shapes);
   const options = { numClasses: 80, threads, gradOut, ...extra };
   const values = shapes.reduce((n, s) => n + numel(s), 0);
-  for (let i = 0; i < 20; i++) yd.distillationLoss(student, teacher, options);
-  const ns = [];
-  for (let r = 0; r < 15; r++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < 20; i++) yd.distillationLoss(student, teacher, options);
-    ns.push(Number(process.hrtime.bigint() - t0) / 20 / values);
-  }
-  console.log(`${name.padEnd(12)} ${median(ns).toFixed(3)} ns/value`);
+  const ns = nsPerValue(() => yd.distillationLoss(student, teacher, options), values, 20);
+  console.log(`${name.padEnd(12)} ${ns.toFixed(3)} ns/value`);
 }
