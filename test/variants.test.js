@@ -198,17 +198,34 @@ describe('cell-major layouts against nchw, element by element', () => {
   }
   const B = 2, H = 17, W = 19;
   const cases = [
-    ['anchor, C = 80, clsTarget prob', 3, 85, { numClasses: 80, clsTarget: 'prob' }],
-    ['anchor, C = 18, one anchor, preset paper + fmNms', 1, 23, { numClasses: 18, numAnchors: 1, preset: 'paper', fmNms: true }],
-    ['anchor, C = 80, clsTarget kl, weighted { cls: false }', 3, 85, { numClasses: 80, clsTarget: 'kl', weighted: { cls: false } }],
-    ['anchor-free, regMax 16, C = 80', 1, 144, { numClasses: 80, head: 'anchorFree' }],
-    ['anchor-free, regMax 16, C = 80, clsTarget bce', 1, 144, { numClasses: 80, head: 'anchorFree', clsTarget: 'bce' }],
+    ['anchor, C = 80, clsTarget prob', 3, 85, { numClasses: 80, clsTarget: 'prob' }, null],
+    ['anchor, C = 18, one anchor, preset paper + fmNms', 1, 23, { numClasses: 18, numAnchors: 1, preset: 'paper', fmNms: true }, null],
+    ['anchor, C = 80, clsTarget kl, weighted { cls: false }', 3, 85, { numClasses: 80, clsTarget: 'kl', weighted: { cls: false } }, null],
+    ['anchor-free, regMax 16, C = 80', 1, 144, { numClasses: 80, head: 'anchorFree' }, null],
+    ['anchor-free, regMax 16, C = 80, clsTarget bce', 1, 144, { numClasses: 80, head: 'anchorFree', clsTarget: 'bce' }, null],
+    // Cells whose KL gradient factor leaves [2^-60, 2^60] (teacher objectness -80)
+    // or whose student is far off (+30 on its classes), scattered so that they
+    // share KL groups with ordinary cells differently in each layout.
+    ['anchor, C = 80, clsTarget kl, some cells with weight 1e-35 or a far student', 3, 85,
+      { numClasses: 80, clsTarget: 'kl' }, (P, T, at) => {
+        for (let c = 0; c < B * 3 * H * W; c += 7) T[at(c, 4)] = -80;
+        for (let c = 3; c < B * 3 * H * W; c += 11) for (let k = 5; k < 85; k++) P[at(c, k)] += 30;
+      }],
   ];
-  test.each(cases)('%s', (_name, A, K, opts) => {
+  // every row has five entries (for a missing one jest would pass its done callback)
+  test.each(cases)('%s', (_name, A, K, opts, alter) => {
     const r = h.rng(K + A);
     const n = B * A * H * W * K;
     const P = Float32Array.from({ length: n }, () => 3 * r.randn());
     const T = Float32Array.from({ length: n }, () => 3 * r.randn());
+    if (alter) {
+      // value k of cell c = ((b * A + a) * H + y) * W + x, in nchw
+      const at = (c, k) => {
+        const x = c % W, y = Math.floor(c / W) % H, ba = Math.floor(c / (W * H));
+        return index.nchw(B, A, H, W, K)(Math.floor(ba / A), ba % A, y, x, k);
+      };
+      alter(P, T, at);
+    }
     const ref = distillationLoss([{ data: P, shape: shapeOf('nchw', B, A, H, W, K) }],
       [{ data: T, shape: shapeOf('nchw', B, A, H, W, K) }], { ...opts, layout: 'nchw' });
     for (const layout of opts.head === 'anchorFree' ? ['nhwc'] : ['nahwc', 'nhwc']) {
