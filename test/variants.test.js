@@ -179,6 +179,38 @@ test('bad variant options give coded errors', () => {
 // value of the same element in nchw (the same element math), the loss within
 // summation order. Units of 256 cells: 2 images of 17 x 19 cells leave a
 // partial last unit; K = 85 and 23 leave partial channel tiles, 144 none.
+// The 'prob' element loop (native/core/fused_cpu.cpp, channel_run) runs 64
+// values a block, then 16, then one at a time: planes of 63 to 135 cells take
+// every mix of them (the shapes above have at most 63 cells a plane), against
+// PyTorch float64, nchw, preset 'paper' (box x/y and obj and classes by 'prob')
+// and clsTarget 'prob' with FM-NMS.
+maybe("'prob' blocks of 64, 16 and 1 against the PyTorch reference", () => {
+  const r = h.rng(0x64b);
+  const grids = [[1, 63], [8, 8], [1, 65], [9, 9], [1, 79], [8, 16], [13, 10], [9, 15]];
+  const cases = [];
+  for (const [api, variant] of [[{ preset: 'paper' }, { boxTarget: 'paper', objTarget: 'prob', clsTarget: 'prob', weighted: { obj: false } }],
+    [{ clsTarget: 'prob', fmNms: true }, { clsTarget: 'prob', fmNms: true }]]) {
+    grids.forEach(([H, W], i) => {
+      const shapes = [h.headShape('nchw', 2, 1, 3, H, W)];
+      const c = { id: `blk${cases.length}`, layout: 'nchw', numAnchors: 1, numClasses: 3, shapes, api, variant,
+        lambda: api.preset ? 1 : 10, compute: 'float64' };
+      Object.assign(c, h.makeHeads(r, shapes, 2.5 + i));
+      cases.push(c);
+    });
+  }
+  let want;
+  beforeAll(() => {
+    want = h.runTorchReference(cases);
+  });
+  test.each(cases.map((c) => [`${c.id} ${JSON.stringify(c.api)} ${c.shapes[0].join('x')}`, c.id]))('%s', (_name, id) => {
+    const c = cases.find((x) => x.id === id);
+    const got = distillationLoss(c.student, c.teacher, { numClasses: 3, numAnchors: 1, ...c.api });
+    const w = want[id];
+    h.expectRelClose(got.loss, w.loss, 1e-5, `${id} loss`, 1e-12);
+    got.grads.forEach((g, k) => h.expectArraysClose(g, w.grads[k], 1e-6, 1e-5, `${id} grad ${k}`));
+  });
+});
+
 describe('cell-major layouts against nchw, element by element', () => {
   // value (b, a, y, x, k) of a head in each layout
   const index = {
