@@ -1504,12 +1504,13 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     fits[l] = static_cast<int64_t>(a == 0.0) | (static_cast<int64_t>(a >= 0x1p-60) & static_cast<int64_t>(a <= 0x1p60));
   }
   if (g) {
-    // In fp32 where every lane's factor is 0 or within [2^-60, 2^60]: f (w
+    // In fp32 for a cell whose factor is 0 or within [2^-60, 2^60]: f (w
     // (h - x)) has its products' rounding (w (h - x) rounded where it is a
     // normal float, which it is unless the element is below 2^-66 f: an
     // absolute error under 2^-150 f), and the element is as small as the
     // double path would round it. Otherwise (NaN / Inf cells, extreme
-    // coefficients) in double.
+    // coefficients or weights) in double. One loop for a group whose every
+    // factor fits, the usual case.
     float ff[kL], xf[kL];
     for (int l = 0; l < kL; ++l) {
       ff[l] = static_cast<float>(fs[l]);
