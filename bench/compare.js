@@ -2,7 +2,7 @@
 'use strict';
 // Two builds side by side in one process, timings interleaved (A B A B ...),
 // medians, 2 threads, caller-owned gradOut: every workload of `npm run bench`
-// (a, b, c, d, e, v, f) plus nhwc and two KL rows with the student near its
+// (a, b, c, d, e, v, f) plus nhwc (the default and clsTarget 'kl') and two KL rows with the student near its
 // teacher ('near'), and whether the two builds' results (loss and
 // every gradient bit) are identical. For "no slowdown, same results" checks of
 // a kernel change:
@@ -44,6 +44,7 @@ const rows = [
   ['v: fmNms', 80, 'nchw', yolo(16, 80, 640, 'nchw'), { fmNms: true }],
   ["v: preset 'paper' + fmNms", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { preset: 'paper', fmNms: true }],
   ["v: weighted {cls: false}, nahwc", 80, 'nahwc', yolo(16, 80, 640, 'nahwc'), { weighted: { cls: false } }],
+  ["v: clsTarget 'kl', nhwc", 80, 'nhwc', yolo(16, 80, 640, 'nhwc'), { clsTarget: 'kl' }],
   ['f: anchor-free YOLOv8s 640, B=16', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }],
   ["f: anchor-free, clsTarget 'kl'", 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', clsTarget: 'kl' }],
   ['f: anchor-free, fmNms', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', fmNms: true }],
