@@ -204,28 +204,27 @@ YD_HD S variant_element(int kind, S p, S t, S* loss) {
 // variant_element, or a block at a time by the CPU kernel).
 template <typename S>
 YD_HD S variant_element_e(int kind, S p, S t, S ep, S et, S* loss, const S* em) {
-  {  // kind: kKindProb or kKindBce
-    // 1 / (1 + e_p) and 1 / (1 + e_t) from one division (each factor in [1, 2]).
-    const S np = S(1) + ep, nt = S(1) + et, r = S(1) / (np * nt);
-    const S dp = nt * r, dt = np * r;
-    const S sp = p >= S(0) ? dp : ep * dp;  // sigma(p)
-    const S sp_neg = p >= S(0) ? ep * dp : dp;  // sigma(-p)
-    const S st = t >= S(0) ? dt : et * dt;  // sigma(t)
-    const S st_neg = t >= S(0) ? et * dt : dt;  // sigma(-t)
-    // sigma(p) - sigma(t) without cancellation: for |p - t| <= 1 as
-    // -sigma(p) sigma(-t) expm1(t - p); else from the smaller pair
-    // (sigma(-t) - sigma(-p) when both lean positive).
-    const S gap = t - p;
-    const S near = -(sp * st_neg) * (em ? *em : expm1_(gap));
-    const S far = p + t > S(0) ? st_neg - sp_neg : sp - st;
-    const S d = std::fabs(gap) <= S(1) ? near : far;  // NaN: far
-    if (kind == kKindProb) {
-      *loss = d * d;
-      return S(2) * d * (sp * sp_neg);
-    }
-    *loss = log1p_(ep) + (p >= S(0) ? p * st_neg : -p * st);
-    return d;
+  // kind: kKindProb or kKindBce
+  // 1 / (1 + e_p) and 1 / (1 + e_t) from one division (each factor in [1, 2]).
+  const S np = S(1) + ep, nt = S(1) + et, r = S(1) / (np * nt);
+  const S dp = nt * r, dt = np * r;
+  const S sp = p >= S(0) ? dp : ep * dp;  // sigma(p)
+  const S sp_neg = p >= S(0) ? ep * dp : dp;  // sigma(-p)
+  const S st = t >= S(0) ? dt : et * dt;  // sigma(t)
+  const S st_neg = t >= S(0) ? et * dt : dt;  // sigma(-t)
+  // sigma(p) - sigma(t) without cancellation: for |p - t| <= 1 as
+  // -sigma(p) sigma(-t) expm1(t - p); else from the smaller pair
+  // (sigma(-t) - sigma(-p) when both lean positive).
+  const S gap = t - p;
+  const S near = -(sp * st_neg) * (em ? *em : expm1_(gap));
+  const S far = p + t > S(0) ? st_neg - sp_neg : sp - st;
+  const S d = std::fabs(gap) <= S(1) ? near : far;  // NaN: far
+  if (kind == kKindProb) {
+    *loss = d * d;
+    return S(2) * d * (sp * sp_neg);
   }
+  *loss = log1p_(ep) + (p >= S(0) ? p * st_neg : -p * st);
+  return d;
 }
 
 // The variant kernels' coefficients: d loss / d (element derivative) per term,

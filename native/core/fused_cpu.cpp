@@ -1133,63 +1133,53 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
           }
         }
       };
-      auto block16 = [&](int64_t j0) __attribute__((always_inline)) {
-        blockn(j0, std::integral_constant<int, 16>{});
-      };
-      // The next channel's run (and next_run when kNext: a loop of its own, so
-      // that the other calls' loop stays as it was). 'prob' 64 values a block:
-      // each pass then runs over four independent vectors, whose exponentials'
-      // dependency chains overlap (with 16, one vector's chain of some 40
-      // dependent operations per pass left the core waiting: preset 'paper'
-      // 0.91-0.94x its time, paper + fmNms 0.93-0.96x, bench/compare.js, and
-      // 0.85-0.88x in cache, bench/in-cache.js; 32 took half that gain, 128
-      // (arrays of 1.5 KB) was 13x slower: GCC no longer kept the block inline).
+      // 'prob' 64 values a block: each pass then runs over four independent
+      // vectors, whose exponentials' dependency chains overlap (with 16, one
+      // vector's chain of some 40 dependent operations per pass left the core
+      // waiting: preset 'paper' 0.91-0.94x its time, paper + fmNms
+      // 0.93-0.96x, bench/compare.js, and 0.85-0.88x in cache,
+      // bench/in-cache.js; 32 took half that gain, 128 (arrays of 1.5 KB) was
+      // 13x slower: GCC no longer kept the block inline).
       constexpr int kBlock = kKind == Target::Prob ? 64 : 16;
-      auto blocks = [&](auto next) __attribute__((always_inline)) {
-        constexpr bool kNext = decltype(next)::value;
+      // The contiguous run from j0 on, kBlock values a block then 16 (the same
+      // element math either way), calling prefetch(j, blk) for each 16 values
+      // at j, the blk-th such group of the run.
+      auto each_block = [&](auto prefetch) __attribute__((always_inline)) {
+        int64_t blk = 0;
         if constexpr (kBlock > 16) {
           for (; j0 + kBlock <= len; j0 += kBlock) {
-            for (int q = 0; q < kBlock; q += 16) {
-              __builtin_prefetch(p + j0 + q + pf, 0, 1);
-              __builtin_prefetch(t + j0 + q + pf, 0, 1);
-              __builtin_prefetch(g + j0 + q + pf, 1, 1);
-              if constexpr (kNext) {
-                if (j0 + q < next_len) __builtin_prefetch(next_run + j0 + q, 0, 1);
-              }
-            }
-            blockn(j0, std::integral_constant<int, kBlock>{});
-          }
-        }
-        for (; j0 + 16 <= len; j0 += 16) {
-          __builtin_prefetch(p + j0 + pf, 0, 1);
-          __builtin_prefetch(t + j0 + pf, 0, 1);
-          __builtin_prefetch(g + j0 + pf, 1, 1);
-          if constexpr (kNext) {
-            if (j0 < next_len) __builtin_prefetch(next_run + j0, 0, 1);
-          }
-          block16(j0);
-        }
-      };
-      if (pf != 0 && step == 1) {
-        if (next_run) {
-          blocks(std::true_type{});
-        } else {
-          blocks(std::false_type{});
-        }
-      } else if (ahead && step == 1) {
-        int64_t blk = 0;  // 16 values each
-        if constexpr (kBlock > 16) {
-          for (; j0 + kBlock <= len; j0 += kBlock) {
-            for (int q = 0; q < kBlock; q += 16, ++blk) prefetch_ahead(*ahead, blk);
+            for (int q = 0; q < kBlock; q += 16, ++blk) prefetch(j0 + q, blk);
             blockn(j0, std::integral_constant<int, kBlock>{});
           }
         }
         for (; j0 + 16 <= len; j0 += 16, ++blk) {
-          prefetch_ahead(*ahead, blk);
-          block16(j0);
+          prefetch(j0, blk);
+          blockn(j0, std::integral_constant<int, 16>{});
         }
+      };
+      // The next channel's run (and next_run when kNext: a loop of its own, so
+      // that the other calls' loop stays as it was).
+      auto next_channel = [&](auto next) __attribute__((always_inline)) {
+        constexpr bool kNext = decltype(next)::value;
+        each_block([&](int64_t j, int64_t) __attribute__((always_inline)) {
+          __builtin_prefetch(p + j + pf, 0, 1);
+          __builtin_prefetch(t + j + pf, 0, 1);
+          __builtin_prefetch(g + j + pf, 1, 1);
+          if constexpr (kNext) {
+            if (j < next_len) __builtin_prefetch(next_run + j, 0, 1);
+          }
+        });
+      };
+      if (pf != 0 && step == 1) {
+        if (next_run) {
+          next_channel(std::true_type{});
+        } else {
+          next_channel(std::false_type{});
+        }
+      } else if (ahead && step == 1) {
+        each_block([&](int64_t, int64_t blk) __attribute__((always_inline)) { prefetch_ahead(*ahead, blk); });
       } else if (step == 1) {
-        for (; j0 + 16 <= len; j0 += 16) block16(j0);
+        each_block([](int64_t, int64_t) __attribute__((always_inline)) {});
       }
       for (int64_t j = j0; j < len; ++j) {
         const float d = element(j);
@@ -1391,7 +1381,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
                                                     double* __restrict xo, double* __restrict ro,
                                                     float* __restrict so, int64_t avail, UnitStreams* later) {
   const int64_t sc = kUnit ? 1 : step_c;
-  // 1. The teacher's maximum; class 0's values, the origin of u.
+  // 1. The teacher's maximum.
   float mt[kL];
   if constexpr (kUnit && kL == 16) {
     // In GCC's vector extension: GCC 12 leaves a loop of 16 independent max
@@ -1486,12 +1476,12 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   int32_t near_l[kL];  // per lane, then and-ed: a && chain over the lanes kept this loop scalar
   for (int l = 0; l < kL; ++l) {
     mid[l] = mu[l] / static_cast<float>(sw[l]);
-    const float big = std::max(std::fabs(lo[l]), std::fabs(hi[l]));
-    so[l] = ((hi[l] - lo[l]) + margin * big) * itau;
+    const float slack = margin * std::max(std::fabs(lo[l]), std::fabs(hi[l]));
+    so[l] = ((hi[l] - lo[l]) + slack) * itau;
     // |a_c - mid| <= max(|hi - mid|, |mid - lo|) for every class (each fp32
     // difference and product rounds by at most 2^-24 of itself: inside
     // kNearSpan's 1 % slack); about half the span where mid is mid-range.
-    const float reach = (std::max(std::fabs(hi[l] - mid[l]), std::fabs(mid[l] - lo[l])) + margin * big) * itau;
+    const float reach = (std::max(std::fabs(hi[l] - mid[l]), std::fabs(mid[l] - lo[l])) + slack) * itau;
     near_l[l] = reach <= kNearSpan ? 1 : 0;  // NaN: 0
   }
   int32_t near_all = 1;
