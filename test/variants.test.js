@@ -211,6 +211,45 @@ maybe("'prob' blocks of 64, 16 and 1 against the PyTorch reference", () => {
   });
 });
 
+// The KL steps take four 16-cell groups side by side where a cell has 32 or
+// more classes (a class read and written across 64 cells at once), single
+// groups after them and a padded group for a unit's last cells; every cell's
+// results must be what a lone group gives. Planes of 63 to 225 cells (every mix
+// of the three), with 40 classes (side by side) and 20 (single groups), some
+// cells' teacher objectness at -80 (a gradient factor under 2^-60: the
+// per-lane double path inside a side-by-side block) and some students far off.
+maybe('KL groups side by side, alone and padded against the PyTorch reference', () => {
+  const r = h.rng(0x4b4c);
+  const grids = [[1, 63], [8, 8], [9, 9], [1, 130], [12, 12], [15, 15]];
+  const cases = [];
+  for (const [C, tau] of [[40, 1.5], [20, 0.7]]) {
+    grids.forEach(([H, W], i) => {
+      const shapes = [h.headShape('nchw', 2, 1, C, H, W)];
+      const c = { id: `klq${cases.length}`, layout: 'nchw', numAnchors: 1, numClasses: C, shapes,
+        api: { clsTarget: 'kl', temperature: tau }, variant: { clsTarget: 'kl', temperature: tau },
+        lambda: 10, compute: 'float64' };
+      Object.assign(c, h.makeHeads(r, shapes, 2.5 + i));
+      const P = c.student[0].data, T = c.teacher[0].data, cells = H * W, K = 5 + C;
+      for (let b = 0; b < 2; b++) {
+        for (let j = i % 5; j < cells; j += 13) T[(b * K + 4) * cells + j] = -80;
+        for (let j = 3; j < cells; j += 17) for (let k = 5; k < K; k++) P[(b * K + k) * cells + j] += 25;
+      }
+      cases.push(c);
+    });
+  }
+  let want;
+  beforeAll(() => {
+    want = h.runTorchReference(cases);
+  });
+  test.each(cases.map((c) => [`${c.id} C=${c.numClasses} ${c.shapes[0].join('x')}`, c.id]))('%s', (_name, id) => {
+    const c = cases.find((x) => x.id === id);
+    const got = distillationLoss(c.student, c.teacher, { numClasses: c.numClasses, numAnchors: 1, ...c.api });
+    const w = want[id];
+    h.expectRelClose(got.loss, w.loss, 1e-5, `${id} loss`, 1e-12);
+    got.grads.forEach((g, k) => h.expectArraysClose(g, w.grads[k], 1e-6, 1e-5, `${id} grad ${k}`));
+  });
+});
+
 describe('cell-major layouts against nchw, element by element', () => {
   // value (b, a, y, x, k) of a head in each layout
   const index = {

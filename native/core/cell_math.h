@@ -16,6 +16,13 @@
 #else
 #define YD_HD inline
 #endif
+// The same, and on the host always inlined (a helper of the CPU kernels' vectorized
+// loops, where a call would keep the loop scalar).
+#if defined(__CUDACC__)
+#define YD_HD_INLINE YD_HD
+#else
+#define YD_HD_INLINE inline __attribute__((always_inline))
+#endif
 
 namespace yd {
 
@@ -301,7 +308,7 @@ YD_HD float kl_gap(float e) {
 // the host vlog1p (its series holds on [-0.5, 1]) and, above 1, the log of
 // 1 + x (KL >= log 2 there: the rounding of 1 + x is negligible), both
 // vectorizable; the CUDA math library's log1p on the device.
-YD_HD double kl_log1p(double x) {
+YD_HD_INLINE double kl_log1p(double x) {
 #if defined(__CUDA_ARCH__)
   return ::log1p(x);
 #else
