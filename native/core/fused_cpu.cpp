@@ -1362,19 +1362,21 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
   }
 }
 
-// The steps for kL cells (lanes) at once, cell l's value c at
-// base + c * step_k + l * step_c (step_c == 1 when kUnit): every per-cell
-// quantity stays in registers while the classes go by (a block-wide array
-// of each was loaded and stored once per class: a third of the time).
-// wb, ub, lb: n * kL values each (teacher weights, a then expm1(-e), al);
-// xo, ro, so: per cell, x, r / S and the span of d with its margin (step
+// The steps for kQ groups of kL cells (lanes) at once, cell l of group q's
+// value c at base + c * step_k + (q kL + l) * step_c (step_c == 1 when
+// kUnit): every per-cell quantity stays in registers while the classes go
+// by (a block-wide array of each was loaded and stored once per class: a
+// third of the time; with four groups GCC keeps some in the stack frame).
+// wbq, ubq, lbq: kQ * n * kL values each, group q's n * kL from q n kL on
+// (teacher weights, a then expm1(-e), al); m, xo, ro, so: kQ * kL cells'
+// weights, and per cell x, r / S and the span of d with its margin (step
 // 2). avail (kUnit): cells of the unit from this group's first on, for the
 // prefetches of step 2, which stay within them. itau: 1 / tau as a float
 // (where it is not a normal one, kl_block_f32_body keeps no cell's results).
 constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2 (kQ == 1)
 constexpr int kKlLanes = 16;
 // f(std::integral_constant<int, q>) for q = 0 .. kQ - 1, each call inlined with
-// its q a constant (so per-sub-group arrays indexed by q stay in registers).
+// its q a constant (so that arrays indexed by q can stay in registers).
 template <int kQ, typename F, int... kIs>
 __attribute__((always_inline)) inline void for_each_q(F&& f, std::integer_sequence<int, kIs...>) {
   (f(std::integral_constant<int, kIs>{}), ...);
