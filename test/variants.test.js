@@ -211,7 +211,7 @@ maybe("'prob' blocks of 64, 16 and 1 against the PyTorch reference", () => {
   });
 });
 
-// The KL steps take four 16-cell groups side by side where a cell has 32 or
+// The KL steps take four 16-cell groups side by side where a cell has 40 or
 // more classes (a class read and written across 64 cells at once), single
 // groups after them and a padded group for a unit's last cells; every cell's
 // results must be what a lone group gives. Planes of 63 to 225 cells (every mix

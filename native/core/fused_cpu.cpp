@@ -1621,7 +1621,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
 
 
 constexpr int kKlSide = 4;  // groups side by side (kl_group's kQ)
-constexpr int64_t kKlSideClasses = 32;
+constexpr int64_t kKlSideClasses = 40;
 template <bool kUnit>
 __attribute__((always_inline)) inline double kl_block_f32_body(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
@@ -1645,8 +1645,11 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   float sb[kKlBlock];
   int64_t j = 0;
   if constexpr (kUnit) {
-    // Four groups side by side where a cell has many classes (the box KL's 16
-    // bins a side keep single groups: 1.07x its time side by side).
+    // Four groups side by side where a cell has 40 classes or more: on YOLOv5s
+    // heads at 640 (B = 16, 2 threads) C = 80 took 0.87-0.91x its time so, C =
+    // 40 to 365 0.95-1.02x, C = 32 1.06-1.07x and C = 20-24 1.06-1.09x; the box
+    // KL's 16 bins a side 1.07x (BENCHMARKS.md, the KL's reads in runs of four
+    // lines).
     if (n >= kKlSideClasses) {
       for (; j + kKlSide * kKlLanes <= len; j += kKlSide * kKlLanes) {
         kl_group<kKlSide, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
