@@ -1396,10 +1396,10 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   // kQ groups of kL cells side by side (kQ > 1: kUnit only), their classes
   // read and their gradients written a class at a time across all kQ * kL
   // cells: runs of kQ lines per class plane, where one group alone reads and
-  // writes a line per plane and moves on (the memory system streams 4-line runs
-  // of 240 planes at about the floor's rate, 1-line runs at 0.7x it:
-  // bench/plane-runs.c). Every cell's arithmetic is the same as in a group
-  // alone: the same bits.
+  // writes a line per plane and moves on (at 2 threads the memory system takes
+  // 1.1-1.2x the floor's time for 4-line runs across 240 planes, 1.4x for
+  // 1-line runs: bench/plane-runs.c). Every cell's arithmetic is the same as
+  // in a group alone: the same bits.
   constexpr int kL = kKlLanes;
   static_assert(kQ == 1 || kUnit, "side-by-side groups need unit-stride cells");
   const int64_t sc = kUnit ? 1 : step_c;
