@@ -16,12 +16,12 @@
 #else
 #define YD_HD inline
 #endif
-// The same, and on the host always inlined (a helper of the CPU kernels' vectorized
-// loops, where a call would keep the loop scalar).
+// The same, and on the host always inlined as vec_math.h's helpers are (one used
+// in the CPU kernels' vectorized loops, where a call would keep the loop scalar).
 #if defined(__CUDACC__)
 #define YD_HD_INLINE YD_HD
 #else
-#define YD_HD_INLINE inline __attribute__((always_inline))
+#define YD_HD_INLINE YD_VEC_INLINE
 #endif
 
 namespace yd {

@@ -1377,13 +1377,13 @@ constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2
 constexpr int kKlLanes = 16;
 // f(std::integral_constant<int, q>) for q = 0 .. kQ - 1, each call inlined with
 // its q a constant (so that arrays indexed by q can stay in registers).
-template <int kQ, typename F, int... kIs>
-__attribute__((always_inline)) inline void for_each_q(F&& f, std::integer_sequence<int, kIs...>) {
+template <typename F, int... kIs>
+__attribute__((always_inline)) inline void for_each_index(F&& f, std::integer_sequence<int, kIs...>) {
   (f(std::integral_constant<int, kIs>{}), ...);
 }
 template <int kQ, typename F>
 __attribute__((always_inline)) inline void for_each_q(F&& f) {
-  for_each_q<kQ>(f, std::make_integer_sequence<int, kQ>{});
+  for_each_index(f, std::make_integer_sequence<int, kQ>{});
 }
 template <int kQ, bool kUnit>
 __attribute__((always_inline)) inline void kl_group(const float* __restrict p, const float* __restrict t,
@@ -1525,6 +1525,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   //    kl_gap_bounded's range) on every cell kl_cells keeps.
   constexpr float kNearSpan = 0.99f;
   const float margin = static_cast<float>(n + 2) * 0x1p-24f;
+  double inv_s[kQ][kL];  // 1 / S per cell (x and r / S here, the gradient factor below)
   for (int q = 0; q < kQ; ++q) {
     float mid[kL];
     int32_t near_l[kL];  // per lane, then and-ed: a && chain over the lanes kept this loop scalar
@@ -1554,10 +1555,10 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     // 4. Per cell: x and r / S (the KL from them: kl_block_f32_body, over the
     //    block), the gradient factor coef * m * tau / (S (1 + x)).
     for (int l = 0; l < kL; ++l) {
-      const double inv_s = 1.0 / sw[q][l];
-      const double x = (gs[l] - rs[l]) * inv_s;
+      inv_s[q][l] = 1.0 / sw[q][l];
+      const double x = (gs[l] - rs[l]) * inv_s[q][l];
       xo[q * kL + l] = x;
-      ro[q * kL + l] = rs[l] * inv_s;
+      ro[q * kL + l] = rs[l] * inv_s[q][l];
     }
   }
   if (g) {
@@ -1568,7 +1569,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
     for (int q = 0; q < kQ; ++q) {
       for (int l = 0; l < kL; ++l) {
         const double x = xo[q * kL + l];
-        fs[q][l] = kl_centred_factor(coef * static_cast<double>(m[q * kL + l]), tau, 1.0 / sw[q][l], x);
+        fs[q][l] = kl_centred_factor(coef * static_cast<double>(m[q * kL + l]), tau, inv_s[q][l], x);
         // In this loop: a loop of its own (or a && chain) compiled to a chain of
         // scalar compares, 7 % of the box KL's time (perf).
         const double a = std::fabs(fs[q][l]);
