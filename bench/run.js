@@ -204,11 +204,27 @@ function runWorkload(w) {
     const floorFn = () => {
       for (let s = 0; s < w.shapes.length; s++) native.streamingFloor(student[s].data, teacher[s].data, gradOut[s], threads);
     };
+    // The same formula's arithmetic: its call on heads of the same kind that fit
+    // in cache (B = 2 at 320x320: 12.9 MB for student, teacher and gradient),
+    // per value, right after the row's timed pairs. Over the row's floor per
+    // value it is what "x floor" would read if memory cost nothing beyond the
+    // floor (bench/bound.js, round by round): the compute-bound rows' bound in
+    // this run's memory moment.
+    const smallShapes = w.shapes.map((s) => [2, s[1], s[2] / 2, s[3] / 2]);
+    const smallValues = smallShapes.reduce((a, s) => a + numel(s), 0);
+    const small = {
+      student: smallShapes.map((shape, s) => ({ data: fill(numel(shape), 11 + s), shape })),
+      teacher: smallShapes.map((shape, s) => ({ data: fill(numel(shape), 101 + s), shape })),
+      gradOut: smallShapes.map((s) => new Float32Array(numel(s))),
+    };
     for (const [label, extra] of w.variants) {
       progress(`[${w.id}] ${label}`);
       const callOpts = { ...opts, ...extra, threads, gradOut };
       const [fused, floor] = timePair(() => yd.distillationLoss(student, teacher, callOpts), floorFn, { runs: Math.min(RUNS, 5) });
-      add(`fused, ${label}`, threads, fused, { floorMedian: floor.median });
+      const smallOpts = { ...opts, ...extra, threads, gradOut: small.gradOut };
+      const inCache = time(() => yd.distillationLoss(small.student, small.teacher, smallOpts), { warmup: 20, runs: 9, inner: 10 });
+      const arithVsFloor = (inCache.median / smallValues) / (floor.median / values);
+      add(`fused, ${label}`, threads, fused, { floorMedian: floor.median, arithVsFloor, note: `arithmetic ${arithVsFloor.toFixed(2)}× floor` });
     }
     if (tty) process.stdout.write('\r\x1b[K');
     for (const r of rows) {
@@ -282,7 +298,7 @@ function table(results) {
       lines.push(
         `| ${w.id} | ${r.impl} | ${r.threads} | ${fmtMs(r.median)} | ${fmtMs(r.min)} – ${fmtMs(r.max)} | ` +
           `${r.gbPerS.toFixed(2)} | ${r.vsFloor.toFixed(2)} | ${r.speedupVsEager ? r.speedupVsEager.toFixed(1) + '×' : '–'} | ` +
-          `${r.rssGrowthMb !== undefined ? `RSS growth over timed calls ${r.rssGrowthMb.toFixed(1)} MB` : ''}${r.peakRssMb !== undefined ? `Python peak RSS ${r.peakRssMb.toFixed(0)} MB` : ''} |`,
+          `${r.rssGrowthMb !== undefined ? `RSS growth over timed calls ${r.rssGrowthMb.toFixed(1)} MB` : ''}${r.peakRssMb !== undefined ? `Python peak RSS ${r.peakRssMb.toFixed(0)} MB` : ''}${r.note || ''} |`,
       );
     }
   }
