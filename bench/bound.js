@@ -19,7 +19,7 @@
 const path = require('path');
 const m = require(path.join(__dirname, '..'));
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
-const { numel, heads, median, timeMs } = require('./common');
+const { numel, heads, median, timeMs, nsPerValue } = require('./common');
 
 const argv = process.argv.slice(2);
 const at = argv.indexOf('--rounds');
@@ -54,19 +54,12 @@ for (let round = 0; round < ROUNDS; round++) {
     const [name, extra] = W[r];
     const kind = extra.head === 'anchorFree' ? 'free' : 'yolo';
     const s = small[kind], f = full[kind];
-    const inCache = call(s, extra);
-    for (let i = 0; i < 20; i++) inCache();
-    const c = [];
-    for (let i = 0; i < 9; i++) {
-      const t0 = process.hrtime.bigint();
-      for (let j = 0; j < 10; j++) inCache();
-      c.push(Number(process.hrtime.bigint() - t0) / 10 / s.values);
-    }
+    const nc = nsPerValue(call(s, extra), s.values, 10);
     const fused = call(f, extra), floor = floorOf(f);
     for (let i = 0; i < 3; i++) { fused(); floor(); }  // the full arrays resident again
     const a = [], b = [];
     for (let i = 0; i < 7; i++) { a.push(timeMs(fused) * 1e6 / f.values); b.push(timeMs(floor) * 1e6 / f.values); }
-    const nc = median(c), na = median(a), nb = median(b);
+    const na = median(a), nb = median(b);
     console.log(`${name.padEnd(26)} ${String(round).padStart(5)}  ${nc.toFixed(3).padStart(8)}  ${na.toFixed(3).padStart(7)}  ` +
       `${nb.toFixed(3).padStart(8)}  ${(nc / nb).toFixed(2).padStart(11)}  ${(na / nb).toFixed(2).padStart(10)}`);
   }
