@@ -1620,7 +1620,6 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   }
 }
 
-
 constexpr int kKlSide = 4;  // groups side by side (kl_group's kQ)
 constexpr int64_t kKlSideClasses = 40;
 template <bool kUnit>
@@ -1648,9 +1647,9 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   if constexpr (kUnit) {
     // Four groups side by side where a cell has 40 classes or more: on YOLOv5s
     // heads at 640 (B = 16, 2 threads) C = 80 took 0.87-0.91x its time so, C =
-    // 40 to 365 0.95-1.02x, C = 32 1.06-1.07x and C = 20-24 1.06-1.09x; the box
-    // KL's 16 bins a side 1.07x (BENCHMARKS.md, the KL's reads in runs of four
-    // lines).
+    // 56 to 365 0.93-1.0x, C = 40-48 1.0-1.03x, C = 32 1.03-1.07x and C =
+    // 20-24 1.11x; the box KL's 16 bins a side 1.07-1.08x (BENCHMARKS.md, the
+    // KL's reads in runs of four lines).
     if (n >= kKlSideClasses) {
       for (; j + kKlSide * kKlLanes <= len; j += kKlSide * kKlLanes) {
         kl_group<kKlSide, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
@@ -1659,8 +1658,8 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     }
   }
   for (; j + kKlLanes <= len; j += kKlLanes) {
-    kl_group<1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef,
-                              wbuf.data(), ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
+    kl_group<1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
+                       lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
   if (j < len) {
     // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
@@ -1688,7 +1687,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
       }
     }
     kl_group<1, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, itau, ml, coef,
-                             wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
+                      wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
     for (int64_t l = 0; l < rest; ++l) {
       xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
       if (g) {
