@@ -163,11 +163,18 @@ function progress(msg) {
   else console.log(msg);
 }
 
+/** Student and teacher heads of the given shapes (fixed seeds) and gradOut arrays. */
+function makeHeads(shapes) {
+  return {
+    student: shapes.map((shape, s) => ({ data: fill(numel(shape), 11 + s), shape })),
+    teacher: shapes.map((shape, s) => ({ data: fill(numel(shape), 101 + s), shape })),
+    gradOut: shapes.map((s) => new Float32Array(numel(s))),
+  };
+}
+
 function runWorkload(w) {
   const values = w.shapes.reduce((a, s) => a + numel(s), 0);
-  const student = w.shapes.map((shape, s) => ({ data: fill(numel(shape), 11 + s), shape }));
-  const teacher = w.shapes.map((shape, s) => ({ data: fill(numel(shape), 101 + s), shape }));
-  const gradOut = w.shapes.map((s) => new Float32Array(numel(s)));
+  const { student, teacher, gradOut } = makeHeads(w.shapes);
   const opts = w.opts || { numClasses: w.C, numAnchors: A, layout: w.layout };
   const inner = w.tiny ? 2000 : 1;
   const rows = [];
@@ -212,11 +219,7 @@ function runWorkload(w) {
     // this run's memory moment.
     const smallShapes = w.shapes.map((s) => [2, s[1], s[2] / 2, s[3] / 2]);
     const smallValues = smallShapes.reduce((a, s) => a + numel(s), 0);
-    const small = {
-      student: smallShapes.map((shape, s) => ({ data: fill(numel(shape), 11 + s), shape })),
-      teacher: smallShapes.map((shape, s) => ({ data: fill(numel(shape), 101 + s), shape })),
-      gradOut: smallShapes.map((s) => new Float32Array(numel(s))),
-    };
+    const small = makeHeads(smallShapes);
     for (const [label, extra] of w.variants) {
       progress(`[${w.id}] ${label}`);
       const callOpts = { ...opts, ...extra, threads, gradOut };
@@ -224,7 +227,7 @@ function runWorkload(w) {
       const smallOpts = { ...opts, ...extra, threads, gradOut: small.gradOut };
       const inCache = time(() => yd.distillationLoss(small.student, small.teacher, smallOpts), { warmup: 20, runs: 9, inner: 10 });
       const arithVsFloor = (inCache.median / smallValues) / (floor.median / values);
-      add(`fused, ${label}`, threads, fused, { floorMedian: floor.median, arithVsFloor, note: `arithmetic ${arithVsFloor.toFixed(2)}× floor` });
+      add(`fused, ${label}`, threads, fused, { floorMedian: floor.median, arithVsFloor });
     }
     if (tty) process.stdout.write('\r\x1b[K');
     for (const r of rows) {
@@ -298,7 +301,8 @@ function table(results) {
       lines.push(
         `| ${w.id} | ${r.impl} | ${r.threads} | ${fmtMs(r.median)} | ${fmtMs(r.min)} – ${fmtMs(r.max)} | ` +
           `${r.gbPerS.toFixed(2)} | ${r.vsFloor.toFixed(2)} | ${r.speedupVsEager ? r.speedupVsEager.toFixed(1) + '×' : '–'} | ` +
-          `${r.rssGrowthMb !== undefined ? `RSS growth over timed calls ${r.rssGrowthMb.toFixed(1)} MB` : ''}${r.peakRssMb !== undefined ? `Python peak RSS ${r.peakRssMb.toFixed(0)} MB` : ''}${r.note || ''} |`,
+          `${r.rssGrowthMb !== undefined ? `RSS growth over timed calls ${r.rssGrowthMb.toFixed(1)} MB` : ''}${r.peakRssMb !== undefined ? `Python peak RSS ${r.peakRssMb.toFixed(0)} MB` : ''}` +
+          `${r.arithVsFloor !== undefined ? `arithmetic ${r.arithVsFloor.toFixed(2)}× floor` : ''} |`,
       );
     }
   }
