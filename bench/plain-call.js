@@ -5,13 +5,15 @@
 // gradOut, on workload (a) (YOLOv5s heads at 640x640, B = 16, C = 80, nchw),
 // 2 threads, timed back to back in one run, with the gradient memory recycled
 // and without; then RSS over many plain calls.
-//   node bench/plain-call.js [--calls N]
+//   node bench/plain-call.js [--calls N] [--batch B]
+// YOLO_DISTILL_V8_BUFFERS=0 in the environment: Node-API's external buffers
+// instead of V8 buffers (native/addon/grad_pool.cpp), for a side-by-side run.
 const m = require('../dist');
 const { heads, median, timeMs: time } = require('./common');
 
 const argv = process.argv.slice(2);
 const CALLS = Number(argv[argv.indexOf('--calls') + 1]) || 1000;
-const B = 16, C = 80, K = 3 * (5 + C);
+const B = Number(argv[argv.indexOf('--batch') + 1]) || 16, C = 80, K = 3 * (5 + C);
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
 const { student, teacher, gradOut } = heads(shapes);
 
@@ -21,7 +23,9 @@ const { student, teacher, gradOut } = heads(shapes);
 const o = { numClasses: C, threads: 2 };
 function phase(label) {
   const withOut = [], plain = [];
-  for (let i = 0; i < 3; i++) { m.distillationLoss(student, teacher, { ...o, gradOut }); m.distillationLoss(student, teacher, o); }
+  // Ten rounds first: the pool grows to what the loop needs (a new block is
+  // fresh memory, slow to fault in) before the timed ones.
+  for (let i = 0; i < 10; i++) { m.distillationLoss(student, teacher, { ...o, gradOut }); m.distillationLoss(student, teacher, o); }
   const p0 = m.gradientPool();
   for (let i = 0; i < 20; i++) {
     withOut.push(time(() => m.distillationLoss(student, teacher, { ...o, gradOut })));
@@ -29,7 +33,11 @@ function phase(label) {
   }
   const p1 = m.gradientPool();
   const a = median(withOut), b = median(plain);
-  console.log(`workload (a), ${label}: gradOut ${a.toFixed(2)} ms, plain call ${b.toFixed(2)} ms, plain / gradOut ${(b / a).toFixed(2)} (blocks reused ${p1.reused - p0.reused}, allocated ${p1.allocated - p0.allocated})`);
+  // The mean too: a collection lands on some calls only (one in three or so
+  // with the pool's buffers uncounted by V8), which the median leaves out.
+  const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;
+  const am = mean(withOut), bm = mean(plain);
+  console.log(`workload (a)${B === 16 ? '' : ` at B = ${B}`}, ${label}: gradOut ${a.toFixed(2)} ms, plain call ${b.toFixed(2)} ms, plain / gradOut ${(b / a).toFixed(2)}; means ${am.toFixed(2)} and ${bm.toFixed(2)} ms, ${(bm / am).toFixed(2)} (blocks reused ${p1.reused - p0.reused}, allocated ${p1.allocated - p0.allocated}; buffers: ${p1.buffers})`);
 }
 phase('recycled gradient memory');
 m.gradientPool({ maxBytes: 0 });

@@ -245,6 +245,15 @@ export interface GradientPoolInfo {
   /** Blocks handed out again, and blocks newly allocated, since the process started. */
   reused: number;
   allocated: number;
+  /**
+   * How gradient buffers are made: `'v8'`, through V8's API so that V8 does
+   * not count each one as new memory (the pool reports what is out past half
+   * its cap itself: a full collection every few calls instead of after every
+   * call of 64 MB or more); `'node-api'`, Node-API's external buffers (where
+   * the addon was built without Node's headers, the running Node is not the
+   * one built against, or YOLO_DISTILL_V8_BUFFERS=0). README "Calls without gradOut".
+   */
+  buffers: 'v8' | 'node-api';
 }
 
 /**

@@ -215,9 +215,9 @@ function valuesOf(a, dtype) {
  * caller's test instead of killing jest) and returns the JSON of its last
  * stdout line. A non-zero exit, a signal or glibc heap-check output fails.
  */
-function runScenario(script, name, timeout = 120000) {
+function runScenario(script, name, timeout = 120000, env = {}) {
   const { spawnSync } = require('child_process');
-  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout });
+  const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout, env: { ...process.env, ...env } });
   if (r.status !== 0 || r.signal) {
     throw new Error(`scenario ${name} failed: status ${r.status}, signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
   }

@@ -30,6 +30,9 @@ struct AddonData {
   // Blocks handed out by this environment, each with a weak reference to its
   // ArrayBuffer.
   std::vector<std::pair<PoolBlock*, napi_ref>> outstanding;
+  // Bytes of those blocks handed out over buffers V8 does not count and not
+  // reported to it (native/addon/grad_pool.cpp, "Buffers V8 does not count").
+  size_t quiet_bytes = 0;
   AddonData() = default;
   AddonData(const AddonData&) = delete;
   AddonData& operator=(const AddonData&) = delete;

@@ -7,10 +7,30 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <cstring>
+#include <memory>
 #include <string>
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#endif
+
+// The gradient buffers made through V8's own API (below, "Buffers V8 does not
+// count") need Node's headers: the build adds them where it finds them
+// (CMakeLists.txt, binding.gyp) and defines YD_V8_BUFFERS.
+#if defined(YD_V8_BUFFERS) && defined(__has_include)
+#if __has_include(<v8.h>) && __has_include(<node_version.h>) && __has_include(<dlfcn.h>)
+#include <dlfcn.h>
+#include <v8.h>
+// node_version.h defines NAPI_VERSION as the runtime's own; this file keeps
+// the build's (napi.h, included above, was compiled with it).
+#pragma push_macro("NAPI_VERSION")
+#undef NAPI_VERSION
+#include <node_version.h>
+#undef NAPI_VERSION
+#pragma pop_macro("NAPI_VERSION")
+#define YD_HAVE_V8_BUFFERS 1
+#endif
 #endif
 
 #include "addon_data.h"
@@ -27,6 +47,10 @@ struct PoolBlock {
   void* mem = nullptr;
   size_t bytes = 0;
   int v8_holds = 0;  // external ArrayBuffers over it whose finalizer has not run
+  // Handed out over a buffer V8 does not count (below): the bytes this block
+  // reported to V8 while it is out (0: it was one of the quiet ones).
+  bool uncounted = false;
+  int64_t reported = 0;
   enum State { kOut, kPooled, kOrphan } state = kOut;
 };
 
@@ -131,6 +155,139 @@ void on_buffer_released(napi_env /*env*/, void* /*data*/, void* hint) {
   if (release) free_block(b);
 }
 
+// ---------------------------------------------------------------------------
+// Buffers V8 does not count.
+//
+// V8 counts the memory of every ArrayBuffer it is handed with a deleter as
+// new external memory, and once that has grown by 64 MB since its last full
+// collection it starts another (Heap::ReportExternalMemoryPressure). Workload
+// (a)'s plain call hands out 137 MB of buffers, so every call started a full
+// collection, whose marking took the kernel's CPU (1.29-1.43x the gradOut
+// call: BENCHMARKS.md "The plain call"). A buffer whose deleter is V8's own
+// BackingStore::EmptyDeleter is not counted (V8 frees nothing for it). Our
+// blocks need no deleter: a block is taken back when its buffer's weak
+// reference is cleared, and none is shared with another buffer (marked
+// untransferable; the facade keeps the pool off where transfer() ignores the
+// mark), so once that buffer is unreachable nothing can reach the block.
+//
+// The pool then tells V8 itself what to collect for: the first half of its
+// cap handed out and not yet back costs V8 nothing; every block beyond that is
+// reported (napi_adjust_external_memory) while it is out, so a collection
+// comes after about half the cap's worth of dropped results instead of after
+// every 64 MB: on workload (a) one full collection per three plain calls
+// instead of one per call, and as many blocks out as the cap holds.
+//
+// Node-API has no such buffer, so this takes V8's API, which is bound to the
+// V8 build: only where the running Node's major version and V8 version are
+// those of the headers built against, with every function looked up at run
+// time (dlsym) so that a binary loaded under another Node still loads and uses
+// Node-API's external buffers (native/addon/grad_pool.h). The environment
+// variable YOLO_DISTILL_V8_BUFFERS=0 turns it off too.
+// ---------------------------------------------------------------------------
+#ifdef YD_HAVE_V8_BUFFERS
+struct V8Api {
+  using Current = v8::Isolate* (*)();
+  using NewStore = std::unique_ptr<v8::BackingStore> (*)(void*, size_t, v8::BackingStore::DeleterCallback, void*);
+  using NewBuffer = v8::Local<v8::ArrayBuffer> (*)(v8::Isolate*, std::shared_ptr<v8::BackingStore>);
+  using Version = const char* (*)();
+  Current current = nullptr;
+  NewStore new_store = nullptr;
+  NewBuffer new_buffer = nullptr;
+  v8::BackingStore::DeleterCallback empty_deleter = nullptr;
+  bool usable = false;
+};
+
+template <typename F>
+F lookup(const char* name) {
+  void* f = dlsym(RTLD_DEFAULT, name);
+  F out = nullptr;
+  static_assert(sizeof out == sizeof f, "function and data pointers differ");
+  std::memcpy(&out, &f, sizeof out);
+  return out;
+}
+
+// Resolved once per process (every environment shares one Node and one V8).
+const V8Api& v8_api(napi_env env) {
+  static const V8Api api = [env] {
+    V8Api a;
+    const char* off = std::getenv("YOLO_DISTILL_V8_BUFFERS");
+    if (off != nullptr && std::strcmp(off, "0") == 0) return a;
+    const napi_node_version* node = nullptr;
+    if (napi_get_node_version(env, &node) != napi_ok || node == nullptr || node->major != NODE_MAJOR_VERSION) return a;
+    const auto version = lookup<V8Api::Version>("_ZN2v82V810GetVersionEv");  // v8::V8::GetVersion()
+    if (version == nullptr) return a;
+    const std::string built = std::to_string(V8_MAJOR_VERSION) + "." + std::to_string(V8_MINOR_VERSION) + "." +
+                              std::to_string(V8_BUILD_NUMBER) + ".";
+    const char* running = version();
+    if (running == nullptr || std::strncmp(running, built.c_str(), built.size()) != 0) return a;
+    a.current = lookup<V8Api::Current>("_ZN2v87Isolate10GetCurrentEv");
+    a.new_store = lookup<V8Api::NewStore>("_ZN2v811ArrayBuffer15NewBackingStoreEPvmPFvS1_mS1_ES1_");
+    a.new_buffer = lookup<V8Api::NewBuffer>("_ZN2v811ArrayBuffer3NewEPNS_7IsolateESt10shared_ptrINS_12BackingStoreEE");
+    a.empty_deleter = lookup<v8::BackingStore::DeleterCallback>("_ZN2v812BackingStore12EmptyDeleterEPvmS1_");
+    a.usable = a.current != nullptr && a.new_store != nullptr && a.new_buffer != nullptr && a.empty_deleter != nullptr;
+    return a;
+  }();
+  return api;
+}
+
+// An ArrayBuffer over the block that V8 does not count, as a Node-API value
+// (Node's napi_value is its V8 handle's slot, v8impl::JsValueFromV8LocalValue;
+// the version check above pins the Node this holds for).
+napi_value uncounted_buffer(const V8Api& api, void* mem, size_t bytes) {
+  v8::Isolate* isolate = api.current();
+  if (isolate == nullptr) return nullptr;
+  std::unique_ptr<v8::BackingStore> store = api.new_store(mem, bytes, api.empty_deleter, nullptr);
+  if (!store) return nullptr;
+  const v8::Local<v8::ArrayBuffer> buffer = api.new_buffer(isolate, std::move(store));
+  if (buffer.IsEmpty()) return nullptr;
+  return reinterpret_cast<napi_value>(*buffer);
+}
+#endif
+
+bool uncounted_buffers(napi_env env) {
+#ifdef YD_HAVE_V8_BUFFERS
+  return v8_api(env).usable;
+#else
+  (void)env;
+  return false;
+#endif
+}
+
+// The pressure a block handed out over an uncounted buffer puts on V8 (see
+// above): nothing while the environment's quiet blocks stay within half the
+// cap, its size beyond.
+void report_handed_out(napi_env env, AddonData* data, PoolBlock* b) {
+  if (!b->uncounted) return;
+  size_t cap = 0;
+  {
+    std::lock_guard<std::mutex> lock(pool().mu);
+    cap = pool().max_bytes;
+  }
+  if (data->quiet_bytes + b->bytes <= cap / 2) {
+    data->quiet_bytes += b->bytes;
+    b->reported = 0;
+    return;
+  }
+  int64_t total = 0;
+  b->reported = napi_adjust_external_memory(env, static_cast<int64_t>(b->bytes), &total) == napi_ok
+                    ? static_cast<int64_t>(b->bytes)
+                    : 0;
+  if (b->reported == 0) data->quiet_bytes += b->bytes;
+}
+
+// b's buffer is gone: what it reported (or its share of the quiet ones) goes.
+void report_returned(napi_env env, AddonData* data, PoolBlock* b) {
+  if (!b->uncounted) return;
+  if (b->reported != 0) {
+    int64_t total = 0;
+    napi_adjust_external_memory(env, -b->reported, &total);
+  } else {
+    data->quiet_bytes -= b->bytes;
+  }
+  b->uncounted = false;
+  b->reported = 0;
+}
+
 // Blocks whose ArrayBuffer the collector has found unreachable go back.
 // Reading a weak reference whose buffer is still alive makes a local handle to
 // it, which would keep it alive through any collection until the current call
@@ -149,6 +306,7 @@ void poll(napi_env env, AddonData* data) {
     napi_close_handle_scope(env, scope);
     if (gone) {
       napi_delete_reference(env, out[i].second);
+      report_returned(env, data, out[i].first);
       give_back(out[i].first);
     } else {
       out[keep++] = out[i];
@@ -205,18 +363,38 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
 
   // Until it is listed as handed out, the block is an orphan: whatever throws
   // below leaves it to the finalizer (or frees it now when no buffer was made).
-  {
-    std::lock_guard<std::mutex> lock(pool().mu);
-    b->state = PoolBlock::kOrphan;
-    b->v8_holds += 1;
-  }
+  // A buffer V8 does not count has no finalizer: the block is V8's until its
+  // weak reference is cleared, and an orphan's only other way out is the
+  // environment's teardown (release_environment_blocks).
   napi_value ab = nullptr;
-  if (napi_create_external_arraybuffer(env, b->mem, bytes, on_buffer_released, b, &ab) != napi_ok) {
-    // e.g. a runtime that allows no external buffers: no finalizer will run,
-    // so the hold taken above is dropped here, as the finalizer would.
-    on_buffer_released(env, nullptr, b);
-    ad->recycle_gradients = false;
-    return plain_array(env, n, half, data);
+#ifdef YD_HAVE_V8_BUFFERS
+  if (uncounted_buffers(env)) {
+    {
+      std::lock_guard<std::mutex> lock(pool().mu);
+      b->state = PoolBlock::kOrphan;
+    }
+    ab = uncounted_buffer(v8_api(env), b->mem, bytes);
+    if (ab == nullptr) {
+      // Nothing was made over the block: it goes back as it came.
+      give_back(b);
+      return plain_array(env, n, half, data);
+    }
+    b->uncounted = true;
+  }
+#endif
+  if (ab == nullptr) {
+    {
+      std::lock_guard<std::mutex> lock(pool().mu);
+      b->state = PoolBlock::kOrphan;
+      b->v8_holds += 1;
+    }
+    if (napi_create_external_arraybuffer(env, b->mem, bytes, on_buffer_released, b, &ab) != napi_ok) {
+      // e.g. a runtime that allows no external buffers: no finalizer will run,
+      // so the hold taken above is dropped here, as the finalizer would.
+      on_buffer_released(env, nullptr, b);
+      ad->recycle_gradients = false;
+      return plain_array(env, n, half, data);
+    }
   }
   const Napi::ArrayBuffer buffer(env, ab);
   ad->mark_untransferable.Value().Call({buffer});  // throws on a JS exception: the block stays orphaned
@@ -234,6 +412,7 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
     std::lock_guard<std::mutex> lock(pool().mu);
     b->state = PoolBlock::kOut;
   }
+  report_handed_out(env, ad, b);
   *data = b->mem;
   if (half) return Napi::Uint16Array::New(env, n, buffer, 0);
   return Napi::Float32Array::New(env, n, buffer, 0);
@@ -241,7 +420,9 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
 
 void release_environment_blocks(AddonData* data) {
   // The environment is going away: its references are not touched (Node-API
-  // frees them with it); its blocks are never reused.
+  // frees them with it); its blocks are never reused. A block over a buffer V8
+  // does not count is freed now (no finalizer will come): no JavaScript runs
+  // in a torn-down environment, and V8 frees nothing for such a buffer.
   for (auto& entry : data->outstanding) {
     PoolBlock* b = entry.first;
     bool release = false;
@@ -302,6 +483,7 @@ Napi::Value GradientPool(const Napi::CallbackInfo& info) {
     r.Set("outstandingBlocks", Napi::Number::New(env, static_cast<double>(ad->outstanding.size())));
     r.Set("reused", Napi::Number::New(env, reused));
     r.Set("allocated", Napi::Number::New(env, allocated));
+    r.Set("buffers", Napi::String::New(env, uncounted_buffers(env) ? "v8" : "node-api"));
     return r;
   });
 }

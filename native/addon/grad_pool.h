@@ -19,7 +19,14 @@
 //  - V8 never reads or writes the contents of an external buffer; a block is
 //    freed only once every external ArrayBuffer made over it has run its
 //    finalizer (which Node-API defers to the event loop) and the pool does not
-//    keep it.
+//    keep it. Where the buffers are made through V8's API instead (grad_pool.cpp,
+//    "Buffers V8 does not count": V8 then neither counts nor frees them), there
+//    is no finalizer: the block is free once its buffer's weak reference is
+//    cleared (or its environment is torn down), since no other buffer shares it;
+//  - V8 counts the memory of a Node-API external buffer as new with every call,
+//    and 137 MB of them started a full collection per call; over V8's own
+//    buffers the pool reports only what is out past half its cap, so a
+//    collection comes every few calls (BENCHMARKS.md "The plain call").
 //
 // A recycled block holds an earlier call's gradient: only callers that write
 // every element (the loss kernels do; test/grad-pool.test.js checks it) may use

@@ -120,19 +120,32 @@ const scenarios = {
 
   // A loop of calls that never yields and never calls gc(): the collector's own
   // collections bring blocks back, so memory stays bounded.
-  loop_without_gc() {
+  async loop_without_gc() {
     const shape = [4, 3 * (5 + C), 80, 80]; // 26 MB of gradient per call
     const a = heads(shape, 'float32', 3);
     const opts = { numClasses: C };
+    // Full collections during the loop, counted by Node's 'gc' performance
+    // entries (delivered once the loop is over and the event loop turns).
+    const { PerformanceObserver, constants } = require('perf_hooks');
+    let majors = 0;
+    const seen = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) if (e.detail && e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors += 1;
+    });
+    seen.observe({ entryTypes: ['gc'] });
     const start = gradientPool();
     let maxOut = 0;
-    const calls = 40;
+    const calls = 60;
     for (let i = 0; i < calls; i++) {
       distillationLoss(a.student, a.teacher, opts);
       maxOut = Math.max(maxOut, gradientPool().outstandingBlocks);
     }
     const end = gradientPool();
-    return { calls, maxOutstanding: maxOut, allocated: end.allocated - start.allocated, reused: end.reused - start.reused };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    seen.disconnect();
+    return {
+      calls, bytes: h.numel(shape) * 4, maxBytes: end.maxBytes, buffers: end.buffers, majors,
+      maxOutstanding: maxOut, allocated: end.allocated - start.allocated, reused: end.reused - start.reused,
+    };
   },
 
   // Async calls without gradOut use the pool too and equal the sync call.
