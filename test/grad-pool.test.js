@@ -3,11 +3,10 @@
 // (native/addon/grad_pool.h, README "Calls without gradOut"). Each scenario
 // runs in its own child process with --expose-gc (test/safety/grad-pool.js),
 // so a crash fails its test instead of killing jest.
+const fs = require('fs');
 const path = require('path');
 const { runScenario } = require('./helpers');
 const { gradientPool } = require('..');
-
-const fs = require('fs');
 
 const script = path.join(__dirname, 'safety', 'grad-pool.js');
 const scenario = (name, env) => runScenario(script, name, 300000, env);

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <new>
-#include <cstring>
-#include <memory>
 #include <string>
 
 #if defined(__linux__)
@@ -255,14 +255,9 @@ bool uncounted_buffers(napi_env env) {
 
 // The pressure a block handed out over an uncounted buffer puts on V8 (see
 // above): nothing while the environment's quiet blocks stay within half the
-// cap, its size beyond.
-void report_handed_out(napi_env env, AddonData* data, PoolBlock* b) {
+// pool's cap, its size beyond.
+void report_handed_out(napi_env env, AddonData* data, PoolBlock* b, size_t cap) {
   if (!b->uncounted) return;
-  size_t cap = 0;
-  {
-    std::lock_guard<std::mutex> lock(pool().mu);
-    cap = pool().max_bytes;
-  }
   if (data->quiet_bytes + b->bytes <= cap / 2) {
     data->quiet_bytes += b->bytes;
     b->reported = 0;
@@ -368,12 +363,12 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
   // environment's teardown (release_environment_blocks).
   napi_value ab = nullptr;
 #ifdef YD_HAVE_V8_BUFFERS
-  if (uncounted_buffers(env)) {
+  if (const V8Api& api = v8_api(env); api.usable) {
     {
       std::lock_guard<std::mutex> lock(pool().mu);
       b->state = PoolBlock::kOrphan;
     }
-    ab = uncounted_buffer(v8_api(env), b->mem, bytes);
+    ab = uncounted_buffer(api, b->mem, bytes);
     if (ab == nullptr) {
       // Nothing was made over the block: it goes back as it came.
       give_back(b);
@@ -408,11 +403,13 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
     napi_delete_reference(env, weak);
     throw;
   }
+  size_t cap = 0;
   {
     std::lock_guard<std::mutex> lock(pool().mu);
     b->state = PoolBlock::kOut;
+    cap = pool().max_bytes;
   }
-  report_handed_out(env, ad, b);
+  report_handed_out(env, ad, b, cap);
   *data = b->mem;
   if (half) return Napi::Uint16Array::New(env, n, buffer, 0);
   return Napi::Float32Array::New(env, n, buffer, 0);
