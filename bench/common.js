@@ -59,11 +59,11 @@ function cFloorMs(values, runs, threads, inner) {
   return JSON.parse(r.stdout).ms;
 }
 
-/** Median ns per value of fn() over `values` values: 20 warm-up calls, then 15 timings of `calls` calls. */
-function nsPerValue(fn, values, calls) {
+/** Median ns per value of fn() over `values` values: 20 warm-up calls, then `timings` (15) timings of `calls` calls. */
+function nsPerValue(fn, values, calls, timings = 15) {
   for (let i = 0; i < 20; i++) fn();
   const ns = [];
-  for (let r = 0; r < 15; r++) {
+  for (let r = 0; r < timings; r++) {
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < calls; i++) fn();
     ns.push(Number(process.hrtime.bigint() - t0) / calls / values);
