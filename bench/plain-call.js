@@ -5,7 +5,9 @@
 // gradOut, on workload (a) (YOLOv5s heads at 640x640, B = 16, C = 80, nchw),
 // 2 threads, timed back to back in one run, with the gradient memory recycled
 // and without; then RSS over many plain calls.
-//   node bench/plain-call.js [--calls N] [--batch B]
+//   node bench/plain-call.js [--calls N] [--batch B] [--pool-mb M]
+// --pool-mb: the pool's cap (gradientPool maxBytes) in MiB for the recycled
+// phase and the RSS loop (default: the package's default cap).
 // YOLO_DISTILL_V8_BUFFERS=0 in the environment: Node-API's external buffers
 // instead of V8 buffers (native/addon/grad_pool.cpp), for a side-by-side run.
 const m = require('../dist');
@@ -14,6 +16,7 @@ const { heads, median, timeMs: time } = require('./common');
 const argv = process.argv.slice(2);
 const CALLS = Number(argv[argv.indexOf('--calls') + 1]) || 1000;
 const B = Number(argv[argv.indexOf('--batch') + 1]) || 16, C = 80, K = 3 * (5 + C);
+const POOL = argv.includes('--pool-mb') ? Number(argv[argv.indexOf('--pool-mb') + 1]) * 2 ** 20 : null;
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
 const { student, teacher, gradOut } = heads(shapes);
 
@@ -39,10 +42,11 @@ function phase(label) {
   const am = mean(withOut), bm = mean(plain);
   console.log(`workload (a)${B === 16 ? '' : ` at B = ${B}`}, ${label}: gradOut ${a.toFixed(2)} ms, plain call ${b.toFixed(2)} ms, plain / gradOut ${(b / a).toFixed(2)}; means ${am.toFixed(2)} and ${bm.toFixed(2)} ms, ${(bm / am).toFixed(2)} (blocks reused ${p1.reused - p0.reused}, allocated ${p1.allocated - p0.allocated}; buffers: ${p1.buffers})`);
 }
-phase('recycled gradient memory');
+m.gradientPool({ maxBytes: POOL });
+phase(`recycled gradient memory${POOL === null ? '' : ` (cap ${POOL / 2 ** 20} MiB)`}`);
 m.gradientPool({ maxBytes: 0 });
 phase('recycling off');
-m.gradientPool({ maxBytes: 512 * 2 ** 20 });
+m.gradientPool({ maxBytes: POOL });
 const rss = () => process.memoryUsage().rss / 2 ** 20;
 const samples = [];
 const t0 = Date.now();

@@ -235,7 +235,11 @@ export async function distillationLossAsync(
 export interface GradientPoolInfo {
   /** Whether calls of this thread hand out recycled memory (false: plain new arrays). */
   enabled: boolean;
-  /** Most bytes kept for reuse (all threads together). */
+  /**
+   * Most bytes kept for reuse (all threads together): the cap in force. Until
+   * one is set, the larger of 512 MiB and three times the largest call's new
+   * gradient arrays.
+   */
   maxBytes: number;
   /** Bytes kept for reuse now, and in how many blocks. */
   pooledBytes: number;
@@ -260,12 +264,14 @@ export interface GradientPoolInfo {
  * The memory behind the gradient arrays of calls without `gradOut` is
  * recycled: once the garbage collector finds such an array's buffer
  * unreachable, a later call of the same size reuses its memory (no page
- * faults, no zeroing). Arrays under 1 MiB are plain new arrays. Returns the
- * pool's state; `maxBytes` (default 512 MiB, all threads together) caps the
- * memory kept for reuse, and 0 turns recycling off and frees what is kept.
+ * faults, no zeroing). Arrays under 1 MiB are plain new arrays; a block no
+ * call has taken for 100 calls is freed. Returns the pool's state; `maxBytes`
+ * caps the memory kept for reuse (all threads together; by default the larger
+ * of 512 MiB and three times the largest call's new gradient arrays), 0 turns
+ * recycling off and frees what is kept, and `null` goes back to the default.
  * README "Calls without gradOut".
  */
-export function gradientPool(options?: { maxBytes?: number }): GradientPoolInfo {
+export function gradientPool(options?: { maxBytes?: number | null }): GradientPoolInfo {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     const err = new TypeError(`gradientPool: expected an options object or nothing, got ${options === null ? 'null' : typeof options}`) as TypeError & { code: string };
     err.code = 'ERR_INVALID_ARG_TYPE';

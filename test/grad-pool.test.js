@@ -108,6 +108,21 @@ test('gradientPool({ maxBytes }): 0 frees what is kept and turns recycling off; 
   expect(str).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE', 'gradientPool: maxBytes must be a number, got string "big"']);
 });
 
+test('the default cap follows the largest call; a cap set holds until maxBytes: null; blocks idle for 100 calls are freed', () => {
+  const out = scenario('cap_follows_calls');
+  expect(out.start).toBe(512 * 2 ** 20);
+  expect(out.bigBytes).toBe(3 * 85 * 400 * 400 * 4);
+  expect(out.followed).toBe(4 * out.bigBytes);
+  expect(out.pooledBig).toBeGreaterThanOrEqual(out.bigBytes);
+  expect(out.set).toBe(100 * 2 ** 20);
+  expect(out.setPooled).toBeLessThanOrEqual(100 * 2 ** 20);
+  expect(out.afterSet).toBe(100 * 2 ** 20);
+  expect(out.back).toBe(4 * out.bigBytes);
+  expect(out.pooledAgain).toBeGreaterThanOrEqual(out.bigBytes);
+  expect(out.after50).toBeGreaterThanOrEqual(out.bigBytes);
+  expect(out.after110).toBeLessThan(out.bigBytes);
+});
+
 test('workers that exit or are terminated with gradient arrays alive: no crash; the main thread goes on', () => {
   expect(scenario('workers').same).toBe(true);
 });

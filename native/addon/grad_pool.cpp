@@ -1,6 +1,7 @@
 // See grad_pool.h.
 #include "grad_pool.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -51,6 +53,7 @@ struct PoolBlock {
   // reported to V8 while it is out (0: it was one of the quiet ones).
   bool uncounted = false;
   int64_t reported = 0;
+  uint64_t pooled_at = 0;  // the pool's call count when it was last pooled
   enum State { kOut, kPooled, kOrphan } state = kOut;
 };
 
@@ -61,11 +64,28 @@ constexpr size_t kHuge = size_t{2} << 20;
 // handed out by one environment, new arrays are plain ones (no list to walk).
 constexpr size_t kMaxOutstanding = 256;
 
+// The cap on what the pool keeps: until gradientPool({ maxBytes }) sets one,
+// the larger of kDefaultCap and kCallsPerCap times the largest call's new
+// gradient arrays. A collection can hand back two calls' arrays at once (half
+// the cap goes out unreported to V8, "Buffers V8 does not count"): under a cap
+// of 512 MiB, B = 32 heads (274 MB a call) saw a tenth of their blocks freed
+// and allocated afresh every round, and the plain call read 1.21-1.33x the
+// gradOut call against 1.01-1.11x with room for three calls (BENCHMARKS.md,
+// "The pool's cap follows the calls"). A block that no call has taken for
+// kIdleCalls calls is freed, so that a one-off large call leaves nothing
+// behind for long.
+constexpr size_t kDefaultCap = size_t{512} << 20;
+constexpr size_t kCallsPerCap = 4;
+constexpr uint64_t kIdleCalls = 100;
+
 struct Pool {
   std::mutex mu;
   std::multimap<size_t, PoolBlock*> free;  // by byte length
   size_t pooled_bytes = 0;
-  size_t max_bytes = size_t{512} << 20;
+  size_t max_bytes = kDefaultCap;  // the caller's cap, where user_cap
+  bool user_cap = false;
+  size_t largest_call = 0;  // bytes of new gradient arrays, the largest call's
+  uint64_t calls = 0;       // calls that made new gradient arrays
   double reused = 0;
   double allocated = 0;
 };
@@ -75,6 +95,13 @@ struct Pool {
 Pool& pool() {
   static Pool* p = new Pool();
   return *p;
+}
+
+// The cap in force; with the pool's lock held.
+size_t cap_locked(const Pool& p) {
+  if (p.user_cap) return p.max_bytes;
+  const size_t calls = p.largest_call > SIZE_MAX / kCallsPerCap ? SIZE_MAX : p.largest_call * kCallsPerCap;
+  return std::max(kDefaultCap, calls);
 }
 
 void free_block(PoolBlock* b) {
@@ -131,8 +158,9 @@ void give_back(PoolBlock* b) {
   bool release = false;
   {
     std::lock_guard<std::mutex> lock(p.mu);
-    if (p.pooled_bytes + b->bytes <= p.max_bytes) {
+    if (p.pooled_bytes + b->bytes <= cap_locked(p)) {
       b->state = PoolBlock::kPooled;
+      b->pooled_at = p.calls;
       p.free.emplace(b->bytes, b);
       p.pooled_bytes += b->bytes;
     } else {
@@ -348,7 +376,7 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
   }
   {
     std::lock_guard<std::mutex> lock(pool().mu);
-    if (pool().max_bytes == 0) return plain_array(env, n, half, data);
+    if (cap_locked(pool()) == 0) return plain_array(env, n, half, data);
   }
   poll(env, ad);
   if (ad->outstanding.size() >= kMaxOutstanding) return plain_array(env, n, half, data);
@@ -407,12 +435,33 @@ Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** d
   {
     std::lock_guard<std::mutex> lock(pool().mu);
     b->state = PoolBlock::kOut;
-    cap = pool().max_bytes;
+    cap = cap_locked(pool());
   }
   report_handed_out(env, ad, b, cap);
   *data = b->mem;
   if (half) return Napi::Uint16Array::New(env, n, buffer, 0);
   return Napi::Float32Array::New(env, n, buffer, 0);
+}
+
+void note_gradient_call(size_t bytes) {
+  Pool& p = pool();
+  std::vector<PoolBlock*> to_free;
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.calls += 1;
+    p.largest_call = std::max(p.largest_call, bytes);
+    for (auto it = p.free.begin(); it != p.free.end();) {
+      PoolBlock* b = it->second;
+      if (p.calls - b->pooled_at <= kIdleCalls) {
+        ++it;
+        continue;
+      }
+      it = p.free.erase(it);
+      p.pooled_bytes -= b->bytes;
+      if (orphan_locked(b)) to_free.push_back(b);
+    }
+  }
+  for (PoolBlock* b : to_free) free_block(b);
 }
 
 void release_environment_blocks(AddonData* data) {
@@ -437,7 +486,8 @@ Napi::Value GradientPool(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     AddonData* ad = AddonData::Of(env);
     double max_bytes = -1;
-    if (info.Length() > 0 && !info[0].IsUndefined()) {
+    const bool to_default = info.Length() > 0 && info[0].IsNull();  // back to the default cap
+    if (info.Length() > 0 && !info[0].IsUndefined() && !to_default) {
       // The facade checks the option; this is the last line of defence.
       if (!info[0].IsNumber()) {
         fail_type(yd::code::kInvalidArgType, "gradientPool: maxBytes must be a number, got " + describe(info[0]));
@@ -455,10 +505,11 @@ Napi::Value GradientPool(const Napi::CallbackInfo& info) {
     double pooled = 0, blocks = 0, reused = 0, allocated = 0, limit = 0;
     {
       std::lock_guard<std::mutex> lock(p.mu);
-      if (max_bytes >= 0) {
-        p.max_bytes = static_cast<size_t>(max_bytes);
+      if (max_bytes >= 0 || to_default) {
+        p.user_cap = !to_default;
+        p.max_bytes = to_default ? kDefaultCap : static_cast<size_t>(max_bytes);
         // Largest blocks go first.
-        while (p.pooled_bytes > p.max_bytes && !p.free.empty()) {
+        while (p.pooled_bytes > cap_locked(p) && !p.free.empty()) {
           auto it = std::prev(p.free.end());
           PoolBlock* b = it->second;
           p.free.erase(it);
@@ -470,7 +521,7 @@ Napi::Value GradientPool(const Napi::CallbackInfo& info) {
       blocks = static_cast<double>(p.free.size());
       reused = p.reused;
       allocated = p.allocated;
-      limit = static_cast<double>(p.max_bytes);
+      limit = static_cast<double>(cap_locked(p));
     }
     for (PoolBlock* b : to_free) free_block(b);
     r.Set("enabled", Napi::Boolean::New(env, ad->recycle_gradients && limit > 0));

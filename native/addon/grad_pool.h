@@ -48,13 +48,20 @@ constexpr size_t kMinPooledBytes = size_t{1} << 20;
 // new (zeroed) array where pooling is off or not possible.
 Napi::TypedArray new_gradient_array(Napi::Env env, size_t n, bool half, void** data);
 
+// A call is about to make new gradient arrays of `bytes` in all: the pool's
+// default cap follows the largest such call, and blocks idle for many calls
+// are freed (grad_pool.cpp, kCallsPerCap and kIdleCalls).
+void note_gradient_call(size_t bytes);
+
 // Called from ~AddonData: the environment's blocks still handed out will never
 // be polled again; they are freed once V8 lets go of them.
 void release_environment_blocks(AddonData* data);
 
 // gradientPool([{ maxBytes }]) → { enabled, maxBytes, pooledBytes, pooledBlocks,
-// outstandingBlocks, reused, allocated }. A maxBytes lower than what is pooled
-// frees the excess at once; 0 turns recycling off.
+// outstandingBlocks, reused, allocated, buffers }. maxBytes: the cap in force
+// (until one is set, 512 MiB or three times the largest call's new gradient
+// arrays, whichever is larger). A maxBytes lower than what is pooled frees the
+// excess at once; 0 turns recycling off; null goes back to the default cap.
 Napi::Value GradientPool(const Napi::CallbackInfo& info);
 
 }  // namespace yd_addon

@@ -26,7 +26,7 @@ for s in $names; do
   echo "  $s: $(echo "$out" | tail -1 | cut -c1-100)"
 done
 echo "asan: the recycled gradient memory (test/safety/grad-pool.js)"
-for s in full_write kept_results_untouched untransferable loop_without_gc async_calls limits workers; do
+for s in full_write kept_results_untouched untransferable loop_without_gc async_calls limits cap_follows_calls workers; do
   if ! out=$(run test/safety/grad-pool.js "$s" 2>&1); then crashed=$((crashed + 1)); echo "  $s: exit non-zero"; fi
   echo "  $s: $(echo "$out" | tail -1 | cut -c1-100)"
 done

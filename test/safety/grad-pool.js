@@ -186,6 +186,40 @@ const scenarios = {
     return { keptBytes: kept.pooledBytes, off, zeroAllocated, plainOk: r.grads[0].length > 0, back: back.maxBytes, enabled: back.enabled, errors };
   },
 
+  // The default cap follows the largest call (4x its new gradient arrays,
+  // when over 512 MiB); a cap set by the caller holds until maxBytes: null;
+  // a block no call has taken for 100 calls is freed.
+  cap_follows_calls() {
+    const start = gradientPool().maxBytes;
+    const bigShape = [1, 3 * (5 + C), 400, 400]; // 163 MB of fp32 gradient: 4x is 653 MB
+    const n = h.numel(bigShape);
+    const big = { s: [{ data: new Float32Array(n).fill(0.25), shape: bigShape }], t: [{ data: new Float32Array(n).fill(-0.25), shape: bigShape }] };
+    let r = distillationLoss(big.s, big.t, { numClasses: C });
+    const bigBytes = r.grads[0].byteLength;
+    const followed = gradientPool().maxBytes;
+    r = null;
+    gcNow();
+    const pooledBig = gradientPool().pooledBytes; // the big block back in the pool
+    const set = gradientPool({ maxBytes: 100 * 2 ** 20 }); // under it: freed at once
+    distillationLoss(big.s, big.t, { numClasses: C }); // a call does not move a cap the caller set
+    const afterSet = gradientPool().maxBytes;
+    const back = gradientPool({ maxBytes: null }).maxBytes;
+    r = distillationLoss(big.s, big.t, { numClasses: C }); // reuses nothing (freed), allocates
+    r = null;
+    gcNow();
+    const pooledAgain = gradientPool().pooledBytes;
+    // Small calls (2.1 MB blocks) while the big block waits: still kept after
+    // 50, freed once over 100 calls have passed it by.
+    const [, shape, , opts] = configs()[0];
+    const a = heads(shape, 'float32', 8);
+    const small = (k) => { for (let i = 0; i < k; i++) { distillationLoss(a.student, a.teacher, opts); if (i % 10 === 9) gcNow(); } };
+    small(50);
+    const after50 = gradientPool().pooledBytes;
+    small(60);
+    const after110 = gradientPool().pooledBytes;
+    return { start, bigBytes, followed, pooledBig, set: set.maxBytes, setPooled: set.pooledBytes, afterSet, back, pooledAgain, after50, after110 };
+  },
+
   // Workers hand out blocks and exit (or are terminated) while theirs are
   // still reachable: no crash, and the main thread goes on recycling.
   async workers() {
