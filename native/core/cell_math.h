@@ -316,6 +316,16 @@ YD_HD_INLINE double kl_log1p(double x) {
 #endif
 }
 
+// kl_log1p for callers that know x <= 1: the same value (the CPU KL steps take
+// it for a block whose every x is there, sparing the other branch).
+YD_HD_INLINE double kl_log1p_le1(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::log1p(x);
+#else
+  return vlog1p(x);
+#endif
+}
+
 // tau^2 KL of one centred cell from r, x and 1 / S (clamped at 0 like kl_cell_value).
 YD_HD double kl_centred_value(double r, double x, double inv_s, double tau) {
   return kl_cell_value(r * inv_s + kl_log1p(x), tau);

@@ -1704,10 +1704,23 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     const bool fine = std::isfinite(xb[i]) && sb[i] <= static_cast<float>(kKlSpread);
     ok[i] = !fine ? kKlDouble : sb[i] <= static_cast<float>(kKlTiny) ? kKlTaylor : f32 ? kKlDone : kKlDouble;
   }
+  // kl_log1p's two branches are both computed in a vectorized loop; where
+  // every x of the block is at most 1 (a student near its teacher, the box
+  // KL's bins) its first alone gives the same values: on anchor-free YOLOv8s
+  // heads the two had taken a tenth of the kernel's time (perf).
   double kv[kKlBlock];
-  for (int64_t i = 0; i < len; ++i) {  // vectorized
-    const double kl = kl_cell_value(rb[i] + kl_log1p(xb[i]), tau);
-    kv[i] = ok[i] == kKlDone ? static_cast<double>(m[i]) * kl : 0.0;
+  int32_t small = 1;
+  for (int64_t i = 0; i < len; ++i) small &= xb[i] <= 1.0 ? 1 : 0;  // NaN: 0
+  if (small != 0) {
+    for (int64_t i = 0; i < len; ++i) {  // vectorized
+      const double kl = kl_cell_value(rb[i] + kl_log1p_le1(xb[i]), tau);
+      kv[i] = ok[i] == kKlDone ? static_cast<double>(m[i]) * kl : 0.0;
+    }
+  } else {
+    for (int64_t i = 0; i < len; ++i) {  // vectorized
+      const double kl = kl_cell_value(rb[i] + kl_log1p(xb[i]), tau);
+      kv[i] = ok[i] == kKlDone ? static_cast<double>(m[i]) * kl : 0.0;
+    }
   }
   // Four partial sums in a fixed order (one chain of dependent additions per
   // cell was a twentieth of the steps' time).
