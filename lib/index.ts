@@ -237,7 +237,7 @@ export interface GradientPoolInfo {
   enabled: boolean;
   /**
    * Most bytes kept for reuse (all threads together): the cap in force. Until
-   * one is set, the larger of 512 MiB and three times the largest call's new
+   * one is set, the larger of 512 MiB and four times the largest call's new
    * gradient arrays.
    */
   maxBytes: number;
@@ -267,7 +267,7 @@ export interface GradientPoolInfo {
  * faults, no zeroing). Arrays under 1 MiB are plain new arrays; a block no
  * call has taken for 100 calls is freed. Returns the pool's state; `maxBytes`
  * caps the memory kept for reuse (all threads together; by default the larger
- * of 512 MiB and three times the largest call's new gradient arrays), 0 turns
+ * of 512 MiB and four times the largest call's new gradient arrays), 0 turns
  * recycling off and frees what is kept, and `null` goes back to the default.
  * README "Calls without gradOut".
  */

@@ -69,8 +69,8 @@ constexpr size_t kMaxOutstanding = 256;
 // gradient arrays. A collection can hand back two calls' arrays at once (half
 // the cap goes out unreported to V8, "Buffers V8 does not count"): under a cap
 // of 512 MiB, B = 32 heads (274 MB a call) saw a tenth of their blocks freed
-// and allocated afresh every round, and the plain call read 1.21-1.33x the
-// gradOut call against 1.01-1.11x with room for three calls (BENCHMARKS.md,
+// and allocated afresh every round, and the plain call read 1.20-1.32x the
+// gradOut call by median against 0.98-1.25x under this cap (BENCHMARKS.md,
 // "The pool's cap follows the calls"). A block that no call has taken for
 // kIdleCalls calls is freed, so that a one-off large call leaves nothing
 // behind for long.

@@ -59,7 +59,7 @@ void release_environment_blocks(AddonData* data);
 
 // gradientPool([{ maxBytes }]) → { enabled, maxBytes, pooledBytes, pooledBlocks,
 // outstandingBlocks, reused, allocated, buffers }. maxBytes: the cap in force
-// (until one is set, 512 MiB or three times the largest call's new gradient
+// (until one is set, 512 MiB or four times the largest call's new gradient
 // arrays, whichever is larger). A maxBytes lower than what is pooled frees the
 // excess at once; 0 turns recycling off; null goes back to the default cap.
 Napi::Value GradientPool(const Napi::CallbackInfo& info);
