@@ -562,14 +562,16 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   // does not back allocates nothing.)
   std::vector<void*> new_grad(student.size(), nullptr);
   if (call.opts.grad) {
-    size_t new_bytes = 0;
+    const auto needs_new_grad = [&](const PendingArray& a) {
+      return a.role == PendingArray::Student && call.grad_js[a.scale].IsUndefined();
+    };
+    size_t new_bytes = 0;  // the pool's default cap follows it (grad_pool.h)
     for (const PendingArray& a : arrays) {
-      if (a.role != PendingArray::Student || !call.grad_js[a.scale].IsUndefined()) continue;
-      new_bytes += static_cast<size_t>(a.numel()) * (a.dtype != at::kFloat ? 2 : 4);
+      if (needs_new_grad(a)) new_bytes += static_cast<size_t>(a.numel()) * (a.dtype != at::kFloat ? 2 : 4);
     }
     if (new_bytes != 0) note_gradient_call(new_bytes);
     for (const PendingArray& a : arrays) {
-      if (a.role != PendingArray::Student || !call.grad_js[a.scale].IsUndefined()) continue;
+      if (!needs_new_grad(a)) continue;
       check_data_length(a, bind_float32_array(env, a.value, a.what, ".data").length);  // its pointer is not kept
       const Napi::TypedArray ga =
           new_gradient_array(env, static_cast<size_t>(a.numel()), a.dtype != at::kFloat, &new_grad[a.scale]);

@@ -308,21 +308,13 @@ YD_HD float kl_gap(float e) {
 // the host vlog1p (its series holds on [-0.5, 1]) and, above 1, the log of
 // 1 + x (KL >= log 2 there: the rounding of 1 + x is negligible), both
 // vectorizable; the CUDA math library's log1p on the device.
+// Its x <= 1 branch is log1p_ (a caller that knows every x is there may call
+// that alone: the same value).
 YD_HD_INLINE double kl_log1p(double x) {
 #if defined(__CUDA_ARCH__)
   return ::log1p(x);
 #else
   return x <= 1.0 ? vlog1p(x) : vlog_ge1(1.0 + x);
-#endif
-}
-
-// kl_log1p for callers that know x <= 1: the same value (the CPU KL steps take
-// it for a block whose every x is there, sparing the other branch).
-YD_HD_INLINE double kl_log1p_le1(double x) {
-#if defined(__CUDA_ARCH__)
-  return ::log1p(x);
-#else
-  return vlog1p(x);
 #endif
 }
 
