@@ -5,7 +5,8 @@
 // the full workload and the package's floor (12 bytes per value), per value, in
 // rounds (this machine's memory swings between slow and fast moments within
 // seconds: each round's figures share one). 2 threads, caller's gradOut.
-//   node bench/bound.js [--rounds N] [ROWS]   (ROWS: letters of d p n k b f; default all)
+//   node bench/bound.js [--rounds N] [ROWS]   (ROWS: letters of d p n k b f K F; default dpnkbf;
+//   K, F: 'kl' and (f) with the student near its teacher, bench/common.js nearHeads)
 // Columns per row and round: cache = ns per value with the heads in cache
 // (YOLOv5s at 320, B = 2, 12.9 MB for student, teacher and gradient;
 // anchor-free YOLOv8s at 320, B = 2); full = ns per value on workload (a)
@@ -19,7 +20,7 @@
 const path = require('path');
 const m = require(path.join(__dirname, '..'));
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
-const { numel, heads, median, timeMs, nsPerValue } = require('./common');
+const { numel, heads, nearHeads, median, timeMs, nsPerValue } = require('./common');
 
 const argv = process.argv.slice(2);
 const at = argv.indexOf('--rounds');
@@ -34,15 +35,25 @@ const W = {
   k: ["clsTarget 'kl'", { clsTarget: 'kl' }],
   b: ["objTarget 'bce'", { objTarget: 'bce' }],
   f: ['anchor-free (f)', { head: 'anchorFree' }],
+  K: ["'kl', student near", { clsTarget: 'kl' }, 0.5],
+  F: ['anchor-free, student near', { head: 'anchorFree' }, 0.5],
 };
 for (const r of rows) if (!W[r]) throw new Error(`unknown row ${r}: use letters of ${Object.keys(W).join('')}`);
 
-function set(shapes) {
-  const h = heads(shapes);
+function set(shapes, noise) {
+  const h = noise ? nearHeads(shapes, noise) : heads(shapes);
   return { ...h, values: shapes.reduce((n, s) => n + numel(s), 0) };
 }
-const small = { yolo: set(yolo(2, 320)), free: set(free(2, 320)) };
-const full = { yolo: set(yolo(16, 640)), free: set(free(16, 640)) };
+// The heads each row needs, made once: small (in cache) and full, by kind and noise.
+const made = new Map();
+const heads2 = (kind, noise) => {
+  const key = `${kind} ${noise || 0}`;
+  if (!made.has(key)) {
+    const shapes = kind === 'free' ? [free(2, 320), free(16, 640)] : [yolo(2, 320), yolo(16, 640)];
+    made.set(key, shapes.map((s) => set(s, noise)));
+  }
+  return made.get(key);
+};
 const call = (h, extra) => () => m.distillationLoss(h.student, h.teacher, { numClasses: 80, threads: 2, gradOut: h.gradOut, ...extra });
 const floorOf = (h) => () => {
   for (let s = 0; s < h.student.length; s++) native.streamingFloor(h.student[s].data, h.teacher[s].data, h.gradOut[s], 2);
@@ -51,9 +62,8 @@ const floorOf = (h) => () => {
 console.log('row                        round  cache ns  full ns  floor ns  cache/floor  full/floor');
 for (let round = 0; round < ROUNDS; round++) {
   for (const r of rows) {
-    const [name, extra] = W[r];
-    const kind = extra.head === 'anchorFree' ? 'free' : 'yolo';
-    const s = small[kind], f = full[kind];
+    const [name, extra, noise] = W[r];
+    const [s, f] = heads2(extra.head === 'anchorFree' ? 'free' : 'yolo', noise);
     const nc = nsPerValue(call(s, extra), s.values, 10);
     const fused = call(f, extra), floor = floorOf(f);
     for (let i = 0; i < 3; i++) { fused(); floor(); }  // the full arrays resident again

@@ -28,6 +28,20 @@ function heads(shapes) {
   };
 }
 
+/**
+ * heads(shapes) with every student value moved to within +-noise / 2 of its
+ * teacher's (the noise from the student's own fill): a student near its
+ * teacher, as late in training.
+ */
+function nearHeads(shapes, noise) {
+  const hs = heads(shapes);
+  hs.student.forEach((s, k) => {
+    const t = hs.teacher[k].data;
+    for (let i = 0; i < t.length; i++) s.data[i] = t[i] + (s.data[i] * noise) / 6;
+  });
+  return hs;
+}
+
 const median = (xs) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
 
 /** Milliseconds one synchronous call of fn takes. */
@@ -71,4 +85,4 @@ function nsPerValue(fn, values, calls, timings = 15) {
   return median(ns);
 }
 
-module.exports = { numel, fill, heads, median, timeMs, cFloorMs, nsPerValue };
+module.exports = { numel, fill, heads, nearHeads, median, timeMs, cFloorMs, nsPerValue };

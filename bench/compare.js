@@ -11,7 +11,7 @@
 // BEFORE_ROOT is a built checkout of the earlier commit (a git worktree with
 // its own build/ and dist/); AFTER_ROOT defaults to this checkout.
 const path = require('path');
-const { heads, median } = require('./common');
+const { heads, nearHeads, median } = require('./common');
 
 const argv = process.argv.slice(2);
 const runsAt = argv.indexOf('--runs');
@@ -53,16 +53,6 @@ const rows = [
   ['f near: anchor-free, student near', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }, 1, 0.5],
   ["v near: clsTarget 'kl', student near", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { clsTarget: 'kl' }, 1, 0.5],
 ];
-// A student within +-noise / 2 of the teacher, the noise from the student's own fill.
-function nearHeads(shapes, noise) {
-  const hs = heads(shapes);
-  hs.student.forEach((s, k) => {
-    const t = hs.teacher[k].data;
-    for (let i = 0; i < t.length; i++) s.data[i] = t[i] + (s.data[i] * noise) / 6;
-  });
-  return hs;
-}
-
 console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
 for (const [name, C, layout, shapes, extra, reps = 1, noise = 0] of rows) {
   if (ONLY && !name.includes(ONLY)) continue;

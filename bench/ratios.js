@@ -8,11 +8,13 @@
 //   node bench/ratios.js [--runs N] [ROWS]   (ROWS: letters of a b c f k p n; default all)
 // a: YOLOv5s 640, B = 16, C = 80; b: C = 8; c: one image at 320 (50 calls a
 // timing); f: anchor-free YOLOv8s 640, B = 16; k: (a) with clsTarget 'kl';
-// p: (a) with preset 'paper'; n: (a) with preset 'paper' and fmNms.
+// p: (a) with preset 'paper'; n: (a) with preset 'paper' and fmNms; K and F:
+// (a) with clsTarget 'kl' and (f), each with the student near its teacher
+// (within +-0.25 of it, as late in training: bench/common.js nearHeads).
 const path = require('path');
 const m = require(path.join(__dirname, '..'));
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
-const { heads, median, timeMs } = require('./common');
+const { heads, nearHeads, median, timeMs } = require('./common');
 
 const argv = process.argv.slice(2);
 const runsAt = argv.indexOf('--runs');
@@ -27,11 +29,13 @@ const W = {
   k: ["(a), clsTarget 'kl'", yolo(16, 80, 640), 80, { clsTarget: 'kl' }],
   p: ["(a), preset 'paper'", yolo(16, 80, 640), 80, { preset: 'paper' }],
   n: ["(a), preset 'paper' + fmNms", yolo(16, 80, 640), 80, { preset: 'paper', fmNms: true }],
+  K: ["(a), clsTarget 'kl', student near", yolo(16, 80, 640), 80, { clsTarget: 'kl' }, 0.5],
+  F: ['(f), student near', [80, 40, 20].map((g) => [16, 144, g, g]), 80, { head: 'anchorFree' }, 0.5],
 };
 for (const key of rowsArg) {
   if (!W[key]) throw new Error(`unknown row ${key}: use letters of ${Object.keys(W).join('')}`);
-  const [name, shapes, C, extra] = W[key];
-  const { student, teacher, gradOut } = heads(shapes);
+  const [name, shapes, C, extra, noise] = W[key];
+  const { student, teacher, gradOut } = noise ? nearHeads(shapes, noise) : heads(shapes);
   const opt = { numClasses: C, gradOut, threads: 2, ...extra };
   const inner = key === 'c' ? 50 : 1;
   const fused = () => { for (let i = 0; i < inner; i++) m.distillationLoss(student, teacher, opt); };
