@@ -64,11 +64,15 @@ function cFloorBinary() {
   return cFloorExe;
 }
 
-/** The C loop over `values` floats in its own process: ms per pass of each of `runs` runs, or null (no compiler). */
-function cFloorMs(values, runs, threads, inner) {
+/**
+ * The C loop over `values` floats in its own process: ms per pass of each of `runs` runs, or null (no
+ * compiler); streaming: its streaming-store form (bench/floor.c nt).
+ */
+function cFloorMs(values, runs, threads, inner, streaming = false) {
   const exe = cFloorBinary();
   if (!exe) return null;
-  const r = spawnSync(exe, [String(values), String(runs), String(threads), String(inner)], { encoding: 'utf8' });
+  const args = [String(values), String(runs), String(threads), String(inner)].concat(streaming ? ['nt'] : []);
+  const r = spawnSync(exe, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`bench-floor failed: ${r.stderr}`);
   return JSON.parse(r.stdout).ms;
 }

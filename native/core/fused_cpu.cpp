@@ -8,9 +8,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <type_traits>
 #include <vector>
+
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -71,6 +75,179 @@ __attribute__((always_inline)) inline double fold(const double* acc) {
   const double b = (s8[1] + s8[5]) + (s8[3] + s8[7]);
   return a + b;
 }
+
+// Streaming stores for the gradient. An ordinary store first reads the line
+// it writes into the cache (a read for ownership), so a kernel that reads
+// student and teacher and writes the gradient moves 16 bytes per value, not
+// 12; non-temporal ("streaming") stores, which bypass the cache, move 12. They
+// pay only for arrays too large to stay in cache, which the caller then reads
+// from memory either way, and each task ends with an sfence (they are weakly
+// ordered). A call streams when its fp32 gradient arrays hold at least a third
+// of the L3 cache (student, teacher and gradient then cannot all stay there;
+// stream_min_bytes) on a CPU with AVX-512 (whole 64-byte lines from one
+// register); YD_STREAM_STORES=0 or 1 in the environment turns it off or on for
+// every call (tests, benchmarks). Streamed: the default kernel's runs
+// (plane_chunk_nt) and the variant kernels' 'logit' runs on fp32 nchw heads
+// (logit_run_nt). The same values either way
+// (test/stream-stores.test.js); BENCHMARKS.md, "Streaming stores for the
+// gradient".
+// The L3 cache of the CPU the process started on, in bytes, from sysfs (one
+// instance: glibc's sysconf(_SC_LEVEL3_CACHE_SIZE) read 384 MB on this
+// project's 32 MB-L3 virtual machine, the sum over the host's dies); 32 MiB
+// where sysfs does not say.
+int64_t l3_cache_bytes() {
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream level(dir + "level"), size(dir + "size");
+    int lv = 0;
+    std::string sz;
+    if (!(level >> lv) || lv != 3 || !(size >> sz) || sz.empty()) continue;
+    char* end = nullptr;
+    const double v = std::strtod(sz.c_str(), &end);
+    const double unit = *end == 'K' ? 1024.0 : *end == 'M' ? 1048576.0 : *end == 'G' ? 1073741824.0 : 1.0;
+    if (v > 0) return static_cast<int64_t>(v * unit);
+  }
+  return int64_t{32} << 20;
+}
+int64_t stream_min_bytes() {
+  static const int64_t bytes = l3_cache_bytes() / 3;
+  return bytes;
+}
+// Whether the calling thread's kernel call streams its gradient stores: set
+// for the calling thread by GradientStreaming (fused_cpu.h; cpu_loss in
+// loss.cpp, per call), handed to every task by run_blocks and cpu_scales
+// (StreamTask).
+thread_local bool t_stream = false;
+#if defined(__x86_64__) && defined(__GNUC__)
+bool stream_cpu() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+#else
+bool stream_cpu() { return false; }
+#endif
+// For a call whose fp32 gradient arrays hold `bytes`: YD_STREAM_STORES=0 / 1
+// (read once) or bytes >= stream_min_bytes(), on a CPU with AVX-512.
+bool stream_gradients(int64_t bytes) {
+  static const int forced = [] {
+    const char* e = std::getenv("YD_STREAM_STORES");
+    return e && (e[0] == '0' || e[0] == '1') && e[1] == 0 ? e[0] - '0' : -1;
+  }();
+  if (!stream_cpu() || bytes == 0) return false;
+  return forced >= 0 ? forced == 1 : bytes >= stream_min_bytes();
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+inline void stream_fence() { _mm_sfence(); }
+#else
+inline void stream_fence() {}
+#endif
+struct StreamTask {  // a task of a call: its setting, and an sfence at its end
+  bool saved;
+  explicit StreamTask(bool on) : saved(t_stream) { t_stream = on; }
+  ~StreamTask() {
+    if (t_stream) stream_fence();
+    t_stream = saved;
+  }
+  StreamTask(const StreamTask&) = delete;
+  StreamTask& operator=(const StreamTask&) = delete;
+};
+inline bool streaming() { return t_stream; }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's avx512fintrin.h warns that the undefined vector its
+// _mm512_cvtps_pd and _mm512_extractf64x4_pd pass (for lanes they overwrite)
+// "may be used uninitialized".
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// The loop the streamed runs share: over n values whose gradient goes to g,
+// one(i) for the values before g's first 64-byte line boundary and after its
+// last (ordinary stores), block(j, lo, hi) for each 16 values from a line
+// boundary on (a line by one streaming store), with lo and hi the kLanes
+// double lanes (lanes[(j + l) % kLanes] for l = 0 .. 15, j the block's first
+// value: the lane of every value as in the unstreamed loops).
+template <typename One, typename Block>
+__attribute__((target("avx512f"), always_inline)) inline void streamed_run(const float* g, int64_t n,
+                                                                           double* __restrict lanes, One one,
+                                                                           Block block) {
+  const int64_t lead =
+      std::min<int64_t>(n, static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(g) & 63)) & 63) / 4));
+  int64_t j = 0;
+  for (; j < lead; ++j) one(j);
+  alignas(64) double r[16];
+  for (int l = 0; l < 16; ++l) r[l] = lanes[(lead + l) & 15];
+  __m512d lo = _mm512_load_pd(r), hi = _mm512_load_pd(r + 8);
+  for (; j + 16 <= n; j += 16) block(j, lo, hi);
+  _mm512_store_pd(r, lo);
+  _mm512_store_pd(r + 8, hi);
+  for (int l = 0; l < 16; ++l) lanes[(lead + l) & 15] = r[l];
+  for (; j < n; ++j) one(j);
+}
+// The 16 floats of x as doubles, lanes 0-7 and 8-15.
+__attribute__((target("avx512f"), always_inline)) inline __m512d low_pd(__m512 x) {
+  return _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+}
+__attribute__((target("avx512f"), always_inline)) inline __m512d high_pd(__m512 x) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+}
+
+// plane_chunk<true>'s element steps on AVX-512 (those of its avx512f clone:
+// the same operations and association, so the same bits), the gradient by
+// streaming stores (streamed_run).
+__attribute__((target("avx512f"), noinline)) void plane_chunk_nt(const float* __restrict p, const float* __restrict t,
+                                                                 float* __restrict g, const float* __restrict w,
+                                                                 int64_t n, float coef, double* __restrict lanes) {
+  const __m512 cf = _mm512_set1_ps(coef);
+  streamed_run(
+      g, n, lanes,
+      [&](int64_t i) __attribute__((always_inline, target("avx512f"))) {
+        const float d = p[i] - t[i];
+        const float wd = w[i] * d;
+        lanes[i & 15] = std::fma(static_cast<double>(wd), static_cast<double>(d), lanes[i & 15]);
+        g[i] = coef * wd;
+      },
+      [&](int64_t j, __m512d& lo, __m512d& hi) __attribute__((always_inline, target("avx512f"))) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(t + j));
+        const __m512 wd = _mm512_mul_ps(d, _mm512_loadu_ps(w + j));
+        _mm512_stream_ps(g + j, _mm512_mul_ps(wd, cf));
+        lo = _mm512_fmadd_pd(low_pd(wd), low_pd(d), lo);
+        hi = _mm512_fmadd_pd(high_pd(wd), high_pd(d), hi);
+      });
+  _mm256_zeroupper();
+}
+
+// logit_run<true, true>'s steps (channel_run's 'logit' runs with a
+// coefficient that fits fp32: d = P - T, m d^2 added in double to lane j %
+// kLanes, g = (cf m) d) on AVX-512 with the operations and association of its
+// x86-64-v4 clone (the same bits), the gradient by streaming stores
+// (streamed_run). Returns the folded lanes, as logit_run.
+__attribute__((target("avx512f"), noinline)) double logit_run_nt(const float* __restrict p, const float* __restrict t,
+                                                                 float* __restrict g, int64_t len,
+                                                                 const float* __restrict m, float cf) {
+  alignas(64) double acc[16] = {};
+  const __m512 cfv = _mm512_set1_ps(cf);
+  streamed_run(
+      g, len, acc,
+      [&](int64_t i) __attribute__((always_inline, target("avx512f"))) {
+        const float d = p[i] - t[i];
+        const double dd = static_cast<double>(d);
+        acc[i & 15] = std::fma(static_cast<double>(m[i]), dd * dd, acc[i & 15]);
+        g[i] = (cf * m[i]) * d;
+      },
+      [&](int64_t j, __m512d& lo, __m512d& hi) __attribute__((always_inline, target("avx512f"))) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(t + j));
+        const __m512 mv = _mm512_loadu_ps(m + j);
+        _mm512_stream_ps(g + j, _mm512_mul_ps(_mm512_mul_ps(cfv, mv), d));
+        lo = _mm512_fmadd_pd(low_pd(mv), _mm512_mul_pd(low_pd(d), low_pd(d)), lo);
+        hi = _mm512_fmadd_pd(high_pd(mv), _mm512_mul_pd(high_pd(d), high_pd(d)), hi);
+      });
+  _mm256_zeroupper();
+  return fold(acc);
+}
+#pragma GCC diagnostic pop
+#else
+void plane_chunk_nt(const float*, const float*, float*, const float*, int64_t, float, double*) {}
+double logit_run_nt(const float*, const float*, float*, int64_t, const float*, float) { return 0.0; }
+#endif
 
 // Adds w_j * d_j^2 (d = p - t) over n contiguous elements into the kLanes
 // accumulators acc[j % kLanes], writing g_j = coef * w_j * d_j when kGrad.
@@ -181,7 +358,11 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
         const int64_t m = std::min(Runs::kRun, n - r0);
         const float* pk = runs.student(off + r0, m);
         const float* tk = runs.teacher(off + r0, m);
-        plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off + r0) : nullptr, w + r0, m, coef, lanes);
+        if (kGrad && std::is_same_v<Runs, Fp32Runs> && m >= kLanes && streaming()) {
+          plane_chunk_nt(pk, tk, runs.grad(off + r0), w + r0, m, coef, lanes);  // fp32 in place (Fp32Runs)
+        } else {
+          plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off + r0) : nullptr, w + r0, m, coef, lanes);
+        }
         if (kGrad) runs.grad_done(off + r0, m);
       }
     }
@@ -1063,7 +1244,8 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
                                                        float* __restrict g, int64_t step, int64_t len,
                                                        const float* __restrict m, double coef, int64_t pf,
                                                        const RunAhead* ahead = nullptr,
-                                                       const float* next_run = nullptr, int64_t next_len = 0) {
+                                                       const float* next_run = nullptr, int64_t next_len = 0,
+                                                       bool in_place = false) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
   // double. In fp32 as PyTorch's float32 ops, the CUDA kernels and the default
   // kernel compute it (8 or 16 floats per instruction): 'prob' and 'bce' by
@@ -1081,6 +1263,11 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
                                    : logit_run<true, false, true>(p, t, g, step, len, m, gcoef, ahead);
     }
     if (!g) return logit_run<false, true>(p, t, g, step, len, m, gcoef);
+    // in_place: g is the caller's array (not a unit buffer read back later):
+    // streaming stores where the call streams (GradientStreaming).
+    if (in_place && len >= kLanes && coef_fits_fp32(gcoef) && streaming()) {
+      return logit_run_nt(p, t, g, len, m, static_cast<float>(gcoef));
+    }
     return coef_fits_fp32(gcoef) ? logit_run<true, true>(p, t, g, step, len, m, gcoef)
                                  : logit_run<true, false>(p, t, g, step, len, m, gcoef);
   }
@@ -1208,6 +1395,7 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
   for (int l = 0; j < len; ++j, ++l) acc[l] += term(j);
   return fold(acc);
 }
+
 
 // tau^2 KL(softmax(T/tau) || softmax(P/tau)) per cell over the n values
 // k0 .. k0+n-1 (stride step_k) of the len cells of a unit (cell j's value k at
@@ -1784,11 +1972,19 @@ int64_t task_count(int64_t blocks, int threads, int64_t values) {
 
 }  // namespace
 
+GradientStreaming::GradientStreaming(int64_t fp32_grad_bytes) : saved_(t_stream) {
+  t_stream = stream_gradients(fp32_grad_bytes);
+}
+GradientStreaming::~GradientStreaming() { t_stream = saved_; }
+bool GradientStreaming::on() const { return t_stream; }
+
 void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
                 const std::function<void(int64_t, int64_t)>& fn) {
   if (blocks <= 0) return;
   const int64_t tasks = task_count(blocks, threads, blocks * values_per_block);
+  const bool stream = streaming();  // the calling thread's call
   if (tasks == 1) {
+    const StreamTask st(stream);
     clean_upper_state();
     fn(0, blocks);
     clean_upper_state();
@@ -1796,6 +1992,7 @@ void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
   }
   ensure_team_size(static_cast<int>(tasks));
   at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+    const StreamTask st(stream);
     clean_upper_state();
     for (int64_t task = b; task < e; ++task) {
       fn(blocks * task / tasks, blocks * (task + 1) / tasks);
@@ -2017,7 +2214,8 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
       const int64_t pf = k + 1 < kClsOffset + C ? step_k : 0;  // the next channel's run, into L2
       const bool cls = next_cls && k >= kClsOffset;
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf, nullptr,
-                                 cls ? next_cls + (k - kClsOffset) * step_k : nullptr, cls ? next_len : 0);
+                                 cls ? next_cls + (k - kClsOffset) * step_k : nullptr, cls ? next_len : 0,
+                                 Src::kInPlace && !geom.cell_major());
       if (fold && cls) {
         argmax_class_step(next_cls + (k - kClsOffset) * step_k, next_len, k - kClsOffset, fold->best.data(),
                           fold->arg.data());
@@ -2373,7 +2571,8 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
       constexpr Target kKind = decltype(kind)::value;
       const int64_t off = base + k * step_k;
       const int64_t pf = k + 1 < c0 + C ? step_k : 0;  // the next channel's run, into L2
-      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
+      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf, nullptr, nullptr,
+                                 0, Src::kInPlace && !geom.cell_major());
     };
     // 16-bit (or mixed) nchw heads: the KL steps stream the next unit's raw
     // runs (two lines per class step: the box KL has 4R class steps per
@@ -2501,6 +2700,7 @@ RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geo
 std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Options& o, int threads) {
   const size_t S = scales.size();
   std::vector<RawSums> out(S);
+  const bool stream = streaming();  // the call's (GradientStreaming)
   bool together = S > 1;
   for (const Fp32Scale& sc : scales) together = together && default_kernel_case(*sc.geom, o) && !sc.geom->cell_major();
   if (!together) {
@@ -2557,6 +2757,7 @@ std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Opti
   // and the last scale, too small for two, ran on one).
   const int64_t tasks = task_count(blocks, threads, values);
   if (tasks == 1) {
+    const StreamTask st(stream);
     clean_upper_state();
     for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
     clean_upper_state();
@@ -2564,6 +2765,7 @@ std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Opti
     ensure_team_size(static_cast<int>(tasks));
     std::atomic<int64_t> next{0};
     at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+      const StreamTask st(stream);
       clean_upper_state();
       for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
            blk = next.fetch_add(1, std::memory_order_relaxed)) {

@@ -79,6 +79,24 @@ Terms scale_terms(const RawSums& raw, const ScaleGeom& geom, const Variant& v);
 // row-major order.
 void fm_nms_mask(const float* t, const ScaleGeom& geom, unsigned char* keep, int threads);
 
+// For one kernel call on the calling thread, while it lives: whether the
+// kernels write fp32 gradients by streaming (non-temporal) stores, decided by
+// the call's fp32 gradient bytes (a third of the L3 cache or more, on a CPU
+// with AVX-512; the environment's YD_STREAM_STORES=0 or 1 overrides: tests,
+// benchmarks). The same values either way; fused_cpu.cpp, "Streaming stores
+// for the gradient".
+class GradientStreaming {
+ public:
+  explicit GradientStreaming(int64_t fp32_grad_bytes);
+  ~GradientStreaming();
+  GradientStreaming(const GradientStreaming&) = delete;
+  GradientStreaming& operator=(const GradientStreaming&) = delete;
+  bool on() const;
+
+ private:
+  bool saved_;
+};
+
 // Runs fn(first_block, end_block) over [0, blocks) on up to `threads` threads of
 // LibTorch's intra-op pool (at::parallel_for), contiguous ranges per thread;
 // fewer threads when there is too little work (values_per_block * blocks) to pay

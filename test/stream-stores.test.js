@@ -1,0 +1,38 @@
+'use strict';
+// Streaming gradient stores (native/core/fused_cpu.cpp, "Streaming stores for
+// the gradient"; BENCHMARKS.md): the same calls with the stores forced off
+// (YD_STREAM_STORES=0), forced on (=1) and left to the call's size (unset),
+// each in a child process (test/safety/stream-stores.js), must give the same
+// bits: every gradient element and the loss and terms, on aligned and
+// misaligned views, every kernel that streams and some that do not.
+const path = require('path');
+const os = require('os');
+const fs = require('fs');
+const { runScenario } = require('./helpers');
+
+const script = path.join(__dirname, 'safety', 'stream-stores.js');
+const run = (value) => {
+  // runScenario merges its env into process.env's: an unset variable must stay unset.
+  const saved = process.env.YD_STREAM_STORES;
+  delete process.env.YD_STREAM_STORES;
+  try {
+    return runScenario(script, 'digests', 300000, value === undefined ? {} : { YD_STREAM_STORES: value });
+  } finally {
+    if (saved !== undefined) process.env.YD_STREAM_STORES = saved;
+  }
+};
+const avx512 = os.platform() === 'linux' && /\bavx512f\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+
+test('streaming stores change no bit: forced off, forced on and by size give the same results', () => {
+  if (!avx512) console.log('stream-stores: this CPU has no AVX-512, so no call streams; the three settings are compared all the same');
+  const off = run('0');
+  const on = run('1');
+  const auto = run(undefined);
+  expect(Object.keys(off).length).toBeGreaterThan(40);
+  for (const name of Object.keys(off)) {
+    expect({ name, ...on[name] }).toEqual({ name, ...off[name] });
+    expect({ name, ...auto[name] }).toEqual({ name, ...off[name] });
+  }
+  // the digests tell the cases apart (a digest of nothing would be equal everywhere)
+  expect(new Set(Object.values(off).map((d) => d.grads)).size).toBeGreaterThan(10);
+});
