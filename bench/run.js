@@ -136,8 +136,9 @@ function timePair(a, b, opts = {}) {
 }
 
 // The plain OpenMP C loop (bench/common.js cFloorMs); null without a C compiler.
-function cFloor(values, threads, inner) {
-  const ms = cFloorMs(values, RUNS, threads, inner);
+// streaming: the loop with streaming stores (bench/floor.c nt).
+function cFloor(values, threads, inner, streaming = false) {
+  const ms = cFloorMs(values, RUNS, threads, inner, streaming);
   return ms && stats(ms);
 }
 
@@ -263,6 +264,10 @@ function runWorkload(w) {
     // The plain C loop right after: the package's floor must be at least as fast.
     const c = cFloor(values, threads, inner);
     if (c) add('c-loop floor', threads, c);
+    // And with streaming stores (no read for ownership of the written lines):
+    // the floor of a call that streams its gradient (README "Large calls").
+    const cn = cFloor(values, threads, inner, true);
+    if (cn) add('c-loop nt floor', threads, cn);
     progress(`[${w.id}] ${threads} thread(s): LibTorch reference`);
     add('reference', threads, time(() => yd.distillationLoss(student, teacher, { ...opts, threads, impl: 'reference' }),
       { runs: w.tiny ? RUNS : Math.min(RUNS, 5), inner: w.tiny ? 200 : 1, warmup: 1 }));
@@ -311,7 +316,7 @@ function table(results) {
 
 /** A horizontal log-scale bar chart of median time per call, one group per workload. */
 function svg(results) {
-  const colors = { fused: '#1b9e77', floor: '#7f7f7f', 'c-loop floor': '#bdbdbd', reference: '#7570b3', eager: '#d95f02', 'ts-loop': '#e7298a' };
+  const colors = { fused: '#1b9e77', floor: '#7f7f7f', 'c-loop floor': '#bdbdbd', 'c-loop nt floor': '#e0e0e0', reference: '#7570b3', eager: '#d95f02', 'ts-loop': '#e7298a' };
   const colorOf = (impl) => colors[impl] || (impl.startsWith('fused') ? colors.fused : '#999999');
   const groups = results.workloads.map((w) => ({
     title: `(${w.id}) ${w.name}`,
