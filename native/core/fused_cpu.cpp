@@ -152,6 +152,17 @@ struct StreamTask {  // a task of a call: its setting, and an sfence at its end
   StreamTask& operator=(const StreamTask&) = delete;
 };
 inline bool streaming() { return t_stream; }
+// For one unit of a variant kernel: streaming as the call decided where the
+// unit's gradient is written where it belongs (fp32 nchw heads, in place),
+// off where it goes to a unit buffer that is read back (cell-major layouts,
+// 16-bit heads).
+struct StreamUnit {
+  bool saved;
+  explicit StreamUnit(bool in_place) : saved(t_stream) { t_stream = saved && in_place; }
+  ~StreamUnit() { t_stream = saved; }
+  StreamUnit(const StreamUnit&) = delete;
+  StreamUnit& operator=(const StreamUnit&) = delete;
+};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // GCC 12's avx512fintrin.h warns that the undefined vector its
@@ -1244,8 +1255,7 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
                                                        float* __restrict g, int64_t step, int64_t len,
                                                        const float* __restrict m, double coef, int64_t pf,
                                                        const RunAhead* ahead = nullptr,
-                                                       const float* next_run = nullptr, int64_t next_len = 0,
-                                                       bool in_place = false) {
+                                                       const float* next_run = nullptr, int64_t next_len = 0) {
   // Element math first (vectorized: no reduction in the loop), then the sum in
   // double. In fp32 as PyTorch's float32 ops, the CUDA kernels and the default
   // kernel compute it (8 or 16 floats per instruction): 'prob' and 'bce' by
@@ -1263,9 +1273,8 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
                                    : logit_run<true, false, true>(p, t, g, step, len, m, gcoef, ahead);
     }
     if (!g) return logit_run<false, true>(p, t, g, step, len, m, gcoef);
-    // in_place: g is the caller's array (not a unit buffer read back later):
-    // streaming stores where the call streams (GradientStreaming).
-    if (in_place && len >= kLanes && coef_fits_fp32(gcoef) && streaming()) {
+    // Streaming stores where the call and the unit stream (GradientStreaming, StreamUnit).
+    if (len >= kLanes && coef_fits_fp32(gcoef) && streaming()) {
       return logit_run_nt(p, t, g, len, m, static_cast<float>(gcoef));
     }
     return coef_fits_fp32(gcoef) ? logit_run<true, true>(p, t, g, step, len, m, gcoef)
@@ -2152,6 +2161,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   const uint64_t call = fold_argmax ? ++g_kernel_calls : 0;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    const StreamUnit stream_unit(Src::kInPlace && !geom.cell_major());
     const VariantUnits::Span span = units.at(unit);
     const UnitView view = lazy ? UnitView{nullptr, nullptr, nullptr, 0, span.len, 1} : src.open(units, span);
     const float* p = view.p;
@@ -2214,8 +2224,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
       const int64_t pf = k + 1 < kClsOffset + C ? step_k : 0;  // the next channel's run, into L2
       const bool cls = next_cls && k >= kClsOffset;
       *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf, nullptr,
-                                 cls ? next_cls + (k - kClsOffset) * step_k : nullptr, cls ? next_len : 0,
-                                 Src::kInPlace && !geom.cell_major());
+                                 cls ? next_cls + (k - kClsOffset) * step_k : nullptr, cls ? next_len : 0);
       if (fold && cls) {
         argmax_class_step(next_cls + (k - kClsOffset) * step_k, next_len, k - kClsOffset, fold->best.data(),
                           fold->arg.data());
@@ -2551,6 +2560,7 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
   const VariantUnits units(geom, Src::kNchwChunk);
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
+    const StreamUnit stream_unit(Src::kInPlace && !geom.cell_major());
     const VariantUnits::Span span = units.at(unit);
     const UnitView view = src.open(units, span);
     const float* p = view.p;
@@ -2571,8 +2581,7 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
       constexpr Target kKind = decltype(kind)::value;
       const int64_t off = base + k * step_k;
       const int64_t pf = k + 1 < c0 + C ? step_k : 0;  // the next channel's run, into L2
-      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf, nullptr, nullptr,
-                                 0, Src::kInPlace && !geom.cell_major());
+      *sum += channel_run<kKind>(p + off, t + off, g ? g + off : nullptr, step_c, len, m, coef, pf);
     };
     // 16-bit (or mixed) nchw heads: the KL steps stream the next unit's raw
     // runs (two lines per class step: the box KL has 4R class steps per
