@@ -3,7 +3,8 @@
 # with -fsanitize=address into build-asan/ (LibTorch and Node stay as they are),
 # preloads libasan into node, and runs every memory-safety scenario
 # (test/safety/scenarios.js), the recycled-gradient-memory scenarios
-# (test/safety/grad-pool.js) and the fuzzer's cases, adversarial JavaScript
+# (test/safety/grad-pool.js), the streaming-store calls with the stores forced
+# on (test/safety/stream-stores.js) and the fuzzer's cases, adversarial JavaScript
 # included. Counts AddressSanitizer reports, and those with the addon's frames
 # on the stack; exits non-zero if there is any. Takes a few minutes (the build).
 #   bash test/reliability/asan.sh [RUNS]
@@ -30,6 +31,9 @@ for s in full_write kept_results_untouched untransferable loop_without_gc async_
   if ! out=$(run test/safety/grad-pool.js "$s" 2>&1); then crashed=$((crashed + 1)); echo "  $s: exit non-zero"; fi
   echo "  $s: $(echo "$out" | tail -1 | cut -c1-100)"
 done
+echo "asan: streaming gradient stores forced on (test/safety/stream-stores.js)"
+if ! out=$(YD_STREAM_STORES=1 run test/safety/stream-stores.js digests 2>&1); then crashed=$((crashed + 1)); echo "  digests: exit non-zero"; fi
+echo "  digests: $(echo "$out" | tail -1 | cut -c1-100)"
 echo "asan: fuzzer, $runs cases (half adversarial)"
 LD_PRELOAD="$libasan" node test/reliability/fuzz.js --seed 20261128 --runs "$runs" | tail -2
 reports=$(cat "$logdir"/asan.* 2>/dev/null | grep -c "ERROR: AddressSanitizer" || true)

@@ -67,10 +67,20 @@ const scenarios = {
         out[`${name}, views at ${shift}`] = digest(yd.distillationLoss(s2, t2, { ...opts, gradOut }));
       }
     }
-    // A float16 student (its gradient in float16: never streamed) with an fp32 teacher.
+    // A float16 student (its gradient in float16) with an fp32 teacher, and an
+    // fp32 student with a float16 or bfloat16 teacher (an fp16 ONNX teacher):
+    // never streamed (16-bit heads go through per-thread buffers; streaming
+    // the fp32 gradient of the second, written in place, read 1.02x the time,
+    // BENCHMARKS.md), the same results under every setting all the same.
     {
       const { student, teacher } = heads(anchor, 12);
-      out['float16 student'] = digest(yd.distillationLoss(student.map((x) => h.headOfDtype(x, 'float16')), teacher, { numClasses: C }));
+      const half = (xs, dtype) => xs.map((x) => h.headOfDtype(x, dtype));
+      out['float16 student'] = digest(yd.distillationLoss(half(student, 'float16'), teacher, { numClasses: C }));
+      for (const dtype of ['float16', 'bfloat16']) {
+        out[`${dtype} teacher`] = digest(yd.distillationLoss(student, half(teacher, dtype), { numClasses: C }));
+        const gradOut = student.map((x, k) => shifted(new Float32Array(x.data.length), 3 + k));
+        out[`${dtype} teacher, views`] = digest(yd.distillationLoss(student, half(teacher, dtype), { numClasses: C, gradOut }));
+      }
     }
     // A call large enough to stream by its size where YD_STREAM_STORES is
     // unset (4 images at 512: 5.5 M gradient values, 22 MB, over a third of
