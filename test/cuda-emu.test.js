@@ -244,4 +244,18 @@ maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
       : { numClasses: C, numAnchors: 2, layout: 'nchw', ...rest };
     compareWithCpu(`KL: ${id}`, c, shape, p, t, opts);
   });
+
+  // A cell spanning 35.6 whose student and teacher agree on their top class
+  // (the fuzzer's seed 1207101, case 11879: logits of +-30 at tau 2.64, scale 0
+  // of its heads, lambda 50, gradScale 1000): on the centred fp32 steps the
+  // emulated kernel had that class's gradient 2.0e-5 relative off float64 (the
+  // CPU, in double here, is exact to 7e-8): spans over kKlSpreadF32 (16) take
+  // the log-softmax steps (native/core/cell_math.h), 5e-6 off.
+  test('KL: a wide span whose classes agree (fuzzer seed 1207101)', () => {
+    const shapes = [[2, 2 * 16, 6, 1], [2, 2 * 16, 5, 1]];
+    const { student, teacher } = h.makeHeads(h.rng(1989635211), shapes, 30);
+    const variant = { clsTarget: 'kl', temperature: 2.6433266676323766, weighted: { cls: false } };
+    const c = { dtype: 'float32', layout: 'nchw', variant, B: 2, A: 2, C: 11, H: 6, W: 1, lambda: 50, gradScale: 1000 };
+    compareWithCpu('KL: wide span', c, shapes[0], student[0].data, teacher[0].data, { numClasses: 11, numAnchors: 2, layout: 'nchw', ...variant });
+  });
 });

@@ -285,6 +285,19 @@ YD_HD S kl_cell_value(S sum, S tau) { return (sum < S(0) ? S(0) : sum) * tau * t
 // kl_taylor_cell instead (e^2 would leave float's range at huge temperatures).
 constexpr double kKlSpread = 40.0;
 constexpr double kKlTiny = 1e-9;
+// The centred fp32 steps keep only cells whose d spans at most kKlSpreadF32
+// (the CPU's kl_group and the CUDA kl_cell; wider ones take the log-softmax
+// steps, in double on the CPU and in fp32 on CUDA): each e_c is rounded
+// relative to itself (|e_c| up to the span), and that rounding reaches
+// tau (p_c - q_c) magnified where p_c and q_c are close. A cell spanning 35.6
+// (fuzzer seed 1207101, case 11879: logits of +-30 at tau = 2.64, student and
+// teacher agreeing on their top class and apart on others) had that class's
+// gradient 5.1e-5 relative off float64 on the CPU, 2.0e-5 under the CUDA
+// emulation (PyTorch float32: 2.3e-6; the design allows 1e-6 + 1e-5
+// relative); random heads of +-3 logits at tau = 1, as the benchmarks' (spans
+// under 12), and heads near their teacher stay on the centred steps
+// (test/numerics-edge.test.js 'KL cells of wide spans', test/cuda-emu.test.js).
+constexpr double kKlSpreadF32 = 16.0;
 
 // e^(-e) - 1 + e (>= 0, about e^2 / 2 near 0) without cancelling its first-order
 // parts: |e| <= 1: e^2 times expm1_tail_poly(-e) (vec_math.h: (e^(-e) - 1 + e) / e^2

@@ -1504,20 +1504,8 @@ YD_CLONES double kl_block(const float* __restrict p, const float* __restrict t, 
 // or hold NaN/Inf go to kl_block (double), those spanning at most kKlTiny
 // (huge temperatures) to kl_taylor_cell.
 // What kl_block_f32 did with a cell (its ok[] entries): the span limits
-// kKlSpread and kKlTiny are cell_math.h's; the fp32 steps keep only cells whose
-// d spans at most kKlSpreadF32.
-//
-// kKlSpreadF32: each e_c is rounded relative to itself (|e_c| up to the span),
-// and that rounding reaches tau (p_c - q_c) magnified where p_c and q_c are
-// close: a cell spanning 35.6 (fuzzer seed 1207101, case 11879: logits of
-// +-30 at tau = 2.64, student and teacher agreeing on their top class and
-// apart on others) gave that class's gradient 5.1e-5 relative off float64
-// (PyTorch float32: 2.3e-6), over the 1e-6 + 1e-5 relative the design allows.
-// Cells spanning more than 16 take the double steps (kl_block); random heads
-// of +-3 logits at tau = 1, as the benchmarks' (spans under 12), and heads
-// near their teacher stay in fp32 (test/numerics-edge.test.js 'KL cells of
-// wide spans').
-constexpr double kKlSpreadF32 = 16.0;
+// kKlSpread, kKlSpreadF32 (the fp32 steps keep only cells within it) and
+// kKlTiny are cell_math.h's.
 constexpr unsigned char kKlDouble = 0, kKlDone = 1, kKlTaylor = 2;
 
 // kl_taylor_cell (cell_math.h) on a cell of fp32 arrays: value c at base + c * step_k.

@@ -222,7 +222,7 @@ __global__ void keep_kernel(const T* __restrict__ t, const int* __restrict__ arg
 }
 
 // The log-softmax steps of cell_math.h in fp32, for the cells kl_cell leaves:
-// differences spanning over kKlSpread (tiny temperatures, huge logits) and
+// differences spanning over kKlSpreadF32 (wide spans: tiny temperatures, huge logits) and
 // NaN/Inf logits.
 template <typename T>
 __device__ __forceinline__ float kl_cell_logsoftmax(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g,
@@ -273,7 +273,7 @@ struct KlCellView {
 // centred steps of cell_math.h (those of the CPU kernel): d and the sums in
 // double, the teacher weights and kl_gap in fp32, each value read three or
 // four times instead of keeping n values per thread; kl_taylor_cell for spans
-// under kKlTiny, the log-softmax steps for spans over kKlSpread or NaN/Inf.
+// under kKlTiny, the log-softmax steps for spans over kKlSpreadF32 or NaN/Inf.
 template <typename T>
 __device__ __forceinline__ float kl_cell(const T* __restrict__ p, const T* __restrict__ t, T* __restrict__ g,
                                          int64_t base, int64_t step, int k0, int n, float tau, float m, double coef) {
@@ -300,7 +300,7 @@ __device__ __forceinline__ float kl_cell(const T* __restrict__ p, const T* __res
   }
   // fmax/fmin drop NaN: a NaN or infinite logit shows in s or sd instead.
   const double span = hi - lo;
-  if (!(span <= kKlSpread) || !(fabs(sd) <= DBL_MAX) || !(s <= DBL_MAX)) {
+  if (!(span <= kKlSpreadF32) || !(fabs(sd) <= DBL_MAX) || !(s <= DBL_MAX)) {
     return kl_cell_logsoftmax(p, t, g, base, step, k0, n, tau, m, coef);
   }
   if (span <= kKlTiny) {
