@@ -82,15 +82,17 @@ __attribute__((always_inline)) inline double fold(const double* acc) {
 // 12; non-temporal ("streaming") stores, which bypass the cache, move 12. They
 // pay only for arrays too large to stay in cache, which the caller then reads
 // from memory either way, and each task ends with an sfence (they are weakly
-// ordered). A call streams when its fp32 gradient arrays hold at least a third
-// of the L3 cache (student, teacher and gradient then cannot all stay there;
+// ordered). A call streams when its gradient arrays hold at least a third of
+// the L3 cache (student, teacher and gradient then cannot all stay there;
 // stream_min_bytes) on a CPU with AVX-512 (whole 64-byte lines from one
 // register); YD_STREAM_STORES=0 or 1 in the environment turns it off or on for
 // every call (tests, benchmarks). Streamed: the default kernel's runs
 // (plane_chunk_nt) and the variant kernels' 'logit' runs on fp32 nchw heads
-// (logit_run_nt). The same values either way
+// (logit_run_nt), and every 16-bit gradient as it is rounded from its fp32
+// buffer (narrow_run). The same values either way
 // (test/stream-stores.test.js); BENCHMARKS.md, "Streaming stores for the
 // gradient".
+
 // The L3 cache of the CPU the process started on, in bytes, from sysfs (one
 // instance: glibc's sysconf(_SC_LEVEL3_CACHE_SIZE) read 384 MB on this
 // project's 32 MB-L3 virtual machine, the sum over the host's dies); 32 MiB
@@ -126,7 +128,7 @@ bool stream_cpu() {
 #else
 bool stream_cpu() { return false; }
 #endif
-// For a call whose fp32 gradient arrays hold `bytes`: YD_STREAM_STORES=0 / 1
+// For a call whose gradient arrays hold `bytes`: YD_STREAM_STORES=0 / 1
 // (read once) or bytes >= stream_min_bytes(), on a CPU with AVX-512.
 bool stream_gradients(int64_t bytes) {
   static const int forced = [] {
@@ -151,15 +153,22 @@ struct StreamTask {  // a task of a call: its setting, and an sfence at its end
   StreamTask(const StreamTask&) = delete;
   StreamTask& operator=(const StreamTask&) = delete;
 };
-inline bool streaming() { return t_stream; }
-// For one unit of a variant kernel: streaming as the call decided where the
-// unit's gradient is written where it belongs (fp32 nchw heads, in place),
-// off where it goes to a unit buffer that is read back (cell-major layouts,
-// 16-bit heads).
+// Whether the unit being computed writes its gradient to a unit buffer that
+// is read back (cell-major layouts, 16-bit heads: StreamUnit) rather than to
+// the caller's array.
+thread_local bool t_unit_buffer = false;
+// Kernel stores into the gradient: streamed where the call streams and the
+// unit writes the caller's array.
+inline bool streaming() { return t_stream && !t_unit_buffer; }
+// Rounding to a 16-bit gradient (narrow_run), always into the caller's array:
+// streamed where the call streams.
+inline bool streaming_narrow() { return t_stream; }
+// For one unit of a variant kernel: in_place, its gradient is written where it
+// belongs (fp32 nchw heads), or else to a unit buffer (streaming() off).
 struct StreamUnit {
   bool saved;
-  explicit StreamUnit(bool in_place) : saved(t_stream) { t_stream = saved && in_place; }
-  ~StreamUnit() { t_stream = saved; }
+  explicit StreamUnit(bool in_place) : saved(t_unit_buffer) { t_unit_buffer = !in_place; }
+  ~StreamUnit() { t_unit_buffer = saved; }
   StreamUnit(const StreamUnit&) = delete;
   StreamUnit& operator=(const StreamUnit&) = delete;
 };
@@ -539,8 +548,50 @@ void widen_run(const void* src, ElemType e, int64_t off, int64_t n, float* dst) 
   }
 }
 
-// n fp32 values of src into dst (from element off), rounded to its type.
+void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t n);
+#if defined(__x86_64__) && defined(__GNUC__)
+// bytes (a multiple of 64) from src to dst, dst 64-byte aligned, by streaming stores.
+__attribute__((target("avx512f"), noinline)) void stream_lines(void* dst, const void* src, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(static_cast<char*>(dst) + b),
+                        _mm512_loadu_si512(static_cast<const char*>(src) + b));
+  }
+  _mm256_zeroupper();
+}
+#else
+void stream_lines(void*, const void*, int64_t) {}
+#endif
+
+// n fp32 values of src into dst (from element off), rounded to its type. A
+// 16-bit run where the call streams its gradient (streaming_narrow): its whole
+// 64-byte lines rounded 256 values at a time into a buffer in L1 and written by
+// streaming stores, the values outside them by ordinary ones (the same
+// rounding, so the same bits).
 void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
+  if (e == ElemType::F32 || n < 64 || !streaming_narrow()) {
+    narrow_plain(src, e, dst, off, n);
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst) + off;
+  const uintptr_t mis = reinterpret_cast<uintptr_t>(d) & 63;
+  if (mis & 1) {  // not 2-byte aligned: no line boundary falls between values
+    narrow_plain(src, e, dst, off, n);
+    return;
+  }
+  const int64_t lead = std::min<int64_t>(n, static_cast<int64_t>(((64 - mis) & 63) / 2));
+  narrow_plain(src, e, dst, off, lead);
+  int64_t j = lead;
+  alignas(64) uint16_t line[256];
+  for (; j + 32 <= n;) {
+    const int64_t m = std::min<int64_t>(256, (n - j) / 32 * 32);
+    narrow_plain(src + j, e, line, 0, m);
+    stream_lines(d + j, line, m * 2);
+    j += m;
+  }
+  narrow_plain(src + j, e, dst, off + j, n - j);
+}
+
+void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
   switch (e) {
     case ElemType::F32:
       std::memcpy(static_cast<float*>(dst) + off, src, static_cast<size_t>(n) * sizeof(float));
@@ -1983,8 +2034,8 @@ int64_t task_count(int64_t blocks, int threads, int64_t values) {
 
 }  // namespace
 
-GradientStreaming::GradientStreaming(int64_t fp32_grad_bytes) : saved_(t_stream) {
-  t_stream = stream_gradients(fp32_grad_bytes);
+GradientStreaming::GradientStreaming(int64_t grad_bytes) : saved_(t_stream) {
+  t_stream = stream_gradients(grad_bytes);
 }
 GradientStreaming::~GradientStreaming() { t_stream = saved_; }
 bool GradientStreaming::on() const { return t_stream; }

@@ -80,14 +80,14 @@ Terms scale_terms(const RawSums& raw, const ScaleGeom& geom, const Variant& v);
 void fm_nms_mask(const float* t, const ScaleGeom& geom, unsigned char* keep, int threads);
 
 // For one kernel call on the calling thread, while it lives: whether the
-// kernels write fp32 gradients by streaming (non-temporal) stores, decided by
-// the call's fp32 gradient bytes (a third of the L3 cache or more, on a CPU
-// with AVX-512; the environment's YD_STREAM_STORES=0 or 1 overrides: tests,
+// kernels write gradients by streaming (non-temporal) stores, decided by the
+// call's gradient bytes (a third of the L3 cache or more, on a CPU with
+// AVX-512; the environment's YD_STREAM_STORES=0 or 1 overrides: tests,
 // benchmarks). The same values either way; fused_cpu.cpp, "Streaming stores
 // for the gradient".
 class GradientStreaming {
  public:
-  explicit GradientStreaming(int64_t fp32_grad_bytes);
+  explicit GradientStreaming(int64_t grad_bytes);
   ~GradientStreaming();
   GradientStreaming(const GradientStreaming&) = delete;
   GradientStreaming& operator=(const GradientStreaming&) = delete;

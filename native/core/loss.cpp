@@ -476,14 +476,13 @@ Result cpu_loss(const Plan& plan) {
   for (size_t s = 0; s < S; ++s) {
     all_fp32 = all_fp32 && student[s].scalar_type() == at::kFloat && teacher[s].scalar_type() == at::kFloat;
   }
-  // Streaming gradient stores for a call with large fp32 gradient arrays (fused_cpu.h).
-  int64_t fp32_grad_bytes = 0;
+  // Streaming gradient stores for a call with large gradient arrays (fused_cpu.h).
+  int64_t grad_bytes = 0;
   for (size_t s = 0; s < S && opts.grad; ++s) {
-    const bool f32 = grad_out.empty() || !grad_out[s].defined() ? student[s].scalar_type() == at::kFloat
-                                                                : grad_out[s].scalar_type() == at::kFloat;
-    fp32_grad_bytes += f32 ? student[s].numel() * int64_t{4} : 0;
+    const at::Tensor& g = grad_out.empty() || !grad_out[s].defined() ? student[s] : grad_out[s];
+    grad_bytes += student[s].numel() * static_cast<int64_t>(g.element_size());
   }
-  const GradientStreaming streaming(fp32_grad_bytes);
+  const GradientStreaming streaming(grad_bytes);
   Result r;
   r.scales.reserve(S);
   auto finish = [&](const CpuScaleIo& io, const RawSums& raw, const ScaleGeom& g) {

@@ -67,15 +67,28 @@ const scenarios = {
         out[`${name}, views at ${shift}`] = digest(yd.distillationLoss(s2, t2, { ...opts, gradOut }));
       }
     }
-    // A float16 student (its gradient in float16) with an fp32 teacher, and an
-    // fp32 student with a float16 or bfloat16 teacher (an fp16 ONNX teacher):
-    // never streamed (16-bit heads go through per-thread buffers; streaming
-    // the fp32 gradient of the second, written in place, read 1.02x the time,
-    // BENCHMARKS.md), the same results under every setting all the same.
+    // 16-bit students, whose 16-bit gradients are streamed as they are rounded
+    // (narrow_run), default formula and variants, into their own arrays and
+    // into Uint16Array views at odd offsets; and an fp32 student with a
+    // float16 or bfloat16 teacher (an fp16 ONNX teacher), whose fp32 gradient
+    // is not streamed (16-bit heads go through per-thread buffers; streaming it
+    // read 1.02x the time, BENCHMARKS.md): the same results under every setting.
     {
       const { student, teacher } = heads(anchor, 12);
       const half = (xs, dtype) => xs.map((x) => h.headOfDtype(x, dtype));
       out['float16 student'] = digest(yd.distillationLoss(half(student, 'float16'), teacher, { numClasses: C }));
+      for (const dtype of ['float16', 'bfloat16']) {
+        for (const extra of [{}, { preset: 'paper' }, { clsTarget: 'kl' }]) {
+          const s16 = half(student, dtype), t16 = half(teacher, dtype);
+          const key = `${dtype} heads ${JSON.stringify(extra)}`;
+          out[key] = digest(yd.distillationLoss(s16, t16, { numClasses: C, ...extra }));
+          const gradOut = s16.map((x, k) => {
+            const buf = new Uint16Array(x.data.length + 64);
+            return buf.subarray(1 + 2 * k, 1 + 2 * k + x.data.length);
+          });
+          out[`${key}, views`] = digest(yd.distillationLoss(s16, t16, { numClasses: C, gradOut, ...extra }));
+        }
+      }
       for (const dtype of ['float16', 'bfloat16']) {
         out[`${dtype} teacher`] = digest(yd.distillationLoss(student, half(teacher, dtype), { numClasses: C }));
         const gradOut = student.map((x, k) => shifted(new Float32Array(x.data.length), 3 + k));
