@@ -160,6 +160,10 @@ thread_local bool t_unit_buffer = false;
 // Kernel stores into the gradient: streamed where the call streams and the
 // unit writes the caller's array.
 inline bool streaming() { return t_stream && !t_unit_buffer; }
+// A float pointer on a 4-byte boundary, so that some value of its run starts
+// a 64-byte line (typed arrays and LibTorch's allocations always are; the
+// streamed loops rely on it).
+inline bool floats_aligned(const float* g) { return (reinterpret_cast<uintptr_t>(g) & 3) == 0; }
 // Rounding to a 16-bit gradient (narrow_run), always into the caller's array:
 // streamed where the call streams.
 inline bool streaming_narrow() { return t_stream; }
@@ -378,7 +382,8 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
         const int64_t m = std::min(Runs::kRun, n - r0);
         const float* pk = runs.student(off + r0, m);
         const float* tk = runs.teacher(off + r0, m);
-        if (kGrad && std::is_same_v<Runs, Fp32Runs> && m >= kLanes && streaming()) {
+        const bool stream = kGrad && std::is_same_v<Runs, Fp32Runs> && m >= kLanes && streaming();
+        if (stream && floats_aligned(runs.grad(off + r0))) {
           plane_chunk_nt(pk, tk, runs.grad(off + r0), w + r0, m, coef, lanes);  // fp32 in place (Fp32Runs)
         } else {
           plane_chunk<kGrad>(pk, tk, kGrad ? runs.grad(off + r0) : nullptr, w + r0, m, coef, lanes);
@@ -1325,7 +1330,7 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
     }
     if (!g) return logit_run<false, true>(p, t, g, step, len, m, gcoef);
     // Streaming stores where the call and the unit stream (GradientStreaming, StreamUnit).
-    if (len >= kLanes && coef_fits_fp32(gcoef) && streaming()) {
+    if (len >= kLanes && coef_fits_fp32(gcoef) && streaming() && floats_aligned(g)) {
       return logit_run_nt(p, t, g, len, m, static_cast<float>(gcoef));
     }
     return coef_fits_fp32(gcoef) ? logit_run<true, true>(p, t, g, step, len, m, gcoef)
