@@ -249,7 +249,7 @@ maybe('CUDA kernels under emulation agree with the CPU kernels', () => {
   // (the fuzzer's seed 1207101, case 11879: logits of +-30 at tau 2.64, scale 0
   // of its heads, lambda 50, gradScale 1000): on the centred fp32 steps the
   // emulated kernel had that class's gradient 2.0e-5 relative off float64 (the
-  // CPU, in double here, is exact to 7e-8): spans over kKlSpreadF32 (16) take
+  // CPU, in double here, is exact to 7e-8): spans over kKlSpreadF32 (24) take
   // the log-softmax steps (native/core/cell_math.h), 5e-6 off.
   test('KL: a wide span whose classes agree (fuzzer seed 1207101)', () => {
     const shapes = [[2, 2 * 16, 6, 1], [2, 2 * 16, 5, 1]];

@@ -150,7 +150,7 @@ describe('KL of a student near its teacher: within 1e-6 of float64', () => {
 // teacher agree turns into a relative error magnified by their cancellation:
 // the fuzzer's case (seed 1207101, case 11879, reproduced here from its value
 // seed) had one element 5.1e-5 off float64 when cells spanning up to 40 took
-// the fp32 steps; those spanning over 16 now take the double ones
+// the fp32 steps; those spanning over 24 now take the double ones
 // (native/core/fused_cpu.cpp, kKlSpreadF32).
 describe('KL cells of wide spans: every gradient element within 1e-6 + 1e-5 relative of float64', () => {
   withTorch('the fuzzer case and random heads of spread 30 at four temperatures', () => {

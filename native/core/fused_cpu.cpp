@@ -2011,12 +2011,23 @@ double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t 
     unsigned char ok[kKlBlock];
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
     sum += kl_block_f32(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later);
-    for (int64_t j = 0; j < bl; ++j) {
+    // The double steps over each run of consecutive cells that take them (a
+    // cell's values are its own, vectorized across the run: per cell, heads
+    // whose every cell spanned over kKlSpreadF32, 16 then, took 17x their fp32
+    // time; BENCHMARKS.md).
+    for (int64_t j = 0; j < bl;) {
       const int64_t cell = b0 + j * step_c;
-      if (ok[j] == kKlDouble) sum += kl_block(p, t, g, cell, 1, k0, n, step_k, step_c, tau, m + j0 + j, coef);
+      if (ok[j] == kKlDouble) {
+        int64_t j1 = j + 1;
+        while (j1 < bl && ok[j1] == kKlDouble) ++j1;
+        sum += kl_block(p, t, g, cell, j1 - j, k0, n, step_k, step_c, tau, m + j0 + j, coef);
+        j = j1;
+        continue;
+      }
       if (ok[j] == kKlTaylor) {
         sum += kl_taylor_cell(Fp32KlCell{p, t, g, cell + k0 * step_k, step_k}, n, tau, m[j0 + j], coef, g != nullptr);
       }
+      ++j;
     }
   }
   return sum;
