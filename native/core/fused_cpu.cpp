@@ -15,7 +15,6 @@
 #include <type_traits>
 #include <vector>
 
-
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
@@ -51,7 +50,8 @@ void ensure_team_size(int threads) {
 // nahwc default kernel, a baseline loop, 2x its time after a call whose 'logit'
 // runs left them dirty: a clone's path that called a baseline function and
 // returned without vzeroupper). Every task of the kernels starts and ends with
-// it (run_blocks, cpu_scales), whatever code ran on that thread before.
+// it (TaskScope, in run_blocks and cpu_scales), whatever code ran on that
+// thread before.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx"), noinline)) void vzeroupper_avx() { _mm256_zeroupper(); }
 void clean_upper_state() {
@@ -118,7 +118,7 @@ int64_t stream_min_bytes() {
 // Whether the calling thread's kernel call streams its gradient stores: set
 // for the calling thread by GradientStreaming (fused_cpu.h; cpu_loss in
 // loss.cpp, per call), handed to every task by run_blocks and cpu_scales
-// (StreamTask).
+// (TaskScope).
 thread_local bool t_stream = false;
 #if defined(__x86_64__) && defined(__GNUC__)
 bool stream_cpu() {
@@ -143,15 +143,23 @@ inline void stream_fence() { _mm_sfence(); }
 #else
 inline void stream_fence() {}
 #endif
-struct StreamTask {  // a task of a call: its setting, and an sfence at its end
+// One task of a kernel call (run_blocks, cpu_scales): clean_upper_state at its
+// start and end, the call's streaming setting (call_streaming() of the thread
+// that made the tasks) for its duration, and an sfence at its end where it
+// streamed (streaming stores are weakly ordered).
+struct TaskScope {
   bool saved;
-  explicit StreamTask(bool on) : saved(t_stream) { t_stream = on; }
-  ~StreamTask() {
+  explicit TaskScope(bool stream) : saved(t_stream) {
+    t_stream = stream;
+    clean_upper_state();
+  }
+  ~TaskScope() {
     if (t_stream) stream_fence();
     t_stream = saved;
+    clean_upper_state();
   }
-  StreamTask(const StreamTask&) = delete;
-  StreamTask& operator=(const StreamTask&) = delete;
+  TaskScope(const TaskScope&) = delete;
+  TaskScope& operator=(const TaskScope&) = delete;
 };
 // Whether the unit being computed writes its gradient to a unit buffer that
 // is read back (cell-major layouts, 16-bit heads: StreamUnit) rather than to
@@ -164,9 +172,15 @@ inline bool streaming() { return t_stream && !t_unit_buffer; }
 // a 64-byte line (typed arrays and LibTorch's allocations always are; the
 // streamed loops rely on it).
 inline bool floats_aligned(const float* g) { return (reinterpret_cast<uintptr_t>(g) & 3) == 0; }
-// Rounding to a 16-bit gradient (narrow_run), always into the caller's array:
-// streamed where the call streams.
-inline bool streaming_narrow() { return t_stream; }
+// Whether the call streams (whatever the unit): what its tasks inherit, and
+// what rounding to a 16-bit gradient (narrow_run), always into the caller's
+// array, follows.
+inline bool call_streaming() { return t_stream; }
+// The values of a run at p (elements of `size` bytes, n of them) before its
+// first 64-byte line boundary, at most n.
+inline int64_t line_lead(const void* p, int64_t size, int64_t n) {
+  return std::min<int64_t>(n, static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63)) / size);
+}
 // For one unit of a variant kernel: in_place, its gradient is written where it
 // belongs (fp32 nchw heads), or else to a unit buffer (streaming() off).
 struct StreamUnit {
@@ -193,8 +207,7 @@ template <typename One, typename Block>
 __attribute__((target("avx512f"), always_inline)) inline void streamed_run(const float* g, int64_t n,
                                                                            double* __restrict lanes, One one,
                                                                            Block block) {
-  const int64_t lead =
-      std::min<int64_t>(n, static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(g) & 63)) & 63) / 4));
+  const int64_t lead = line_lead(g, 4, n);
   int64_t j = 0;
   for (; j < lead; ++j) one(j);
   alignas(64) double r[16];
@@ -553,49 +566,7 @@ void widen_run(const void* src, ElemType e, int64_t off, int64_t n, float* dst) 
   }
 }
 
-void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t n);
-#if defined(__x86_64__) && defined(__GNUC__)
-// bytes (a multiple of 64) from src to dst, dst 64-byte aligned, by streaming stores.
-__attribute__((target("avx512f"), noinline)) void stream_lines(void* dst, const void* src, int64_t bytes) {
-  for (int64_t b = 0; b < bytes; b += 64) {
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(static_cast<char*>(dst) + b),
-                        _mm512_loadu_si512(static_cast<const char*>(src) + b));
-  }
-  _mm256_zeroupper();
-}
-#else
-void stream_lines(void*, const void*, int64_t) {}
-#endif
-
-// n fp32 values of src into dst (from element off), rounded to its type. A
-// 16-bit run where the call streams its gradient (streaming_narrow): its whole
-// 64-byte lines rounded 256 values at a time into a buffer in L1 and written by
-// streaming stores, the values outside them by ordinary ones (the same
-// rounding, so the same bits).
-void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
-  if (e == ElemType::F32 || n < 64 || !streaming_narrow()) {
-    narrow_plain(src, e, dst, off, n);
-    return;
-  }
-  uint16_t* d = static_cast<uint16_t*>(dst) + off;
-  const uintptr_t mis = reinterpret_cast<uintptr_t>(d) & 63;
-  if (mis & 1) {  // not 2-byte aligned: no line boundary falls between values
-    narrow_plain(src, e, dst, off, n);
-    return;
-  }
-  const int64_t lead = std::min<int64_t>(n, static_cast<int64_t>(((64 - mis) & 63) / 2));
-  narrow_plain(src, e, dst, off, lead);
-  int64_t j = lead;
-  alignas(64) uint16_t line[256];
-  for (; j + 32 <= n;) {
-    const int64_t m = std::min<int64_t>(256, (n - j) / 32 * 32);
-    narrow_plain(src + j, e, line, 0, m);
-    stream_lines(d + j, line, m * 2);
-    j += m;
-  }
-  narrow_plain(src + j, e, dst, off + j, n - j);
-}
-
+// n fp32 values of src into dst (from element off), rounded to its type.
 void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
   switch (e) {
     case ElemType::F32:
@@ -613,6 +584,47 @@ void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t 
     }
   }
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// bytes (a multiple of 64) from src to dst, dst 64-byte aligned, by streaming stores.
+__attribute__((target("avx512f"), noinline)) void stream_lines(void* dst, const void* src, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(static_cast<char*>(dst) + b),
+                        _mm512_loadu_si512(static_cast<const char*>(src) + b));
+  }
+  _mm256_zeroupper();
+}
+#else
+void stream_lines(void*, const void*, int64_t) {}
+#endif
+
+// narrow_plain, for the gradient arrays; a 16-bit run where the call streams
+// its gradient (call_streaming): its whole 64-byte lines rounded 256 values at
+// a time into a buffer in L1 and written by streaming stores, the values
+// outside them by ordinary ones (the same rounding, so the same bits).
+void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
+  if (e == ElemType::F32 || n < 64 || !call_streaming()) {
+    narrow_plain(src, e, dst, off, n);
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst) + off;
+  if (reinterpret_cast<uintptr_t>(d) & 1) {  // not 2-byte aligned: no line boundary falls between values
+    narrow_plain(src, e, dst, off, n);
+    return;
+  }
+  const int64_t lead = line_lead(d, 2, n);
+  narrow_plain(src, e, dst, off, lead);
+  int64_t j = lead;
+  alignas(64) uint16_t line[256];
+  for (; j + 32 <= n;) {
+    const int64_t m = std::min<int64_t>(256, (n - j) / 32 * 32);
+    narrow_plain(src + j, e, line, 0, m);
+    stream_lines(d + j, line, m * 2);
+    j += m;
+  }
+  narrow_plain(src + j, e, dst, off + j, n - j);
+}
+
 
 // The nchw body's runs on 16-bit (or mixed) arrays: each run widened into a
 // per-thread fp32 buffer, the gradient rounded to its type when done. The body,
@@ -1461,7 +1473,6 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
   return fold(acc);
 }
 
-
 // tau^2 KL(softmax(T/tau) || softmax(P/tau)) per cell over the n values
 // k0 .. k0+n-1 (stride step_k) of the len cells of a unit (cell j's value k at
 // base + k * step_k + j * step_c): the classes of clsTarget 'kl', or the bins
@@ -1951,10 +1962,10 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   }
   // Per cell, what it needs: a span of d over kKlSpreadF32 (within kKlSpread,
   // e^(+-e) stays in float's range, but the gradient of a class on which
-  // student and teacher agree can lose digits; tiny temperatures land here) or a non-finite x (NaN or Inf
-  // in the cell) goes to kl_block, a span under kKlTiny (huge temperatures:
-  // e^2 would leave float's range) to kl_taylor_cell; the others are done,
-  // tau^2 (r / S + log1p(x)) their KL.
+  // student and teacher agree can lose digits; tiny temperatures land here)
+  // or a non-finite x (NaN or Inf in the cell) goes to kl_block, a span under
+  // kKlTiny (huge temperatures: e^2 would leave float's range) to
+  // kl_taylor_cell; the others are done, tau^2 (r / S + log1p(x)) their KL.
   for (int64_t i = 0; i < len; ++i) {
     const bool fine = std::isfinite(xb[i]) && sb[i] <= static_cast<float>(kKlSpreadF32);
     ok[i] = !fine ? kKlDouble : sb[i] <= static_cast<float>(kKlTiny) ? kKlTaylor : f32 ? kKlDone : kKlDouble;
@@ -2054,28 +2065,23 @@ GradientStreaming::GradientStreaming(int64_t grad_bytes) : saved_(t_stream) {
   t_stream = stream_gradients(grad_bytes);
 }
 GradientStreaming::~GradientStreaming() { t_stream = saved_; }
-bool GradientStreaming::on() const { return t_stream; }
 
 void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
                 const std::function<void(int64_t, int64_t)>& fn) {
   if (blocks <= 0) return;
   const int64_t tasks = task_count(blocks, threads, blocks * values_per_block);
-  const bool stream = streaming();  // the calling thread's call
+  const bool stream = call_streaming();
   if (tasks == 1) {
-    const StreamTask st(stream);
-    clean_upper_state();
+    const TaskScope task(stream);
     fn(0, blocks);
-    clean_upper_state();
     return;
   }
   ensure_team_size(static_cast<int>(tasks));
   at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
-    const StreamTask st(stream);
-    clean_upper_state();
+    const TaskScope scope(stream);
     for (int64_t task = b; task < e; ++task) {
       fn(blocks * task / tasks, blocks * (task + 1) / tasks);
     }
-    clean_upper_state();
   });
 }
 
@@ -2778,7 +2784,7 @@ RawSums cpu_scale(const float* p, const float* t, float* g, const ScaleGeom& geo
 std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Options& o, int threads) {
   const size_t S = scales.size();
   std::vector<RawSums> out(S);
-  const bool stream = streaming();  // the call's (GradientStreaming)
+  const bool stream = call_streaming();  // the call's (GradientStreaming)
   bool together = S > 1;
   for (const Fp32Scale& sc : scales) together = together && default_kernel_case(*sc.geom, o) && !sc.geom->cell_major();
   if (!together) {
@@ -2835,21 +2841,17 @@ std::vector<RawSums> cpu_scales(const std::vector<Fp32Scale>& scales, const Opti
   // and the last scale, too small for two, ran on one).
   const int64_t tasks = task_count(blocks, threads, values);
   if (tasks == 1) {
-    const StreamTask st(stream);
-    clean_upper_state();
+    const TaskScope task(stream);
     for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
-    clean_upper_state();
   } else {
     ensure_team_size(static_cast<int>(tasks));
     std::atomic<int64_t> next{0};
     at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
-      const StreamTask st(stream);
-      clean_upper_state();
+      const TaskScope task(stream);
       for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
            blk = next.fetch_add(1, std::memory_order_relaxed)) {
         block(blk);
       }
-      clean_upper_state();
     });
   }
   // Each scale's partials in block order, as reduce_units adds them.

@@ -91,7 +91,6 @@ class GradientStreaming {
   ~GradientStreaming();
   GradientStreaming(const GradientStreaming&) = delete;
   GradientStreaming& operator=(const GradientStreaming&) = delete;
-  bool on() const;
 
  private:
   bool saved_;
