@@ -121,15 +121,34 @@ int64_t stream_min_bytes() {
 // (TaskScope).
 thread_local bool t_stream = false;
 #if defined(__x86_64__) && defined(__GNUC__)
-bool stream_cpu() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
+// The CPU's AVX-512 as the kernels see it: a build with YD_FORCE_AVX2
+// (CMakeLists.txt, -DYD_FORCE_ISA=x86-64-v3: test/reliability/isa.sh) runs
+// every kernel as an AVX2 CPU would, on any x86-64 CPU that has AVX2.
+bool cpu_avx512f() {
+#if defined(YD_FORCE_AVX2)
+  return false;
+#else
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+#endif
+}
+// Which streamed loops the CPU runs: 2 those for AVX-512 (every streamed
+// kind), 1 those for AVX2 with FMA (the default kernel's runs and the 'logit'
+// runs; 16-bit gradients stream on AVX-512 only), 0 none.
+int stream_level() {
+  static const int level = cpu_avx512f()                                                      ? 2
+                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                              : 0;
+  return level;
 }
 #else
-bool stream_cpu() { return false; }
+bool cpu_avx512f() { return false; }
+int stream_level() { return 0; }
 #endif
+bool stream_cpu() { return stream_level() > 0; }
 // For a call whose gradient arrays hold `bytes`: YD_STREAM_STORES=0 / 1
-// (read once) or bytes >= stream_min_bytes(), on a CPU with AVX-512.
+// (read once) or bytes >= stream_min_bytes(), on a CPU with AVX-512 or with
+// AVX2 and FMA.
 bool stream_gradients(int64_t bytes) {
   static const int forced = [] {
     const char* e = std::getenv("YD_STREAM_STORES");
@@ -230,9 +249,9 @@ __attribute__((target("avx512f"), always_inline)) inline __m512d high_pd(__m512 
 // plane_chunk<true>'s element steps on AVX-512 (those of its avx512f clone:
 // the same operations and association, so the same bits), the gradient by
 // streaming stores (streamed_run).
-__attribute__((target("avx512f"), noinline)) void plane_chunk_nt(const float* __restrict p, const float* __restrict t,
-                                                                 float* __restrict g, const float* __restrict w,
-                                                                 int64_t n, float coef, double* __restrict lanes) {
+__attribute__((target("avx512f"), noinline)) void plane_chunk_nt512(const float* __restrict p, const float* __restrict t,
+                                                                    float* __restrict g, const float* __restrict w,
+                                                                    int64_t n, float coef, double* __restrict lanes) {
   const __m512 cf = _mm512_set1_ps(coef);
   streamed_run(
       g, n, lanes,
@@ -257,9 +276,9 @@ __attribute__((target("avx512f"), noinline)) void plane_chunk_nt(const float* __
 // kLanes, g = (cf m) d) on AVX-512 with the operations and association of its
 // x86-64-v4 clone (the same bits), the gradient by streaming stores
 // (streamed_run). Returns the folded lanes, as logit_run.
-__attribute__((target("avx512f"), noinline)) double logit_run_nt(const float* __restrict p, const float* __restrict t,
-                                                                 float* __restrict g, int64_t len,
-                                                                 const float* __restrict m, float cf) {
+__attribute__((target("avx512f"), noinline)) double logit_run_nt512(const float* __restrict p,
+                                                                    const float* __restrict t, float* __restrict g,
+                                                                    int64_t len, const float* __restrict m, float cf) {
   alignas(64) double acc[16] = {};
   const __m512 cfv = _mm512_set1_ps(cf);
   streamed_run(
@@ -280,7 +299,107 @@ __attribute__((target("avx512f"), noinline)) double logit_run_nt(const float* __
   _mm256_zeroupper();
   return fold(acc);
 }
+
+// The same two loops for AVX2 CPUs (stream_level() 1), with 8-float vectors
+// and four 4-double lane vectors, each mirroring the clone that such a CPU
+// runs unstreamed: plane_chunk inside nchw_unit_grad's "avx2" clone
+// (YD_MULTIVERSION: no FMA, so each product and sum rounded apart, and this
+// function has no FMA to contract into), and logit_run inside channel_run's
+// x86-64-v3 clone (YD_CLONES: FMA, m d^2 added in one rounding). A line is
+// two 32-byte streaming stores. The same bits as those clones:
+// test/reliability/isa.sh runs test/stream-stores.test.js on a build that
+// takes the AVX2 paths on this AVX-512 machine.
+// (A macro: the loop for target "avx2" and for "avx2,fma", whose callers'
+// lambdas must inline into it.)
+#define YD_STREAMED_RUN256(NAME, TARGET)                                                                   \
+  template <typename One, typename Block>                                                                  \
+  __attribute__((target(TARGET), always_inline)) inline void NAME(const float* g, int64_t n,               \
+                                                                  double* __restrict lanes, One one,       \
+                                                                  Block block) {                           \
+    const int64_t lead = line_lead(g, 4, n);                                                               \
+    int64_t j = 0;                                                                                         \
+    for (; j < lead; ++j) one(j);                                                                          \
+    alignas(32) double r[16];                                                                              \
+    for (int l = 0; l < 16; ++l) r[l] = lanes[(lead + l) & 15];                                            \
+    __m256d a[4] = {_mm256_load_pd(r), _mm256_load_pd(r + 4), _mm256_load_pd(r + 8), _mm256_load_pd(r + 12)}; \
+    for (; j + 16 <= n; j += 16) block(j, a);                                                              \
+    for (int q = 0; q < 4; ++q) _mm256_store_pd(r + 4 * q, a[q]);                                          \
+    for (int l = 0; l < 16; ++l) lanes[(lead + l) & 15] = r[l];                                            \
+    for (; j < n; ++j) one(j);                                                                             \
+  }
+YD_STREAMED_RUN256(streamed_run256, "avx2")
+YD_STREAMED_RUN256(streamed_run256_fma, "avx2,fma")
+#undef YD_STREAMED_RUN256
+// The 8 floats of x as doubles, lanes 0-3 and 4-7.
+__attribute__((target("avx2"), always_inline)) inline __m256d low_pd256(__m256 x) {
+  return _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+}
+__attribute__((target("avx2"), always_inline)) inline __m256d high_pd256(__m256 x) {
+  return _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+}
+
+__attribute__((target("avx2"), noinline)) void plane_chunk_nt256(const float* __restrict p, const float* __restrict t,
+                                                                 float* __restrict g, const float* __restrict w,
+                                                                 int64_t n, float coef, double* __restrict lanes) {
+  const __m256 cf = _mm256_set1_ps(coef);
+  streamed_run256(
+      g, n, lanes,
+      [&](int64_t i) __attribute__((always_inline, target("avx2"))) {
+        const float d = p[i] - t[i];
+        const float wd = w[i] * d;
+        const double sq = static_cast<double>(wd) * static_cast<double>(d);
+        lanes[i & 15] += sq;
+        g[i] = coef * wd;
+      },
+      [&](int64_t j, __m256d* a) __attribute__((always_inline, target("avx2"))) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(p + j + 8 * h), _mm256_loadu_ps(t + j + 8 * h));
+          const __m256 wd = _mm256_mul_ps(d, _mm256_loadu_ps(w + j + 8 * h));
+          _mm256_stream_ps(g + j + 8 * h, _mm256_mul_ps(wd, cf));
+          a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
+          a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
+        }
+      });
+  _mm256_zeroupper();
+}
+
+__attribute__((target("avx2,fma"), noinline)) double logit_run_nt256(const float* __restrict p,
+                                                                    const float* __restrict t, float* __restrict g,
+                                                                    int64_t len, const float* __restrict m, float cf) {
+  alignas(32) double acc[16] = {};
+  const __m256 cfv = _mm256_set1_ps(cf);
+  streamed_run256_fma(
+      g, len, acc,
+      [&](int64_t i) __attribute__((always_inline, target("avx2,fma"))) {
+        const float d = p[i] - t[i];
+        const double dd = static_cast<double>(d);
+        acc[i & 15] = std::fma(static_cast<double>(m[i]), dd * dd, acc[i & 15]);
+        g[i] = (cf * m[i]) * d;
+      },
+      [&](int64_t j, __m256d* a) __attribute__((always_inline, target("avx2,fma"))) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(p + j + 8 * h), _mm256_loadu_ps(t + j + 8 * h));
+          const __m256 mv = _mm256_loadu_ps(m + j + 8 * h);
+          _mm256_stream_ps(g + j + 8 * h, _mm256_mul_ps(_mm256_mul_ps(cfv, mv), d));
+          a[2 * h] = _mm256_fmadd_pd(low_pd256(mv), _mm256_mul_pd(low_pd256(d), low_pd256(d)), a[2 * h]);
+          a[2 * h + 1] = _mm256_fmadd_pd(high_pd256(mv), _mm256_mul_pd(high_pd256(d), high_pd256(d)), a[2 * h + 1]);
+        }
+      });
+  _mm256_zeroupper();
+  return fold(acc);
+}
 #pragma GCC diagnostic pop
+// The streamed loops for this CPU (callers stream only where stream_level() > 0).
+void plane_chunk_nt(const float* p, const float* t, float* g, const float* w, int64_t n, float coef, double* lanes) {
+  if (stream_level() == 2) {
+    plane_chunk_nt512(p, t, g, w, n, coef, lanes);
+  } else {
+    plane_chunk_nt256(p, t, g, w, n, coef, lanes);
+  }
+}
+double logit_run_nt(const float* p, const float* t, float* g, int64_t len, const float* m, float cf) {
+  return stream_level() == 2 ? logit_run_nt512(p, t, g, len, m, cf) : logit_run_nt256(p, t, g, len, m, cf);
+}
 #else
 void plane_chunk_nt(const float*, const float*, float*, const float*, int64_t, float, double*) {}
 double logit_run_nt(const float*, const float*, float*, int64_t, const float*, float) { return 0.0; }
@@ -415,7 +534,9 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
 // has only 2-wide double vectors, and on workload (a) with one thread the
 // kernel was compute bound (1.8x the streaming floor). A given machine always
 // runs the same clone, so results stay bit-identical run to run.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(YD_FORCE_AVX2)
+#define YD_MULTIVERSION __attribute__((target("avx2")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define YD_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define YD_MULTIVERSION
@@ -603,7 +724,7 @@ void stream_lines(void*, const void*, int64_t) {}
 // a time into a buffer in L1 and written by streaming stores, the values
 // outside them by ordinary ones (the same rounding, so the same bits).
 void narrow_run(const float* src, ElemType e, void* dst, int64_t off, int64_t n) {
-  if (e == ElemType::F32 || n < 64 || !call_streaming()) {
+  if (e == ElemType::F32 || n < 64 || !call_streaming() || stream_level() < 2) {
     narrow_plain(src, e, dst, off, n);
     return;
   }
@@ -814,7 +935,7 @@ __attribute__((target("avx512f"))) void nchw_unit_16(const MixedArrays& a, int64
 // fp16 teacher; None where none applies (the buffered runs above).
 enum class RegsPair { None, F16, Bf16, F32F16 };
 RegsPair regs_pair(const MixedArrays& a) {
-  static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
+  static const bool cpu = cpu_avx512f() && __builtin_cpu_supports("f16c");
   if (!cpu || (a.g && a.g_type != a.p_type)) return RegsPair::None;
   if (a.p_type == ElemType::F16 && a.t_type == ElemType::F16) return RegsPair::F16;
   if (a.p_type == ElemType::BF16 && a.t_type == ElemType::BF16) return RegsPair::Bf16;
@@ -1056,10 +1177,7 @@ __attribute__((target("avx512f"))) void transpose_avx512(const float* __restrict
   if (rows16 < rows) transpose_scalar(src + rows16 * ld_src, ld_src, dst + rows16, ld_dst, rows - rows16, cols);
 }
 
-bool have_avx512f() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-}
+bool have_avx512f() { return cpu_avx512f(); }
 #endif
 
 void transpose(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows, int64_t cols) {
@@ -1278,7 +1396,10 @@ struct MixedSource {
 // x86-64-v3 (AVX2 + FMA) and the baseline, one chosen at load time as for
 // YD_MULTIVERSION above; with vec_math.h's exp/log1p they vectorize (8, 4 or 2
 // doubles per instruction).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(YD_FORCE_AVX2)
+#define YD_CLONES __attribute__((target("arch=x86-64-v3")))
+#define YD_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define YD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 // No fused multiply-adds in a function: its clones round each product and sum
 // as the baseline build (no FMA) does (variant_masks).
