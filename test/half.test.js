@@ -229,6 +229,56 @@ test.each(['float16', 'bfloat16'])('%s default-formula heads with NaN and Inf (n
   expect(nans).toBeGreaterThan(0);
 });
 
+test.each(['float16', 'bfloat16'])('%s gradients on exact rounding ties (nchw, the register kernel): rounded to nearest even, as the widened call', (dtype) => {
+  // The class gradient is coef w (P - T) with w = sigmoid(T_obj) = 1 (T_obj =
+  // 100) and coef = 2 lambda gradScale / (cells C) = 1 (lambda 1, 3 anchors of 4 x 8
+  // cells, C = 3, gradScale 144), so for P = +-(1 or 1 + one unit) and T = -+(half
+  // a unit) it is exactly halfway between two 16-bit values: half of the ties
+  // round down to an even last bit, half up. Round-half-up (or truncation) in
+  // the kernel's narrowing gets half of them wrong. Planes of 32 cells: two
+  // 16-value vectors a channel.
+  const unit = dtype === 'float16' ? 2 ** -10 : 2 ** -7;
+  const C = 3, shape = h.headShape('nchw', 1, 3, C, 4, 8), hw = 32, K = 5 + C;
+  const n = h.numel(shape);
+  const r = h.rng(0x71e5 + dtype.length);
+  const p = new Float32Array(n).map(() => r.randn());
+  const t = new Float32Array(n).map(() => r.randn());
+  let ties = 0;
+  for (let a = 0; a < 3; a++) {
+    for (let j = 0; j < hw; j++) t[(a * K + 4) * hw + j] = 100;
+    for (let c = 0; c < C; c++) {
+      for (let j = 0; j < hw; j++) {
+        const i = (a * K + 5 + c) * hw + j, sign = (j + c) % 3 === 0 ? -1 : 1;
+        p[i] = sign * (j % 2 === 0 ? 1 : 1 + unit);
+        t[i] = -sign * unit / 2;
+        ties++;
+      }
+    }
+  }
+  const ph = asHead({ data: p, shape }, dtype), th = asHead({ data: t, shape }, dtype);
+  const wide = (head) => ({ data: Float32Array.from(h.valuesOf(head.data, dtype)), shape });
+  const opts = { numClasses: C, lambda: 1, gradScale: 144 };
+  const ref = distillationLoss([wide(ph)], [wide(th)], opts);
+  const got = distillationLoss([ph], [th], opts);
+  let checked = 0;
+  for (let a = 0; a < 3; a++) {
+    for (let c = 0; c < C; c++) {
+      for (let j = 0; j < hw; j++) {
+        const i = (a * K + 5 + c) * hw + j;
+        // the float32 gradient is the tie itself: +-(1 + unit / 2) or +-(1 + 3 unit / 2)
+        expect(Math.abs(ref.grads[0][i])).toBe(j % 2 === 0 ? 1 + unit / 2 : 1 + 1.5 * unit);
+        checked++;
+      }
+    }
+  }
+  expect(checked).toBe(ties);
+  for (let i = 0; i < n; i++) {
+    if (got.grads[0][i] !== enc[dtype](ref.grads[0][i])) {
+      throw new Error(`element ${i}: ${got.grads[0][i]} vs ${enc[dtype](ref.grads[0][i])} (${ref.grads[0][i]})`);
+    }
+  }
+});
+
 describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads are read in place too', () => {
   // The variant kernels on 16-bit arrays (MixedSource in native/core/fused_cpu.cpp:
   // each unit widened in cache) against widening the whole arrays first: every

@@ -930,12 +930,129 @@ __attribute__((target("avx512f"))) void nchw_unit_16(const MixedArrays& a, int64
   nchw_unit_body<kGrad>(runs, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
+// The same register kernel for CPUs with AVX2 and F16C but no AVX-512 (most
+// AMD EPYC before Zen 4): 8-float vectors, and the arithmetic of the "avx2"
+// clone of plane_chunk that such a CPU runs on fp32 heads (nchw_unit_grad,
+// YD_MULTIVERSION: no FMA, so each lane's product and sum rounded apart; these
+// functions have no FMA to contract into), so the bits of widening first
+// (test/half.test.js, on the x86-64-v3 build of test/reliability/isa.sh).
+struct F16Regs256 {
+  using Elem = uint16_t;
+  static constexpr ElemType kType = ElemType::F16;
+  __attribute__((target("avx2,f16c"))) static __m256 widen(const uint16_t* s) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  }
+  __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, uint16_t* d) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static float value(uint16_t h) { return F16Regs::value(h); }
+  static uint16_t bits(float f) { return F16Regs::bits(f); }
+};
+struct Bf16Regs256 {
+  using Elem = uint16_t;
+  static constexpr ElemType kType = ElemType::BF16;
+  __attribute__((target("avx2,f16c"))) static __m256 widen(const uint16_t* s) {
+    const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+  }
+  // Bf16Regs::narrow's steps (round_to_nearest_even; NaN -> 0x7FC0), the 32-bit
+  // results packed to 16 bits within each 128-bit half and the halves joined.
+  __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, uint16_t* d) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i bias =
+        _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(packed));
+  }
+  static float value(uint16_t h) { return Bf16Regs::value(h); }
+  static uint16_t bits(float f) { return Bf16Regs::bits(f); }
+};
+struct F32Regs256 {
+  using Elem = float;
+  static constexpr ElemType kType = ElemType::F32;
+  __attribute__((target("avx2,f16c"))) static __m256 widen(const float* s) { return _mm256_loadu_ps(s); }
+  __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, float* d) { _mm256_storeu_ps(d, v); }
+  static float value(float f) { return f; }
+  static float bits(float f) { return f; }
+};
+
+template <bool kGrad, typename S, typename T>
+__attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typename S::Elem* __restrict p,
+                                                                    const typename T::Elem* __restrict t,
+                                                                    typename S::Elem* __restrict g,
+                                                                    const float* __restrict w, int64_t n,
+                                                                    float coef, double* __restrict lanes) {
+  int64_t j = 0;
+  if (n >= kLanes) {
+    __m256d a[4] = {_mm256_loadu_pd(lanes), _mm256_loadu_pd(lanes + 4), _mm256_loadu_pd(lanes + 8),
+                    _mm256_loadu_pd(lanes + 12)};
+    const __m256 vc = _mm256_set1_ps(coef);
+    for (; j + kLanes <= n; j += kLanes) {
+      for (int h = 0; h < 2; ++h) {
+        const int64_t at = j + 8 * h;
+        const __m256 d = _mm256_sub_ps(S::widen(p + at), T::widen(t + at));
+        const __m256 wd = _mm256_mul_ps(d, _mm256_loadu_ps(w + at));
+        if (kGrad) S::narrow(_mm256_mul_ps(vc, wd), g + at);
+        const __m256d wl = _mm256_cvtps_pd(_mm256_castps256_ps128(wd)), dl = _mm256_cvtps_pd(_mm256_castps256_ps128(d));
+        const __m256d wh = _mm256_cvtps_pd(_mm256_extractf128_ps(wd, 1)), dh = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
+        a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(wl, dl));
+        a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(wh, dh));
+      }
+    }
+    for (int q = 0; q < 4; ++q) _mm256_storeu_pd(lanes + 4 * q, a[q]);
+  }
+  for (int l = 0; j < n; ++j, ++l) {
+    const float d = diff(S::value(p[j]), T::value(t[j]));
+    const float wd = weighted_diff(w[j], d);
+    lanes[l] += weighted_sq(wd, d);
+    if (kGrad) g[j] = S::bits(grad_value(coef, wd));
+  }
+}
+
+template <typename S, typename T>
+struct RegsRuns256 {
+  static constexpr bool kRegisters = true;
+  static constexpr int64_t kRun = MixedRuns::kRun;
+  const typename S::Elem* p;
+  const typename T::Elem* t;
+  typename S::Elem* g;
+  float* bt;
+  const float* teacher(int64_t off, int64_t n) const {
+    widen_run(t, T::kType, off, n, bt);
+    return bt;
+  }
+  template <bool kGrad>
+  __attribute__((target("avx2,f16c"))) void plane(int64_t off, const float* w, int64_t n, float coef,
+                                                  double* lanes) const {
+    plane_chunk_16_256<kGrad, S, T>(p + off, t + off, kGrad ? g + off : nullptr, w, n, coef, lanes);
+  }
+};
+
+template <bool kGrad, typename S, typename T>
+__attribute__((target("avx2,f16c"))) void nchw_unit_16_256(const MixedArrays& a, int64_t base, int64_t hw,
+                                                           int64_t n, int64_t per_anchor, const TermCoefs& coefs,
+                                                           const unsigned char* keep, RawSums& acc) {
+  thread_local std::vector<float> bt(static_cast<size_t>(MixedRuns::kRun));
+  using SE = typename S::Elem;
+  const RegsRuns256<S, T> runs{static_cast<const SE*>(a.p), static_cast<const typename T::Elem*>(a.t),
+                               static_cast<SE*>(a.g), bt.data()};
+  nchw_unit_body<kGrad>(runs, base, hw, n, per_anchor, coefs, keep, acc);
+}
+
 // Which register kernel a pair of arrays takes (the gradient, if any, of the
 // student's type): float16 or bfloat16 pairs, and an fp32 student with an
-// fp16 teacher; None where none applies (the buffered runs above).
+// fp16 teacher; None where none applies (the buffered runs above). Its
+// AVX-512 form where the CPU has AVX-512 and F16C, else its AVX2 form where
+// it has AVX2 and F16C (regs_avx512).
 enum class RegsPair { None, F16, Bf16, F32F16 };
+bool regs_avx512() {
+  static const bool yes = cpu_avx512f() && __builtin_cpu_supports("f16c");
+  return yes;
+}
 RegsPair regs_pair(const MixedArrays& a) {
-  static const bool cpu = cpu_avx512f() && __builtin_cpu_supports("f16c");
+  static const bool cpu = regs_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"));
   if (!cpu || (a.g && a.g_type != a.p_type)) return RegsPair::None;
   if (a.p_type == ElemType::F16 && a.t_type == ElemType::F16) return RegsPair::F16;
   if (a.p_type == ElemType::BF16 && a.t_type == ElemType::BF16) return RegsPair::Bf16;
@@ -943,13 +1060,20 @@ RegsPair regs_pair(const MixedArrays& a) {
   return RegsPair::None;
 }
 
-template <typename S, typename T>
+// S, T: the AVX-512 element types, S2, T2 their AVX2 forms.
+template <typename S, typename T, typename S2, typename T2>
 void nchw_unit_16_call(const MixedArrays& a, bool grad, int64_t base, int64_t hw, int64_t n, int64_t per_anchor,
                        const TermCoefs& coefs, const unsigned char* keep, RawSums& acc) {
-  if (grad) {
-    nchw_unit_16<true, S, T>(a, base, hw, n, per_anchor, coefs, keep, acc);
+  if (regs_avx512()) {
+    if (grad) {
+      nchw_unit_16<true, S, T>(a, base, hw, n, per_anchor, coefs, keep, acc);
+    } else {
+      nchw_unit_16<false, S, T>(a, base, hw, n, per_anchor, coefs, keep, acc);
+    }
+  } else if (grad) {
+    nchw_unit_16_256<true, S2, T2>(a, base, hw, n, per_anchor, coefs, keep, acc);
   } else {
-    nchw_unit_16<false, S, T>(a, base, hw, n, per_anchor, coefs, keep, acc);
+    nchw_unit_16_256<false, S2, T2>(a, base, hw, n, per_anchor, coefs, keep, acc);
   }
 }
 #endif
@@ -2868,11 +2992,15 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
       const unsigned char* k = keep ? keep + plane * hw + c0 : nullptr;  // cell index of (b, a, c0)
 #ifdef YD_F16_IN_REGISTERS
       switch (regs) {
-        case RegsPair::F16: return nchw_unit_16_call<F16Regs, F16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+        case RegsPair::F16:
+          return nchw_unit_16_call<F16Regs, F16Regs, F16Regs256, F16Regs256>(a, grad, base, hw, n, per_anchor, coefs,
+                                                                             k, acc);
         case RegsPair::Bf16:
-          return nchw_unit_16_call<Bf16Regs, Bf16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+          return nchw_unit_16_call<Bf16Regs, Bf16Regs, Bf16Regs256, Bf16Regs256>(a, grad, base, hw, n, per_anchor,
+                                                                                 coefs, k, acc);
         case RegsPair::F32F16:
-          return nchw_unit_16_call<F32Regs, F16Regs>(a, grad, base, hw, n, per_anchor, coefs, k, acc);
+          return nchw_unit_16_call<F32Regs, F16Regs, F32Regs256, F16Regs256>(a, grad, base, hw, n, per_anchor, coefs,
+                                                                             k, acc);
         case RegsPair::None: break;
       }
 #endif
