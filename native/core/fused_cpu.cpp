@@ -899,9 +899,10 @@ __attribute__((target("avx512f"))) inline void plane_chunk_16(const typename S::
 
 // nchw_unit_body's runs for the register kernel: each channel's n values by
 // plane_chunk_16 on the arrays themselves; the teacher's objectness (for the
-// weights) widened kRun values at a time into a per-thread buffer.
+// weights) widened kRun values at a time into a per-thread buffer. RegsArrays:
+// what this AVX-512 form (RegsRuns) and the AVX2 one (RegsRuns256) share.
 template <typename S, typename T>
-struct RegsRuns {
+struct RegsArrays {
   static constexpr bool kRegisters = true;
   static constexpr int64_t kRun = MixedRuns::kRun;
   const typename S::Elem* p;
@@ -912,6 +913,10 @@ struct RegsRuns {
     widen_run(t, T::kType, off, n, bt);
     return bt;
   }
+};
+template <typename S, typename T>
+struct RegsRuns : RegsArrays<S, T> {
+  using RegsArrays<S, T>::p, RegsArrays<S, T>::t, RegsArrays<S, T>::g;
   template <bool kGrad>
   __attribute__((target("avx512f"))) void plane(int64_t off, const float* w, int64_t n, float coef,
                                                 double* lanes) const {
@@ -925,8 +930,8 @@ __attribute__((target("avx512f"))) void nchw_unit_16(const MixedArrays& a, int64
                                                      const unsigned char* keep, RawSums& acc) {
   thread_local std::vector<float> bt(static_cast<size_t>(MixedRuns::kRun));
   using SE = typename S::Elem;
-  const RegsRuns<S, T> runs{static_cast<const SE*>(a.p), static_cast<const typename T::Elem*>(a.t),
-                            static_cast<SE*>(a.g), bt.data()};
+  const RegsRuns<S, T> runs{{static_cast<const SE*>(a.p), static_cast<const typename T::Elem*>(a.t),
+                             static_cast<SE*>(a.g), bt.data()}};
   nchw_unit_body<kGrad>(runs, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
@@ -1012,17 +1017,8 @@ __attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typena
 }
 
 template <typename S, typename T>
-struct RegsRuns256 {
-  static constexpr bool kRegisters = true;
-  static constexpr int64_t kRun = MixedRuns::kRun;
-  const typename S::Elem* p;
-  const typename T::Elem* t;
-  typename S::Elem* g;
-  float* bt;
-  const float* teacher(int64_t off, int64_t n) const {
-    widen_run(t, T::kType, off, n, bt);
-    return bt;
-  }
+struct RegsRuns256 : RegsArrays<S, T> {
+  using RegsArrays<S, T>::p, RegsArrays<S, T>::t, RegsArrays<S, T>::g;
   template <bool kGrad>
   __attribute__((target("avx2,f16c"))) void plane(int64_t off, const float* w, int64_t n, float coef,
                                                   double* lanes) const {
@@ -1036,8 +1032,8 @@ __attribute__((target("avx2,f16c"))) void nchw_unit_16_256(const MixedArrays& a,
                                                            const unsigned char* keep, RawSums& acc) {
   thread_local std::vector<float> bt(static_cast<size_t>(MixedRuns::kRun));
   using SE = typename S::Elem;
-  const RegsRuns256<S, T> runs{static_cast<const SE*>(a.p), static_cast<const typename T::Elem*>(a.t),
-                               static_cast<SE*>(a.g), bt.data()};
+  const RegsRuns256<S, T> runs{{static_cast<const SE*>(a.p), static_cast<const typename T::Elem*>(a.t),
+                                static_cast<SE*>(a.g), bt.data()}};
   nchw_unit_body<kGrad>(runs, base, hw, n, per_anchor, coefs, keep, acc);
 }
 
