@@ -52,10 +52,18 @@ void ensure_team_size(int threads) {
 // returned without vzeroupper). Every task of the kernels starts and ends with
 // it (TaskScope, in run_blocks and cpu_scales), whatever code ran on that
 // thread before.
+// A CPU feature as the kernels see it: a build with YD_FORCE_BASELINE
+// (CMakeLists.txt, -DYD_FORCE_ISA=x86-64: test/reliability/isa.sh) sees none
+// beyond baseline x86-64 and runs every kernel as such a CPU would.
+#if defined(YD_FORCE_BASELINE)
+#define YD_CPU_SUPPORTS(feature) false
+#else
+#define YD_CPU_SUPPORTS(feature) __builtin_cpu_supports(feature)
+#endif
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx"), noinline)) void vzeroupper_avx() { _mm256_zeroupper(); }
 void clean_upper_state() {
-  static const bool avx = __builtin_cpu_supports("avx");
+  static const bool avx = YD_CPU_SUPPORTS("avx");
   if (avx) vzeroupper_avx();
 }
 #else
@@ -128,7 +136,7 @@ bool cpu_avx512f() {
 #if defined(YD_FORCE_AVX2)
   return false;
 #else
-  static const bool yes = __builtin_cpu_supports("avx512f");
+  static const bool yes = YD_CPU_SUPPORTS("avx512f");
   return yes;
 #endif
 }
@@ -137,7 +145,7 @@ bool cpu_avx512f() {
 // the 16-bit gradients' lines), 0 none.
 int stream_level() {
   static const int level = cpu_avx512f()                                                      ? 2
-                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                           : YD_CPU_SUPPORTS("avx2") && YD_CPU_SUPPORTS("fma") ? 1
                                                                                               : 0;
   return level;
 }
@@ -534,7 +542,9 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
 // has only 2-wide double vectors, and on workload (a) with one thread the
 // kernel was compute bound (1.8x the streaming floor). A given machine always
 // runs the same clone, so results stay bit-identical run to run.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(YD_FORCE_AVX2)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(YD_FORCE_BASELINE)
+#define YD_MULTIVERSION
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(YD_FORCE_AVX2)
 #define YD_MULTIVERSION __attribute__((target("avx2")))
 #elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define YD_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -656,7 +666,7 @@ __attribute__((target("avx,f16c"))) void narrow_f16_hw(const float* s, uint16_t*
   narrow_f16_soft(s + i, d + i, n - i);
 }
 bool have_f16c() {
-  static const bool yes = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool yes = YD_CPU_SUPPORTS("f16c") && YD_CPU_SUPPORTS("avx");
   return yes;
 }
 #else
@@ -1059,11 +1069,11 @@ __attribute__((target("avx2,f16c"))) void nchw_unit_16_256(const MixedArrays& a,
 // it has AVX2 and F16C (regs_avx512).
 enum class RegsPair { None, F16, Bf16, F32F16 };
 bool regs_avx512() {
-  static const bool yes = cpu_avx512f() && __builtin_cpu_supports("f16c");
+  static const bool yes = cpu_avx512f() && YD_CPU_SUPPORTS("f16c");
   return yes;
 }
 RegsPair regs_pair(const MixedArrays& a) {
-  static const bool cpu = regs_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"));
+  static const bool cpu = regs_avx512() || (YD_CPU_SUPPORTS("avx2") && YD_CPU_SUPPORTS("f16c"));
   if (!cpu || (a.g && a.g_type != a.p_type)) return RegsPair::None;
   if (a.p_type == ElemType::F16 && a.t_type == ElemType::F16) return RegsPair::F16;
   if (a.p_type == ElemType::BF16 && a.t_type == ElemType::BF16) return RegsPair::Bf16;
@@ -1352,7 +1362,7 @@ __attribute__((target("avx2"))) void transpose_avx2(const float* __restrict src,
 
 bool have_avx512f() { return cpu_avx512f(); }
 bool have_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
+  static const bool yes = YD_CPU_SUPPORTS("avx2");
   return yes;
 }
 #endif
@@ -1577,7 +1587,10 @@ struct MixedSource {
 // x86-64-v3 (AVX2 + FMA) and the baseline, one chosen at load time as for
 // YD_MULTIVERSION above; with vec_math.h's exp/log1p they vectorize (8, 4 or 2
 // doubles per instruction).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(YD_FORCE_AVX2)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(YD_FORCE_BASELINE)
+#define YD_CLONES
+#define YD_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(YD_FORCE_AVX2)
 #define YD_CLONES __attribute__((target("arch=x86-64-v3")))
 #define YD_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
 #elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
