@@ -44,6 +44,26 @@ void ensure_team_size(int threads) {
   }
 }
 
+// A CPU feature as the kernels see it (every check of the CPU below goes
+// through it): a build with YD_FORCE_AVX2 (CMakeLists.txt, -DYD_FORCE_ISA=
+// x86-64-v3) sees no AVX-512 feature, one with YD_FORCE_BASELINE
+// (-DYD_FORCE_ISA=x86-64) none at all, so that every kernel runs as on such a
+// CPU (test/reliability/isa.sh).
+constexpr bool cpu_feature_forced_off(const char* feature) {
+#if defined(YD_FORCE_BASELINE)
+  return feature != nullptr;
+#elif defined(YD_FORCE_AVX2)
+  const char* prefix = "avx512";
+  for (; *prefix != 0; ++prefix, ++feature) {
+    if (*feature != *prefix) return false;
+  }
+  return true;
+#else
+  return feature == nullptr;
+#endif
+}
+#define YD_CPU_SUPPORTS(feature) (!cpu_feature_forced_off(feature) && __builtin_cpu_supports(feature))
+
 // The upper halves of the vector registers cleared (vzeroupper) where the CPU
 // has AVX. Code compiled for the baseline (SSE) that runs while they hold
 // something is slowed down on every instruction (measured here, AMD Zen 5: the
@@ -52,14 +72,6 @@ void ensure_team_size(int threads) {
 // returned without vzeroupper). Every task of the kernels starts and ends with
 // it (TaskScope, in run_blocks and cpu_scales), whatever code ran on that
 // thread before.
-// A CPU feature as the kernels see it: a build with YD_FORCE_BASELINE
-// (CMakeLists.txt, -DYD_FORCE_ISA=x86-64: test/reliability/isa.sh) sees none
-// beyond baseline x86-64 and runs every kernel as such a CPU would.
-#if defined(YD_FORCE_BASELINE)
-#define YD_CPU_SUPPORTS(feature) false
-#else
-#define YD_CPU_SUPPORTS(feature) __builtin_cpu_supports(feature)
-#endif
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx"), noinline)) void vzeroupper_avx() { _mm256_zeroupper(); }
 void clean_upper_state() {
@@ -92,8 +104,9 @@ __attribute__((always_inline)) inline double fold(const double* acc) {
 // from memory either way, and each task ends with an sfence (they are weakly
 // ordered). A call streams when its gradient arrays hold at least a third of
 // the L3 cache (student, teacher and gradient then cannot all stay there;
-// stream_min_bytes) on a CPU with AVX-512 (whole 64-byte lines from one
-// register); YD_STREAM_STORES=0 or 1 in the environment turns it off or on for
+// stream_min_bytes) on a CPU with AVX-512 (a 64-byte line from one register)
+// or with AVX2 and FMA (two 32-byte stores a line; stream_level);
+// YD_STREAM_STORES=0 or 1 in the environment turns it off or on for
 // every call (tests, benchmarks). Streamed: the default kernel's runs
 // (plane_chunk_nt) and the variant kernels' 'logit' runs on fp32 nchw heads
 // (logit_run_nt), and every 16-bit gradient as it is rounded from its fp32
@@ -129,16 +142,9 @@ int64_t stream_min_bytes() {
 // (TaskScope).
 thread_local bool t_stream = false;
 #if defined(__x86_64__) && defined(__GNUC__)
-// The CPU's AVX-512 as the kernels see it: a build with YD_FORCE_AVX2
-// (CMakeLists.txt, -DYD_FORCE_ISA=x86-64-v3: test/reliability/isa.sh) runs
-// every kernel as an AVX2 CPU would, on any x86-64 CPU that has AVX2.
 bool cpu_avx512f() {
-#if defined(YD_FORCE_AVX2)
-  return false;
-#else
   static const bool yes = YD_CPU_SUPPORTS("avx512f");
   return yes;
-#endif
 }
 // Which streamed loops the CPU runs: 2 those for AVX-512, 1 those for AVX2
 // with FMA (the same kinds: the default kernel's runs, the 'logit' runs and
@@ -1025,10 +1031,8 @@ __attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typena
         const __m256 d = _mm256_sub_ps(S::widen(p + at), T::widen(t + at));
         const __m256 wd = _mm256_mul_ps(d, _mm256_loadu_ps(w + at));
         if (kGrad) S::narrow(_mm256_mul_ps(vc, wd), g + at);
-        const __m256d wl = _mm256_cvtps_pd(_mm256_castps256_ps128(wd)), dl = _mm256_cvtps_pd(_mm256_castps256_ps128(d));
-        const __m256d wh = _mm256_cvtps_pd(_mm256_extractf128_ps(wd, 1)), dh = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
-        a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(wl, dl));
-        a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(wh, dh));
+        a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
+        a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
       }
     }
     for (int q = 0; q < 4; ++q) _mm256_storeu_pd(lanes + 4 * q, a[q]);
@@ -1360,7 +1364,6 @@ __attribute__((target("avx2"))) void transpose_avx2(const float* __restrict src,
   if (rows8 < rows) transpose_scalar(src + rows8 * ld_src, ld_src, dst + rows8, ld_dst, rows - rows8, cols);
 }
 
-bool have_avx512f() { return cpu_avx512f(); }
 bool have_avx2() {
   static const bool yes = YD_CPU_SUPPORTS("avx2");
   return yes;
@@ -1369,7 +1372,7 @@ bool have_avx2() {
 
 void transpose(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows, int64_t cols) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (have_avx512f()) {
+  if (cpu_avx512f()) {
     transpose_avx512(src, ld_src, dst, ld_dst, rows, cols);
     return;
   }

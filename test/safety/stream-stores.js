@@ -1,7 +1,7 @@
 'use strict';
 // Streaming gradient stores (native/core/fused_cpu.cpp, "Streaming stores for
 // the gradient"): the same calls under whatever YD_STREAM_STORES this process
-// was started with (0: never, 1: always where the CPU has AVX-512, unset: by
+// was started with (0: never, 1: always where the CPU has AVX-512, or AVX2 and FMA; unset: by
 // the call's size), one JSON line of digests:
 //   YD_STREAM_STORES=1 node test/safety/stream-stores.js digests
 // test/stream-stores.test.js runs it under each setting and compares the
