@@ -102,6 +102,18 @@ Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
   });
 }
 
+// cpuKernels(): { klLanes, streamLevel }, the forms of the CPU kernels this
+// process runs (yd::cpu_kernel_choices). For tests and benchmarks only.
+Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const yd::CpuKernelChoices k = yd::cpu_kernel_choices();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("klLanes", k.kl_lanes);
+    o.Set("streamLevel", k.stream_level);
+    return o;
+  });
+}
+
 // configure({ markAsUntransferable }): called once per env by the package's
 // loader (lib/binding.ts) with worker_threads.markAsUntransferable, which
 // async calls apply to the ArrayBuffers they read and write in place.
@@ -167,6 +179,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, DistillationLossAsync, "distillationLossAsync"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("streamingFloor", Napi::Function::New(env, StreamingFloor, "streamingFloor"));
+  exports.Set("cpuKernels", Napi::Function::New(env, CpuKernels, "cpuKernels"));
   exports.Set("configure", Napi::Function::New(env, Configure, "configure"));
   exports.Set("gradientPool", Napi::Function::New(env, GradientPool, "gradientPool"));
   exports.Set("heapInUse", Napi::Function::New(env, HeapInUse, "heapInUse"));

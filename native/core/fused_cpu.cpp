@@ -1957,7 +1957,24 @@ __attribute__((always_inline)) inline void kl_centred_pass(int64_t n, const floa
 // prefetches of step 2, which stay within them. itau: 1 / tau as a float
 // (where it is not a normal one, kl_block_f32_body keeps no cell's results).
 constexpr int64_t kKlAhead = 128;  // cells ahead that step 2 prefetches into L2 (kQ == 1)
+// Cells per group (kl_group's kL): 16 where the CPU has AVX-512 (a group's
+// per-cell values one 16-float register), 8 elsewhere (one AVX2 register; 16
+// took two each, and four groups' running values no longer fitted 16
+// registers: on a Zen 3 core, 'kl' 0.63-0.71x its time with 8, the box KL
+// of anchor-free heads 0.83x in cache; BENCHMARKS.md). A lane's arithmetic is
+// the same at either width: the same bits (test/kl-lanes.test.js).
+// YD_KL_LANES=8 or 16 in the environment chooses (tests, benchmarks).
 constexpr int kKlLanes = 16;
+constexpr int kKlLanesNarrow = 8;
+int kl_lanes() {
+  static const int lanes = [] {
+    const char* e = std::getenv("YD_KL_LANES");
+    if (e && std::strcmp(e, "8") == 0) return kKlLanesNarrow;
+    if (e && std::strcmp(e, "16") == 0) return kKlLanes;
+    return cpu_avx512f() ? kKlLanes : kKlLanesNarrow;
+  }();
+  return lanes;
+}
 // f(std::integral_constant<int, q>) for q = 0 .. kQ - 1, each call inlined with
 // its q a constant (so that arrays indexed by q can stay in registers).
 template <typename F, int... kIs>
@@ -1968,7 +1985,7 @@ template <int kQ, typename F>
 __attribute__((always_inline)) inline void for_each_q(F&& f) {
   for_each_index(f, std::make_integer_sequence<int, kQ>{});
 }
-template <int kQ, bool kUnit>
+template <int kL, int kQ, bool kUnit>
 __attribute__((always_inline)) inline void kl_group(const float* __restrict p, const float* __restrict t,
                                                     float* __restrict g, int64_t base, int64_t n, int64_t step_k,
                                                     int64_t step_c, double tau, float itau,
@@ -1983,7 +2000,6 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   // 1.1-1.2x the floor's time for 4-line runs across 240 planes, 1.4x for
   // 1-line runs: bench/plane-runs.c). Every cell's arithmetic is the same as
   // in a group alone: the same bits.
-  constexpr int kL = kKlLanes;
   static_assert(kQ == 1 || kUnit, "side-by-side groups need unit-stride cells");
   const int64_t sc = kUnit ? 1 : step_c;
   const int64_t qn = n * kL;  // each group's share of wbq, ubq, lbq
@@ -1992,7 +2008,7 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   if constexpr (kUnit) {
     // In GCC's vector extension: GCC 12 leaves a loop of 16 independent max
     // chains scalar (16 loads and maxss per class).
-    typedef float V __attribute__((vector_size(64)));
+    typedef float V __attribute__((vector_size(kL * sizeof(float))));
     V mv[kQ];
     for_each_q<kQ>([&](auto q) __attribute__((always_inline)) {
       mv[q] = V{};
@@ -2205,17 +2221,17 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
 
 constexpr int kKlSide = 4;  // groups side by side (kl_group's kQ)
 constexpr int64_t kKlSideClasses = 40;
-template <bool kUnit>
+template <int kL, int kQ, bool kUnit>
 __attribute__((always_inline)) inline double kl_block_f32_body(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
     unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
   thread_local std::vector<float> wbuf, ubuf, lbuf;
-  if (wbuf.size() < static_cast<size_t>(n * kKlLanes * kKlSide)) {
-    wbuf.resize(static_cast<size_t>(n * kKlLanes * kKlSide));
-    ubuf.resize(static_cast<size_t>(n * kKlLanes * kKlSide));
-    lbuf.resize(static_cast<size_t>(n * kKlLanes * kKlSide));
+  if (wbuf.size() < static_cast<size_t>(n * kL * kQ)) {
+    wbuf.resize(static_cast<size_t>(n * kL * kQ));
+    ubuf.resize(static_cast<size_t>(n * kL * kQ));
+    lbuf.resize(static_cast<size_t>(n * kL * kQ));
   }
   const double inv_tau = 1.0 / tau;
   // 1 / tau as a float for the steps; outside [2^-100, 2^100] (temperatures
@@ -2234,14 +2250,14 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     // 20-24 1.11x; the box KL's 16 bins a side 1.07-1.08x (BENCHMARKS.md, the
     // KL's reads in runs of four lines).
     if (n >= kKlSideClasses) {
-      for (; j + kKlSide * kKlLanes <= len; j += kKlSide * kKlLanes) {
-        kl_group<kKlSide, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
+      for (; j + kQ * kL <= len; j += kQ * kL) {
+        kl_group<kL, kQ, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
                                 lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
       }
     }
   }
-  for (; j + kKlLanes <= len; j += kKlLanes) {
-    kl_group<1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
+  for (; j + kL <= len; j += kL) {
+    kl_group<kL, 1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
                        lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
   if (j < len) {
@@ -2254,27 +2270,27 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     // (test/variants.test.js, cell-major layouts against nchw).
     const int64_t rest = len - j;
     thread_local std::vector<float> cp, ct, cg;
-    if (cp.size() < static_cast<size_t>(n * kKlLanes)) {
-      cp.resize(static_cast<size_t>(n * kKlLanes));
-      ct.resize(static_cast<size_t>(n * kKlLanes));
-      cg.resize(static_cast<size_t>(n * kKlLanes));
+    if (cp.size() < static_cast<size_t>(n * kL)) {
+      cp.resize(static_cast<size_t>(n * kL));
+      ct.resize(static_cast<size_t>(n * kL));
+      cg.resize(static_cast<size_t>(n * kL));
     }
-    float ml[kKlLanes], sl[kKlLanes];
-    double xl[kKlLanes], rl[kKlLanes];
-    for (int l = 0; l < kKlLanes; ++l) ml[l] = m[j + std::min<int64_t>(l, rest - 1)];
+    float ml[kL], sl[kL];
+    double xl[kL], rl[kL];
+    for (int l = 0; l < kL; ++l) ml[l] = m[j + std::min<int64_t>(l, rest - 1)];
     for (int64_t c = 0; c < n; ++c) {
-      for (int l = 0; l < kKlLanes; ++l) {
+      for (int l = 0; l < kL; ++l) {
         const int64_t at = b0 + c * step_k + (j + std::min<int64_t>(l, rest - 1)) * step_c;
-        cp[c * kKlLanes + l] = p[at];
-        ct[c * kKlLanes + l] = t[at];
+        cp[c * kL + l] = p[at];
+        ct[c * kL + l] = t[at];
       }
     }
-    kl_group<1, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kKlLanes, 1, tau, itau, ml, coef,
+    kl_group<kL, 1, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kL, 1, tau, itau, ml, coef,
                       wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
     for (int64_t l = 0; l < rest; ++l) {
       xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
       if (g) {
-        for (int64_t c = 0; c < n; ++c) g[b0 + c * step_k + (j + l) * step_c] = cg[c * kKlLanes + l];
+        for (int64_t c = 0; c < n; ++c) g[b0 + c * step_k + (j + l) * step_c] = cg[c * kL + l];
       }
     }
   }
@@ -2317,14 +2333,23 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   return (s4[0] + s4[1]) + (s4[2] + s4[3]);
 }
 
-YD_CLONES double kl_block_f32(const float* __restrict p, const float* __restrict t, float* __restrict g,
-                              int64_t base, int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c,
-                              double tau, const float* __restrict m, double coef, unsigned char* __restrict ok,
-                              int64_t next, UnitStreams* later) {
-  return step_c == 1
-             ? kl_block_f32_body<true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later)
-             : kl_block_f32_body<false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later);
+#define YD_KL_BLOCK_PARAMS                                                                                       \
+  const float *__restrict p, const float *__restrict t, float *__restrict g, int64_t base, int64_t len, int64_t k0, \
+      int64_t n, int64_t step_k, int64_t step_c, double tau, const float *__restrict m, double coef,               \
+      unsigned char *__restrict ok, int64_t next, UnitStreams *later
+YD_CLONES double kl_block_f32(YD_KL_BLOCK_PARAMS) {
+  return step_c == 1 ? kl_block_f32_body<kKlLanes, kKlSide, true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m,
+                                                                  coef, ok, next, later)
+                     : kl_block_f32_body<kKlLanes, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef,
+                                                             ok, next, later);
 }
+YD_CLONES double kl_block_f32_narrow(YD_KL_BLOCK_PARAMS) {
+  return step_c == 1 ? kl_block_f32_body<kKlLanesNarrow, kKlSide, true>(p, t, g, base, len, k0, n, step_k,
+                                                                                  step_c, tau, m, coef, ok, next, later)
+                     : kl_block_f32_body<kKlLanesNarrow, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m,
+                                                                   coef, ok, next, later);
+}
+#undef YD_KL_BLOCK_PARAMS
 
 // The KL steps over a unit's len cells, kKlBlock cells at a time: kl_block_f32,
 // then for the cells it leaves kl_block (double log-softmax: wide spans,
@@ -2339,7 +2364,8 @@ double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t 
     const int64_t b0 = base + j0 * step_c;
     unsigned char ok[kKlBlock];
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
-    sum += kl_block_f32(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later);
+    sum += (kl_lanes() == kKlLanes ? kl_block_f32 : kl_block_f32_narrow)(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef,
+                                                             ok, next, later);
     // The double steps over each run of consecutive cells that take them (a
     // cell's values are its own, vectorized across the run: per cell, heads
     // whose every cell spanned over kKlSpreadF32, 16 then, took 17x their fp32
@@ -3329,5 +3355,7 @@ void streaming_floor(const float* a, const float* b, float* out, int64_t n, int 
 void streaming_floor16(const uint16_t* a, const uint16_t* b, uint16_t* out, int64_t n, int threads) {
   floor_pass(a, b, out, n, threads);
 }
+
+CpuKernelChoices cpu_kernel_choices() { return {kl_lanes(), stream_level()}; }
 
 }  // namespace yd

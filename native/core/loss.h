@@ -191,4 +191,15 @@ void streaming_floor(const float* a, const float* b, float* out, int64_t n, int 
 // float16/bfloat16 arrays (6 bytes per value).
 void streaming_floor16(const uint16_t* a, const uint16_t* b, uint16_t* out, int64_t n, int threads);
 
+// Which forms of the CPU kernels this process runs, for tests and benchmarks
+// (the same values either way): the KL's cells per group (16 with AVX-512, 8
+// otherwise; YD_KL_LANES=8 or 16 overrides) and the streamed loops (2: those
+// for AVX-512, 1: for AVX2 with FMA, 0: none). fused_cpu.cpp, kl_lanes and
+// stream_level.
+struct CpuKernelChoices {
+  int kl_lanes;
+  int stream_level;
+};
+CpuKernelChoices cpu_kernel_choices();
+
 }  // namespace yd

@@ -33,5 +33,5 @@ if objdump -d "$addon" | grep -qE "$clones"; then echo "isa: $out has clones for
 export YOLO_DISTILL_ADDON="$addon"
 loaded=$(node -e "require('./dist'); console.log(Object.keys(require.cache).find((k) => k.endsWith('.node')))")
 [ "$loaded" = "$addon" ] || { echo "isa: the tests would load $loaded, not $addon"; exit 1; }
-npx jest test/stream-stores.test.js test/variants.test.js test/gradient.test.js test/half.test.js \
+npx jest test/stream-stores.test.js test/kl-lanes.test.js test/variants.test.js test/gradient.test.js test/half.test.js \
   test/numerics-edge.test.js test/anchor-free.test.js 2>&1 | tail -6
