@@ -172,6 +172,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);  // deleted by the env's cleanup
   Napi::Function tensor = TensorWrap::Define(env);
   data->tensor_ctor = Napi::Persistent(tensor);
+  Napi::Array keys = Napi::Array::New(env, 3);
+  keys.Set(0u, Napi::String::New(env, "data"));
+  keys.Set(1u, Napi::String::New(env, "shape"));
+  keys.Set(2u, Napi::String::New(env, "dtype"));
+  data->head_keys = Napi::Persistent(keys.As<Napi::Object>());
   data->resizable_getter = resizable_getter(env);
   exports.Set("Tensor", tensor);
   exports.Set("distillationLoss", Napi::Function::New(env, DistillationLoss, "distillationLoss"));

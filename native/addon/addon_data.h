@@ -14,6 +14,11 @@ struct PoolBlock;  // native/addon/grad_pool.cpp
 
 struct AddonData {
   Napi::FunctionReference tensor_ctor;
+  // The property names a head is read by, ["data", "shape", "dtype"], made
+  // once (Get with a C string makes and internalizes a JS string every time;
+  // Node 20's Node-API cannot reference a string itself, so an array holds
+  // them): head_key.
+  Napi::ObjectReference head_keys;
   // The tensor a TensorWrap under construction takes (set only by
   // TensorWrap::NewInstance, so JS cannot construct a handle directly).
   at::Tensor pending;

@@ -253,7 +253,7 @@ yd::Options parse_options(const Napi::Value& v, const Napi::Value* given) {
 struct PendingArray {
   Napi::Value value;
   std::vector<int64_t> shape;
-  std::string what;  // "scale 0, student.data"
+  Where what;  // "scale 0, student"
   enum Role { Student, Teacher, GradOut } role;
   size_t scale;
   at::ScalarType dtype;  // float32 (Float32Array), float16 or bfloat16 (Uint16Array)
@@ -274,7 +274,7 @@ void check_data_length(const PendingArray& a, size_t length) {
 
 // The dtype of a head array: a Float32Array is float32; a Uint16Array holds the
 // raw bits of float16 or bfloat16 values and must say which (docs/DESIGN.md §1c).
-at::ScalarType head_dtype(const Napi::Value& data, const Napi::Value& dtype, const std::string& what) {
+at::ScalarType head_dtype(const Napi::Value& data, const Napi::Value& dtype, const Where& what) {
   const bool is_typed = data.IsTypedArray();
   const napi_typedarray_type type = is_typed ? data.As<Napi::TypedArray>().TypedArrayType() : napi_int8_array;
   if (!is_typed || (type != napi_float32_array && type != napi_uint16_array)) {
@@ -310,22 +310,31 @@ at::ScalarType head_dtype(const Napi::Value& data, const Napi::Value& dtype, con
 
 // Phase 1 of one head: { data: Float32Array, shape: number[] } (kept as a JS
 // value) or a native Tensor handle (its tensor taken now: refcounted, owned).
-void read_head(const Napi::Env& env, const Napi::Value& v, size_t s, const char* tensor,
+// The property names of a head, from AddonData::head_keys once per call.
+struct HeadKeys {
+  Napi::Value data, shape, dtype;
+  explicit HeadKeys(Napi::Env env) {
+    const Napi::Object keys = AddonData::Of(env)->head_keys.Value();
+    data = keys.Get(0u), shape = keys.Get(1u), dtype = keys.Get(2u);
+  }
+};
+
+void read_head(const Napi::Env& env, const HeadKeys& keys, const Napi::Value& v, size_t s, const char* tensor,
                PendingArray::Role role, at::Tensor* out, std::vector<PendingArray>* arrays) {
-  const std::string what = scale_name(s, tensor);
+  const Where what(s, tensor);
   if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) {
     fail_type(kInvalidArgType, what + ": expected a head { data: Float32Array, shape: number[] } "
                                       "or a Tensor, got " + describe(v));
   }
   const Napi::Object o = v.As<Napi::Object>();
   // The common case first: a { data, shape } head (napi_instanceof is slower).
-  const Napi::Value data_v = o.Get("data");
+  const Napi::Value data_v = o.Get(keys.data);
   if (data_v.IsUndefined()) {
     if (TensorWrap::IsInstance(env, v)) {
-      *out = TensorWrap::Get(v, what);
+      *out = TensorWrap::Get(v, what.str());
       return;
     }
-    if (o.Get("shape").IsUndefined()) {
+    if (o.Get(keys.shape).IsUndefined()) {
       fail_type(kInvalidArgType,
                 what + ": expected a head { data: Float32Array, shape: number[] } or a Tensor, got an "
                        "object with neither data nor shape (a Tensor handle posted to another thread "
@@ -333,10 +342,10 @@ void read_head(const Napi::Env& env, const Napi::Value& v, size_t s, const char*
                        "that created them; send the values, e.g. tensor.toFloat32Array(), instead)");
     }
   }
-  const at::ScalarType dtype = head_dtype(data_v, o.Get("dtype"), what);
-  check_not_detached(data_v, what + ".data");
-  std::vector<int64_t> shape = parse_shape(o.Get("shape"), what + ".shape");
-  shape_numel(shape, what + ".shape");
+  const at::ScalarType dtype = head_dtype(data_v, o.Get(keys.dtype), what);
+  check_not_detached(data_v, what.field(".data"));
+  std::vector<int64_t> shape = parse_shape(o.Get(keys.shape), what.field(".shape"));
+  shape_numel(shape, what.field(".shape"));
   arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s, dtype});
 }
 
@@ -360,7 +369,7 @@ at::Tensor borrow(void* data, const std::vector<int64_t>& shape, at::ScalarType 
 
 }  // namespace
 
-int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what) {
+int64_t shape_numel(const std::vector<int64_t>& shape, const Where& what) {
   int64_t n = 1;
   for (int64_t d : shape) {
     if (n > std::numeric_limits<int64_t>::max() / d) {
@@ -377,27 +386,27 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return r + "]";
 }
 
-void check_float32_array_type(const Napi::Value& v, const std::string& what) {
+void check_float32_array_type(const Napi::Value& v, const Where& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     fail_type(kInvalidArgType, what + ": expected a Float32Array, got " + describe(v));
   }
   check_not_detached(v, what);
 }
 
-void check_not_detached(const Napi::Value& v, const std::string& what) {
+void check_not_detached(const Napi::Value& v, const Where& what) {
   if (v.As<Napi::TypedArray>().ArrayBuffer().IsDetached()) {
     fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer is detached "
                                       "(transferred or neutered)");
   }
 }
 
-Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what) {
+Napi::Float32Array expect_float32_array(const Napi::Value& v, const Where& what) {
   check_float32_array_type(v, what);
   guard_buffer(v.Env(), v, what, "", false);
   return v.As<Napi::Float32Array>();
 }
 
-void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix,
+void guard_buffer(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix,
                   bool pin_buffer) {
   napi_value buffer = nullptr;
   if (napi_get_typedarray_info(env, v, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) {
@@ -433,7 +442,7 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, 
   }
 }
 
-BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix) {
+BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix) {
   // napi_get_typedarray_info now, after every user getter of the call has run.
   napi_value buffer = nullptr;
   void* ptr = nullptr;
@@ -448,7 +457,7 @@ BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::st
   return BoundArray{ptr, length};
 }
 
-std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what) {
+std::vector<int64_t> parse_shape(const Napi::Value& v, const Where& what) {
   if (!v.IsArray()) fail_type(kInvalidArgType, what + ": expected an array of integers, got " + describe(v));
   const Napi::Array a = v.As<Napi::Array>();
   const uint32_t n = a.Length();
@@ -498,11 +507,12 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   call.opts = parse_options(info[2], given_values);
   call.student.resize(student.size());
   call.teacher.resize(teacher.size());
+  const HeadKeys keys(env);
   for (size_t s = 0; s < student.size(); ++s) {
-    read_head(env, student[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
+    read_head(env, keys, student[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
   }
   for (size_t s = 0; s < teacher.size(); ++s) {
-    read_head(env, teacher[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
+    read_head(env, keys, teacher[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
   }
   // Caller-owned gradient buffers (options.gradOut), one entry per scale.
   const TopOptions o{info[2].As<Napi::Object>(), given_values};
@@ -525,9 +535,9 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     for (size_t s = 0; s < grad_out_js.size() && s < student.size(); ++s) {
       const Napi::Value& g = grad_out_js[s];
       if (g.IsUndefined() || g.IsNull()) continue;
-      const std::string what = scale_name(s, "gradOut");
+      const Where what(s, "gradOut");
       if (!g.IsTypedArray() && TensorWrap::IsInstance(env, g)) {
-        call.grad_out[s] = TensorWrap::Get(g, what);
+        call.grad_out[s] = TensorWrap::Get(g, what.str());
       } else {
         if (!g.IsTypedArray() || (g.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array &&
                                   g.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)) {
@@ -549,7 +559,7 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   }
   for (const PendingArray& a : arrays) guard_buffer(env, a.value, a.what, ".data", async);
   for (size_t s = 0; s < grad_is_array.size(); ++s) {
-    if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], scale_name(s, "gradOut"), "", async);
+    if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], Where(s, "gradOut"), "", async);
   }
   // The new gradient arrays of array students without gradOut, made before any
   // pointer is taken: an array over recycled memory is marked untransferable,
@@ -603,7 +613,7 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
                                   " (gradients come in the student's dtype, " + yd::dtype_name(st.scalar_type()) +
                                   "), got a " + (u16 ? "Uint16Array" : "Float32Array"));
         }
-        const BoundArray ga = bind_float32_array(env, call.grad_js[s], scale_name(s, "gradOut"), "");
+        const BoundArray ga = bind_float32_array(env, call.grad_js[s], Where(s, "gradOut"), "");
         if (static_cast<int64_t>(ga.length) != st.numel()) {
           fail_range(kGradOut, scale_name(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
                                    " of " + std::to_string(st.numel()) + " elements (the student's size), got " +

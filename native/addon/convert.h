@@ -54,20 +54,49 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async);
 // The loss result as [Float64Array terms, grads | null]; see lib/index.ts.
 Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call);
 
+// The name of an argument in error messages ("scale 0, student.data",
+// "streamingFloor: a"), made into a string only when a message needs it: a
+// call that succeeds builds none (the tiny call had built a dozen strings of
+// names, a tenth of its instructions; BENCHMARKS.md, the native AVX2 core).
+// Holds string literals (or, for a parameter, a string its caller keeps
+// alive for the call): never build one from a temporary std::string.
+class Where {
+ public:
+  Where(const char* text) : text_(text) {}  // NOLINT(google-explicit-constructor): a literal name
+  Where(size_t scale, const char* tensor) : tensor_(tensor), scale_(scale) {}
+  // The same name with a field after it: ".data", ".shape".
+  Where field(const char* suffix) const {
+    Where w = *this;
+    w.suffix_ = suffix;
+    return w;
+  }
+  std::string str() const {
+    return (tensor_ ? "scale " + std::to_string(scale_) + ", " + tensor_ : std::string(text_)) + suffix_;
+  }
+
+ private:
+  const char* text_ = "";
+  const char* tensor_ = nullptr;
+  size_t scale_ = 0;
+  const char* suffix_ = "";
+};
+inline std::string operator+(const Where& w, const char* s) { return w.str() + s; }
+inline std::string operator+(const Where& w, const std::string& s) { return w.str() + s; }
+
 // Parses a Float32Array argument (for the floor: no user JavaScript runs
 // between this and the use of the pointer).
-Napi::Float32Array expect_float32_array(const Napi::Value& v, const std::string& what);
+Napi::Float32Array expect_float32_array(const Napi::Value& v, const Where& what);
 // Phase 1 of a Float32Array argument: checks its type (and that it is not
 // detached yet) without taking its pointer.
-void check_float32_array_type(const Napi::Value& v, const std::string& what);
+void check_float32_array_type(const Napi::Value& v, const Where& what);
 // ERR_DETACHED_BUFFER if a typed array's buffer is detached now.
-void check_not_detached(const Napi::Value& v, const std::string& what);
+void check_not_detached(const Napi::Value& v, const Where& what);
 // Phase 2: call after the last user JavaScript of the call. Refuses a resizable
 // ArrayBuffer (ERR_RESIZABLE_BUFFER); when `pin_buffer`, marks the ArrayBuffer
 // untransferable so that it cannot be detached (and its memory freed) while an
 // async call uses it. Runs only the engine's own functions.
 // (`what` + `suffix` names the array in messages; built only on failure.)
-void guard_buffer(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix,
+void guard_buffer(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix,
                   bool pin_buffer);
 // Phase 2, last step (runs no JavaScript at all): the array as it is now,
 // checked not detached; the caller checks its length.
@@ -75,10 +104,10 @@ struct BoundArray {
   void* data;
   size_t length;  // elements
 };
-BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what, const char* suffix);
+BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix);
 // The element count of a shape, ERR_INVALID_SHAPE if it overflows.
-int64_t shape_numel(const std::vector<int64_t>& shape, const std::string& what);
+int64_t shape_numel(const std::vector<int64_t>& shape, const Where& what);
 std::string shape_str(const std::vector<int64_t>& shape);
-std::vector<int64_t> parse_shape(const Napi::Value& v, const std::string& what);
+std::vector<int64_t> parse_shape(const Napi::Value& v, const Where& what);
 
 }  // namespace yd_addon

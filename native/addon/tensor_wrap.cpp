@@ -179,7 +179,7 @@ Napi::Value TensorWrap::FromFloat32Array(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     // Phase 1: every user value (shape elements and opts may be getters that
     // run JavaScript, even detach `data`); no pointer is taken yet.
-    const std::string what = "Tensor.fromFloat32Array: data";
+    const char* const what = "Tensor.fromFloat32Array: data";
     check_float32_array_type(info[0], what);
     const std::vector<int64_t> shape = parse_shape(info[1], "Tensor.fromFloat32Array: shape");
     const int64_t numel = shape_numel(shape, "Tensor.fromFloat32Array: shape");
