@@ -4,7 +4,8 @@
 # preloads libasan into node, and runs every memory-safety scenario
 # (test/safety/scenarios.js), the recycled-gradient-memory scenarios
 # (test/safety/grad-pool.js), the streaming-store calls with the stores forced
-# on (test/safety/stream-stores.js) and the fuzzer's cases, adversarial JavaScript
+# on (test/safety/stream-stores.js), the KL at both group widths
+# (test/safety/kl-lanes.js) and the fuzzer's cases, adversarial JavaScript
 # included. Counts AddressSanitizer reports, and those with the addon's frames
 # on the stack; exits non-zero if there is any. Takes a few minutes (the build).
 #   bash test/reliability/asan.sh [RUNS]
@@ -34,6 +35,11 @@ done
 echo "asan: streaming gradient stores forced on (test/safety/stream-stores.js)"
 if ! out=$(YD_STREAM_STORES=1 run test/safety/stream-stores.js digests 2>&1); then crashed=$((crashed + 1)); echo "  digests: exit non-zero"; fi
 echo "  digests: $(echo "$out" | tail -1 | cut -c1-100)"
+echo "asan: the KL in groups of 8 and of 16 cells (test/safety/kl-lanes.js)"
+for lanes in 8 16; do
+  if ! out=$(YD_KL_LANES=$lanes run test/safety/kl-lanes.js digests 2>&1); then crashed=$((crashed + 1)); echo "  lanes $lanes: exit non-zero"; fi
+  echo "  lanes $lanes: $(echo "$out" | tail -1 | cut -c1-100)"
+done
 echo "asan: fuzzer, $runs cases (half adversarial)"
 LD_PRELOAD="$libasan" node test/reliability/fuzz.js --seed 20261128 --runs "$runs" | tail -2
 reports=$(cat "$logdir"/asan.* 2>/dev/null | grep -c "ERROR: AddressSanitizer" || true)
