@@ -17,7 +17,7 @@ struct AddonData {
   // The property names a head is read by, ["data", "shape", "dtype"], made
   // once (Get with a C string makes and internalizes a JS string every time;
   // Node 20's Node-API cannot reference a string itself, so an array holds
-  // them): head_key.
+  // them), fetched once per call (HeadKeys, native/addon/convert.cpp).
   Napi::ObjectReference head_keys;
   // The tensor a TensorWrap under construction takes (set only by
   // TensorWrap::NewInstance, so JS cannot construct a handle directly).

@@ -2139,6 +2139,9 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   for (int q = 0; q < kQ; ++q) {
     float mid[kL];
     int32_t near_l[kL];  // per lane, then and-ed: a && chain over the lanes kept this loop scalar
+    // (Per-cell loops here and below: `unroll 1` leaves them to GCC's loop
+    // vectorizer; unrolled first, as by default, they compiled to lane
+    // extractions and scalar arithmetic on AVX2. Same values.)
 #pragma GCC unroll 1
     for (int l = 0; l < kL; ++l) {
       mid[l] = mu[q][l] / static_cast<float>(sw[q][l]);
