@@ -65,10 +65,6 @@ std::string describe(const Napi::Value& v) {
 
 namespace {
 
-std::string scale_name(size_t s, const char* tensor) {
-  return "scale " + std::to_string(s) + ", " + tensor;
-}
-
 // ---- options ----------------------------------------------------------------
 
 // The top-level option keys, in the order parse_options reads them. The
@@ -609,13 +605,13 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
         const bool half = st.scalar_type() != at::kFloat;
         const bool u16 = call.grad_js[s].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
         if (half != u16) {
-          fail_type(kGradOut, scale_name(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
+          fail_type(kGradOut, Where(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
                                   " (gradients come in the student's dtype, " + yd::dtype_name(st.scalar_type()) +
                                   "), got a " + (u16 ? "Uint16Array" : "Float32Array"));
         }
         const BoundArray ga = bind_float32_array(env, call.grad_js[s], Where(s, "gradOut"), "");
         if (static_cast<int64_t>(ga.length) != st.numel()) {
-          fail_range(kGradOut, scale_name(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
+          fail_range(kGradOut, Where(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
                                    " of " + std::to_string(st.numel()) + " elements (the student's size), got " +
                                    std::to_string(ga.length));
         }

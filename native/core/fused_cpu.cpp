@@ -2268,14 +2268,14 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
     // KL's reads in runs of four lines).
     if (n >= kKlSideClasses) {
       for (; j + kQ * kL <= len; j += kQ * kL) {
-        kl_group<kL, kQ, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
-                                lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
+        kl_group<kL, kQ, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(),
+                               ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
       }
     }
   }
   for (; j + kL <= len; j += kL) {
-    kl_group<kL, 1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(), ubuf.data(),
-                       lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
+    kl_group<kL, 1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(),
+                           ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
   }
   if (j < len) {
     // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
@@ -2303,7 +2303,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
       }
     }
     kl_group<kL, 1, true>(cp.data(), ct.data(), g ? cg.data() : nullptr, 0, n, kL, 1, tau, itau, ml, coef,
-                      wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
+                          wbuf.data(), ubuf.data(), lbuf.data(), xl, rl, sl, 0, later);
     for (int64_t l = 0; l < rest; ++l) {
       xb[j + l] = xl[l], rb[j + l] = rl[l], sb[j + l] = sl[l];
       if (g) {
@@ -2350,23 +2350,30 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   return (s4[0] + s4[1]) + (s4[2] + s4[3]);
 }
 
-#define YD_KL_BLOCK_PARAMS                                                                                       \
-  const float *__restrict p, const float *__restrict t, float *__restrict g, int64_t base, int64_t len, int64_t k0, \
-      int64_t n, int64_t step_k, int64_t step_c, double tau, const float *__restrict m, double coef,               \
-      unsigned char *__restrict ok, int64_t next, UnitStreams *later
-YD_CLONES double kl_block_f32(YD_KL_BLOCK_PARAMS) {
-  return step_c == 1 ? kl_block_f32_body<kKlLanes, kKlSide, true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m,
-                                                                  coef, ok, next, later)
-                     : kl_block_f32_body<kKlLanes, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef,
-                                                             ok, next, later);
+// kl_block_f32_body for kL-cell groups, unit-stride cells (side by side) or strided ones.
+template <int kL>
+__attribute__((always_inline)) inline double kl_block_f32_lanes(
+    const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
+    int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
+    unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
+  return step_c == 1
+             ? kl_block_f32_body<kL, kKlSide, true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok,
+                                                     next, later)
+             : kl_block_f32_body<kL, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next,
+                                               later);
 }
-YD_CLONES double kl_block_f32_narrow(YD_KL_BLOCK_PARAMS) {
-  return step_c == 1 ? kl_block_f32_body<kKlLanesNarrow, kKlSide, true>(p, t, g, base, len, k0, n, step_k,
-                                                                                  step_c, tau, m, coef, ok, next, later)
-                     : kl_block_f32_body<kKlLanesNarrow, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m,
-                                                                   coef, ok, next, later);
-}
-#undef YD_KL_BLOCK_PARAMS
+// One clone set per group width (kl_lanes picks): a function's target cannot
+// be a template parameter.
+#define YD_KL_BLOCK(name, lanes)                                                                                \
+  YD_CLONES double name(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, \
+                        int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau,        \
+                        const float* __restrict m, double coef, unsigned char* __restrict ok, int64_t next,    \
+                        UnitStreams* later) {                                                                  \
+    return kl_block_f32_lanes<lanes>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later); \
+  }
+YD_KL_BLOCK(kl_block_f32, kKlLanes)
+YD_KL_BLOCK(kl_block_f32_narrow, kKlLanesNarrow)
+#undef YD_KL_BLOCK
 
 // The KL steps over a unit's len cells, kKlBlock cells at a time: kl_block_f32,
 // then for the cells it leaves kl_block (double log-softmax: wide spans,
@@ -2381,8 +2388,8 @@ double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t 
     const int64_t b0 = base + j0 * step_c;
     unsigned char ok[kKlBlock];
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
-    sum += (kl_lanes() == kKlLanes ? kl_block_f32 : kl_block_f32_narrow)(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef,
-                                                             ok, next, later);
+    const auto block = kl_lanes() == kKlLanes ? kl_block_f32 : kl_block_f32_narrow;
+    sum += block(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later);
     // The double steps over each run of consecutive cells that take them (a
     // cell's values are its own, vectorized across the run: per cell, heads
     // whose every cell spanned over kKlSpreadF32, 16 then, took 17x their fp32
