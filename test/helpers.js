@@ -215,6 +215,18 @@ function valuesOf(a, dtype) {
  * caller's test instead of killing jest) and returns the JSON of its last
  * stdout line. A non-zero exit, a signal or glibc heap-check output fails.
  */
+/**
+ * A call's result as compared bit for bit across processes: a hash of every
+ * gradient's bytes, and the loss and per-scale terms as strings (so that NaN
+ * and -0 survive JSON).
+ */
+function resultDigest(r) {
+  const hash = require('crypto').createHash('sha256');
+  for (const g of r.grads) hash.update(Buffer.from(g.buffer, g.byteOffset, g.byteLength));
+  const terms = r.scales.map((s) => [s.box, s.obj, s.cls].map((v) => Object.is(v, -0) ? '-0' : String(v)));
+  return { grads: hash.digest('hex'), loss: Object.is(r.loss, -0) ? '-0' : String(r.loss), terms };
+}
+
 function runScenario(script, name, timeout = 120000, env = {}) {
   const { spawnSync } = require('child_process');
   const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout, env: { ...process.env, ...env } });
@@ -230,7 +242,7 @@ function runScenario(script, name, timeout = 120000, env = {}) {
 }
 
 module.exports = {
-  toHalf, fromHalf, toBf16, fromBf16, encode16, decode16, headOfDtype, valuesOf, runScenario,
+  toHalf, fromHalf, toBf16, fromBf16, encode16, decode16, headOfDtype, valuesOf, runScenario, resultDigest,
   pkg, rng, headShape, channelOf, numel, makeHeads, optionsOf, torchAvailable, runTorchReference,
   expectArraysClose, expectRelClose, sameBits, worstViolation,
 };

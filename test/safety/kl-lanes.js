@@ -6,18 +6,12 @@
 //   YD_KL_LANES=8 node test/safety/kl-lanes.js digests
 // test/kl-lanes.test.js runs it at 8 and at 16 and compares the digests: a
 // cell's arithmetic is the same in either width, so every bit must be.
-const crypto = require('crypto');
 const path = require('path');
 const yd = require(path.join(__dirname, '..', '..'));
 const { native } = require(path.join(__dirname, '..', '..', 'dist', 'binding'));
 const h = require(path.join(__dirname, '..', 'helpers'));
 
-const digest = (r) => {
-  const hash = crypto.createHash('sha256');
-  for (const g of r.grads) hash.update(Buffer.from(g.buffer, g.byteOffset, g.byteLength));
-  const terms = r.scales.map((s) => [s.box, s.obj, s.cls].map(String));
-  return { grads: hash.digest('hex'), loss: String(r.loss), terms };
-};
+const digest = h.resultDigest;
 
 // A student within +-noise of its teacher (as late in training: the KL's near pass).
 function nearHeads(r, shapes, spread, noise) {

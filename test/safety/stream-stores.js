@@ -6,18 +6,12 @@
 //   YD_STREAM_STORES=1 node test/safety/stream-stores.js digests
 // test/stream-stores.test.js runs it under each setting and compares the
 // digests: the stores must not change a single bit.
-const crypto = require('crypto');
 const path = require('path');
 const yd = require(path.join(__dirname, '..', '..'));
 const h = require(path.join(__dirname, '..', 'helpers'));
 
 const C = 80;
-const digest = (r) => {
-  const hash = crypto.createHash('sha256');
-  for (const g of r.grads) hash.update(Buffer.from(g.buffer, g.byteOffset, g.byteLength));
-  const terms = r.scales.map((s) => [s.box, s.obj, s.cls]);
-  return { grads: hash.digest('hex'), loss: r.loss, terms };
-};
+const digest = h.resultDigest;
 
 // A copy of x at `shift` floats into a larger buffer: a view whose data is
 // not 64-byte aligned (as the streaming stores need their lines to be).
