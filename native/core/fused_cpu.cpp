@@ -991,14 +991,18 @@ struct Bf16Regs256 {
     const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
   }
-  // Bf16Regs::narrow's steps (round_to_nearest_even; NaN -> 0x7FC0), the 32-bit
-  // results packed to 16 bits within each 128-bit half and the halves joined.
-  __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, uint16_t* d) {
+  // Bf16Regs::narrow's steps (round_to_nearest_even; NaN -> 0x7FC0): each
+  // lane's bfloat16 bits in the low half of its 32 bits.
+  __attribute__((target("avx2,f16c"))) static __m256i rounded(__m256 v) {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i bias =
         _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
-    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  }
+  // rounded(v) packed to 16 bits within each 128-bit half and the halves joined.
+  __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, uint16_t* d) {
+    const __m256i r = rounded(v);
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(packed));
   }
@@ -1025,6 +1029,35 @@ __attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typena
     __m256d a[4] = {_mm256_loadu_pd(lanes), _mm256_loadu_pd(lanes + 4), _mm256_loadu_pd(lanes + 8),
                     _mm256_loadu_pd(lanes + 12)};
     const __m256 vc = _mm256_set1_ps(coef);
+    if constexpr (std::is_same_v<S, Bf16Regs256> && std::is_same_v<T, Bf16Regs256>) {
+      // bfloat16 pairs, 16 values in the order of the in-lane unpacks: vector
+      // h holds values 4h..4h+3 and 8+4h..8+4h+3, each widened by one unpack
+      // with zero (its bits into the top half), the weights loaded in that
+      // order, and each quarter summed into its own lanes as below; the two
+      // gradient vectors' roundings pack (in-lane) back into the values' order,
+      // one 32-byte store. The same operations on every value as the loop
+      // below: the same bits (test/half.test.js), a third fewer instructions.
+      const __m256i zero = _mm256_setzero_si256();
+      for (; j + kLanes <= n; j += kLanes) {
+        const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + j));
+        const __m256i tv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + j));
+        const __m256 ps[2] = {_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, pv)),
+                              _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, pv))};
+        const __m256 ts[2] = {_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, tv)),
+                              _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, tv))};
+        __m256i r[2];
+        for (int h = 0; h < 2; ++h) {
+          const __m256 d = _mm256_sub_ps(ps[h], ts[h]);
+          const __m256 wv =
+              _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(w + j + 4 * h)), _mm_loadu_ps(w + j + 8 + 4 * h), 1);
+          const __m256 wd = _mm256_mul_ps(d, wv);
+          if (kGrad) r[h] = Bf16Regs256::rounded(_mm256_mul_ps(vc, wd));
+          a[h] = _mm256_add_pd(a[h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
+          a[2 + h] = _mm256_add_pd(a[2 + h], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
+        }
+        if (kGrad) _mm256_storeu_si256(reinterpret_cast<__m256i*>(g + j), _mm256_packus_epi32(r[0], r[1]));
+      }
+    }
     for (; j + kLanes <= n; j += kLanes) {
       for (int h = 0; h < 2; ++h) {
         const int64_t at = j + 8 * h;
