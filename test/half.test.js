@@ -279,6 +279,38 @@ test.each(['float16', 'bfloat16'])('%s gradients on exact rounding ties (nchw, t
   }
 });
 
+test.each([
+  ['default formula (the register kernel)', 'nchw', {}],
+  ["preset 'paper' (the variant kernel's units)", 'nchw', { preset: 'paper' }],
+  ["objTarget 'bce', nahwc", 'nahwc', { objTarget: 'bce' }],
+  ["clsTarget 'kl'", 'nchw', { clsTarget: 'kl' }],
+  ['anchor-free', 'nchw', { head: 'anchorFree' }],
+  ['anchor-free, nhwc', 'nhwc', { head: 'anchorFree' }],
+])('bfloat16 gradients that are NaN have the bits 0x7FC0, as at::Tensor::to(kBFloat16) rounds every NaN: %s', (_name, layout, extra) => {
+  // Every kernel's narrowing (the AVX-512 and AVX2 register kernels, the AVX2
+  // rounding of gradient runs, the baseline loop over c10's function) maps a
+  // NaN of any sign and payload to the one quiet NaN 0x7FC0.
+  const r = h.rng(0x7fc0 + layout.length + JSON.stringify(extra).length);
+  const C = 4, H = 7, W = 37;
+  const af = extra.head === 'anchorFree';
+  const shape = af ? (layout === 'nchw' ? [1, 64 + C, H, W] : [1, H, W, 64 + C]) : h.headShape(layout, 1, 3, C, H, W);
+  const n = h.numel(shape);
+  const p = new Float32Array(n).map(() => 2 * r.randn());
+  const t = new Float32Array(n).map(() => 2 * r.randn());
+  for (let k = 3; k < n; k += 97) p[k] = NaN;
+  const ph = asHead({ data: p, shape }, 'bfloat16'), th = asHead({ data: t, shape }, 'bfloat16');
+  const got = distillationLoss([ph], [th], { numClasses: C, layout, ...extra });
+  const g = got.grads[0];
+  let nans = 0;
+  for (let i = 0; i < n; i++) {
+    if (Number.isNaN(dec.bfloat16(g[i]))) {
+      nans++;
+      if (g[i] !== 0x7fc0) throw new Error(`element ${i}: NaN as 0x${g[i].toString(16)}, not 0x7fc0`);
+    }
+  }
+  expect(nans).toBeGreaterThan(0);
+});
+
 describe('16-bit heads under the other formulas, FM-NMS and anchor-free heads are read in place too', () => {
   // The variant kernels on 16-bit arrays (MixedSource in native/core/fused_cpu.cpp:
   // each unit widened in cache) against widening the whole arrays first: every

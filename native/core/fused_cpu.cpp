@@ -675,10 +675,43 @@ bool have_f16c() {
   static const bool yes = YD_CPU_SUPPORTS("f16c") && YD_CPU_SUPPORTS("avx");
   return yes;
 }
+// bfloat16 gradients rounded on AVX2, 16 values a step, as c10::detail::
+// round_to_nearest_even (bias 0x7FFF plus the kept half's lowest bit, NaN ->
+// 0x7FC0: the same bits), packed and stored: the baseline loop over c10's
+// function (its NaN branch) took 4.9 instructions a value, this 1.4
+// (callgrind); bfloat16 pairs under preset 'paper' 0.90x their time,
+// objTarget 'bce' 0.85x (the variant kernel's 16-bit units). Widening stays
+// the baseline loop, which GCC vectorizes with SSE2 unpacks: an AVX2 form
+// (zero-extension and shift) made an fp32 student with a bfloat16 teacher
+// 1.12-1.17x slower through the anchor-free kernel.
+__attribute__((target("avx2"))) inline __m256i bf16_rounded_avx2(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i bias =
+      _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+__attribute__((target("avx2"))) void narrow_bf16_avx2(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i r0 = bf16_rounded_avx2(_mm256_loadu_ps(s + i));
+    const __m256i r1 = bf16_rounded_avx2(_mm256_loadu_ps(s + i + 8));
+    // packus joins the two within each 128-bit half: values 0-3, 8-11, 4-7, 12-15; the permute orders them
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
+                        _mm256_permute4x64_epi64(_mm256_packus_epi32(r0, r1), 0xD8));
+  }
+  for (; i < n; ++i) d[i] = c10::detail::round_to_nearest_even(s[i]);
+}
+bool have_avx2() {
+  static const bool yes = YD_CPU_SUPPORTS("avx2");
+  return yes;
+}
 #else
 bool have_f16c() { return false; }
+bool have_avx2() { return false; }
 void widen_f16_hw(const uint16_t* s, float* d, int64_t n) { widen_f16_soft(s, d, n); }
 void narrow_f16_hw(const float* s, uint16_t* d, int64_t n) { narrow_f16_soft(s, d, n); }
+void narrow_bf16_avx2(const float*, uint16_t*, int64_t) {}
 #endif
 
 // n values of src (from element off) as fp32 into dst.
@@ -716,6 +749,10 @@ void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t 
     }
     case ElemType::BF16: {
       uint16_t* d = static_cast<uint16_t*>(dst) + off;
+      if (have_avx2()) {
+        narrow_bf16_avx2(src, d, n);
+        return;
+      }
       for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::round_to_nearest_even(src[i]);
       return;
     }
@@ -1395,11 +1432,6 @@ __attribute__((target("avx2"))) void transpose_avx2(const float* __restrict src,
   }
   if (cols8 < cols) transpose_scalar(src + cols8, ld_src, dst + cols8 * ld_dst, ld_dst, rows8, cols - cols8);
   if (rows8 < rows) transpose_scalar(src + rows8 * ld_src, ld_src, dst + rows8, ld_dst, rows - rows8, cols);
-}
-
-bool have_avx2() {
-  static const bool yes = YD_CPU_SUPPORTS("avx2");
-  return yes;
 }
 #endif
 
