@@ -684,7 +684,8 @@ bool have_f16c() {
 // the baseline loop, which GCC vectorizes with SSE2 unpacks: an AVX2 form
 // (zero-extension and shift) made an fp32 student with a bfloat16 teacher
 // 1.12-1.17x slower through the anchor-free kernel.
-__attribute__((target("avx2"))) inline __m256i bf16_rounded_avx2(__m256 v) {
+// Each lane's bfloat16 bits (c10's rounding, NaN -> 0x7FC0) in the low half of its 32 bits.
+__attribute__((target("avx2"), always_inline)) inline __m256i bf16_rounded_avx2(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i bias =
       _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
@@ -1029,14 +1030,8 @@ struct Bf16Regs256 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
   }
   // Bf16Regs::narrow's steps (round_to_nearest_even; NaN -> 0x7FC0): each
-  // lane's bfloat16 bits in the low half of its 32 bits.
-  __attribute__((target("avx2,f16c"))) static __m256i rounded(__m256 v) {
-    const __m256i u = _mm256_castps_si256(v);
-    const __m256i bias =
-        _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7FFF));
-    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
-    return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-  }
+  // lane's bfloat16 bits in the low half of its 32 bits (bf16_rounded_avx2).
+  __attribute__((target("avx2,f16c"))) static __m256i rounded(__m256 v) { return bf16_rounded_avx2(v); }
   // rounded(v) packed to 16 bits within each 128-bit half and the halves joined.
   __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, uint16_t* d) {
     const __m256i r = rounded(v);
