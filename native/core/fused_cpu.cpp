@@ -675,16 +675,9 @@ bool have_f16c() {
   static const bool yes = YD_CPU_SUPPORTS("f16c") && YD_CPU_SUPPORTS("avx");
   return yes;
 }
-// bfloat16 gradients rounded on AVX2, 16 values a step, as c10::detail::
-// round_to_nearest_even (bias 0x7FFF plus the kept half's lowest bit, NaN ->
-// 0x7FC0: the same bits), packed and stored: the baseline loop over c10's
-// function (its NaN branch) took 4.9 instructions a value, this 1.4
-// (callgrind); bfloat16 pairs under preset 'paper' 0.90x their time,
-// objTarget 'bce' 0.85x (the variant kernel's 16-bit units). Widening stays
-// the baseline loop, which GCC vectorizes with SSE2 unpacks: an AVX2 form
-// (zero-extension and shift) made an fp32 student with a bfloat16 teacher
-// 1.12-1.17x slower through the anchor-free kernel.
-// Each lane's bfloat16 bits (c10's rounding, NaN -> 0x7FC0) in the low half of its 32 bits.
+// Each lane's bfloat16 bits in the low half of its 32 bits, rounded as
+// c10::detail::round_to_nearest_even (bias 0x7FFF plus the kept half's lowest
+// bit; NaN -> 0x7FC0): the same bits.
 __attribute__((target("avx2"), always_inline)) inline __m256i bf16_rounded_avx2(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i bias =
@@ -692,6 +685,14 @@ __attribute__((target("avx2"), always_inline)) inline __m256i bf16_rounded_avx2(
   const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
   return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
 }
+// bfloat16 gradient runs rounded on AVX2, 16 values a step, packed and
+// stored: the baseline loop over c10's function (its NaN branch) took 4.9
+// instructions a value, this 1.4 (callgrind); bfloat16 pairs under preset
+// 'paper' 0.90x their time, objTarget 'bce' 0.79-0.85x (the variant kernel's
+// 16-bit units; BENCHMARKS.md). Widening stays the baseline loop, which GCC
+// vectorizes with SSE2 unpacks: an AVX2 form (zero-extension and shift) made
+// an fp32 student with a bfloat16 teacher 1.12-1.17x slower through the
+// anchor-free kernel.
 __attribute__((target("avx2"))) void narrow_bf16_avx2(const float* s, uint16_t* d, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -1068,7 +1069,9 @@ __attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typena
       // order, and each quarter summed into its own lanes as below; the two
       // gradient vectors' roundings pack (in-lane) back into the values' order,
       // one 32-byte store. The same operations on every value as the loop
-      // below: the same bits (test/half.test.js), a third fewer instructions.
+      // below: the same bits (test/half.test.js). No cross-lane zero-extensions
+      // or permutes: 5 % fewer instructions (callgrind), the bfloat16 pair
+      // 0.89-0.90x its time (bench/half.js, BENCHMARKS.md).
       const __m256i zero = _mm256_setzero_si256();
       for (; j + kLanes <= n; j += kLanes) {
         const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + j));
