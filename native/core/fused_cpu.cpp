@@ -1136,10 +1136,12 @@ __attribute__((target("avx2,f16c"))) void nchw_unit_16_256(const MixedArrays& a,
 
 // Which register kernel a pair of arrays takes (the gradient, if any, of the
 // student's type): float16 or bfloat16 pairs, and an fp32 student with an
-// fp16 teacher; None where none applies (the buffered runs above). Its
-// AVX-512 form where the CPU has AVX-512 and F16C, else its AVX2 form where
-// it has AVX2 and F16C (regs_avx512).
-enum class RegsPair { None, F16, Bf16, F32F16 };
+// fp16 or bfloat16 teacher (the latter through the buffered runs until the
+// second Zen 3 session of 2026-12-07: 1.13x the fp16 teacher's time on
+// workload (a), BENCHMARKS.md); None where none applies (the buffered runs
+// above). Its AVX-512 form where the CPU has AVX-512 and F16C, else its AVX2
+// form where it has AVX2 and F16C (regs_avx512).
+enum class RegsPair { None, F16, Bf16, F32F16, F32Bf16 };
 bool regs_avx512() {
   static const bool yes = cpu_avx512f() && YD_CPU_SUPPORTS("f16c");
   return yes;
@@ -1150,6 +1152,7 @@ RegsPair regs_pair(const MixedArrays& a) {
   if (a.p_type == ElemType::F16 && a.t_type == ElemType::F16) return RegsPair::F16;
   if (a.p_type == ElemType::BF16 && a.t_type == ElemType::BF16) return RegsPair::Bf16;
   if (a.p_type == ElemType::F32 && a.t_type == ElemType::F16) return RegsPair::F32F16;
+  if (a.p_type == ElemType::F32 && a.t_type == ElemType::BF16) return RegsPair::F32Bf16;
   return RegsPair::None;
 }
 
@@ -3187,6 +3190,9 @@ RawSums cpu_scale_mixed(const MixedArrays& a, const ScaleGeom& geom, const Optio
         case RegsPair::F32F16:
           return nchw_unit_16_call<F32Regs, F16Regs, F32Regs256, F16Regs256>(a, grad, base, hw, n, per_anchor, coefs,
                                                                              k, acc);
+        case RegsPair::F32Bf16:
+          return nchw_unit_16_call<F32Regs, Bf16Regs, F32Regs256, Bf16Regs256>(a, grad, base, hw, n, per_anchor,
+                                                                               coefs, k, acc);
         case RegsPair::None: break;
       }
 #endif
