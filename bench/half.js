@@ -4,7 +4,7 @@
 // C = 80, nchw, 34.3 M values per tensor; 2 threads; caller's gradOut), timed
 // interleaved with medians: float16 student + teacher with a Uint16Array
 // gradOut; the same in bfloat16; a float32 student with a float16 teacher (the onnxruntime-node
-// case); the same heads widened to float32 (the fp32 default path); float16
+// case), and with a bfloat16 teacher; the same heads widened to float32 (the fp32 default path); float16
 // and widened float32 under preset 'paper' and objTarget 'bce' (the variant
 // kernel: its element math, and its 'logit' runs); and the
 // floors: 2-byte (uint16 c = a - b, 6 bytes per value) and 4-byte (12 bytes).
@@ -42,13 +42,14 @@ const heads = shapes.map((s, k) => {
 const opts = { numClasses: C, threads: 2 };
 // The pairs each row calls with (extra: the formula's options): float16 or
 // bfloat16 student and teacher with a Uint16Array gradOut, an fp32 student
-// with an fp16 teacher, and the same values widened to float32.
+// with an fp16 (or bfloat16) teacher, and the same values widened to float32.
 const pair16 = (dtype, extra = {}) => (m) => m.distillationLoss(
   heads.map((x) => ({ data: dtype === 'float16' ? x.ph : x.pb, shape: x.shape, dtype })),
   heads.map((x) => ({ data: dtype === 'float16' ? x.th : x.tb, shape: x.shape, dtype })),
   { ...opts, ...extra, gradOut: heads.map((x) => x.g16) });
-const fp32Student = (extra = {}) => (m) => m.distillationLoss(
-  heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.th, shape: x.shape, dtype: 'float16' })),
+const fp32Student = (extra = {}, dtype = 'float16') => (m) => m.distillationLoss(
+  heads.map((x) => ({ data: x.pw, shape: x.shape })),
+  heads.map((x) => ({ data: dtype === 'float16' ? x.th : x.tb, shape: x.shape, dtype })),
   { ...opts, ...extra, gradOut: heads.map((x) => x.g32) });
 const widened = (extra = {}) => (m) => m.distillationLoss(
   heads.map((x) => ({ data: x.pw, shape: x.shape })), heads.map((x) => ({ data: x.tw, shape: x.shape })),
@@ -57,6 +58,7 @@ const rows = {
   'float16 student + teacher, Uint16Array gradOut': pair16('float16'),
   'bfloat16 student + teacher, Uint16Array gradOut': pair16('bfloat16'),
   'float32 student, float16 teacher': fp32Student(),
+  'float32 student, bfloat16 teacher': fp32Student({}, 'bfloat16'),
   'float32 (the same values widened)': widened(),
   "float16 student + teacher, preset 'paper'": pair16('float16', { preset: 'paper' }),
   "float32 (widened), preset 'paper'": widened({ preset: 'paper' }),
