@@ -211,11 +211,6 @@ function valuesOf(a, dtype) {
 }
 
 /**
- * Runs `node --expose-gc script name` in a child process (a crash fails the
- * caller's test instead of killing jest) and returns the JSON of its last
- * stdout line. A non-zero exit, a signal or glibc heap-check output fails.
- */
-/**
  * A call's result as compared bit for bit across processes: a hash of every
  * gradient's bytes, and the loss and per-scale terms as strings (so that NaN
  * and -0 survive JSON).
@@ -227,6 +222,11 @@ function resultDigest(r) {
   return { grads: hash.digest('hex'), loss: Object.is(r.loss, -0) ? '-0' : String(r.loss), terms };
 }
 
+/**
+ * Runs `node --expose-gc script name` in a child process (a crash fails the
+ * caller's test instead of killing jest) and returns the JSON of its last
+ * stdout line. A non-zero exit, a signal or glibc heap-check output fails.
+ */
 function runScenario(script, name, timeout = 120000, env = {}) {
   const { spawnSync } = require('child_process');
   const r = spawnSync(process.execPath, ['--expose-gc', script, name], { encoding: 'utf8', timeout, env: { ...process.env, ...env } });

@@ -655,6 +655,9 @@ void widen_f16_soft(const uint16_t* s, float* d, int64_t n) {
 void narrow_f16_soft(const float* s, uint16_t* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::fp16_ieee_from_fp32_value(s[i]);
 }
+void narrow_bf16_soft(const float* s, uint16_t* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::round_to_nearest_even(s[i]);
+}
 #if defined(__x86_64__) && defined(__GNUC__)
 // F16C: 8 values per instruction, the same IEEE round to nearest even.
 __attribute__((target("avx,f16c"))) void widen_f16_hw(const uint16_t* s, float* d, int64_t n) {
@@ -687,9 +690,9 @@ __attribute__((target("avx2"), always_inline)) inline __m256i bf16_rounded_avx2(
 }
 // bfloat16 gradient runs rounded on AVX2, 16 values a step, packed and
 // stored: the baseline loop over c10's function (its NaN branch) took 4.9
-// instructions a value, this 1.4 (callgrind); bfloat16 pairs under preset
-// 'paper' 0.90x their time, objTarget 'bce' 0.79-0.85x (the variant kernel's
-// 16-bit units; BENCHMARKS.md). Widening stays the baseline loop, which GCC
+// instructions a value, this 1.4 (callgrind); bfloat16 pairs through the
+// variant and anchor-free kernels 0.92-0.99x their time (bench/mixed.js,
+// BENCHMARKS.md). Widening stays the baseline loop, which GCC
 // vectorizes with SSE2 unpacks: an AVX2 form (zero-extension and shift) made
 // an fp32 student with a bfloat16 teacher 1.12-1.17x slower through the
 // anchor-free kernel.
@@ -702,7 +705,7 @@ __attribute__((target("avx2"))) void narrow_bf16_avx2(const float* s, uint16_t* 
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
                         _mm256_permute4x64_epi64(_mm256_packus_epi32(r0, r1), 0xD8));
   }
-  for (; i < n; ++i) d[i] = c10::detail::round_to_nearest_even(s[i]);
+  narrow_bf16_soft(s + i, d + i, n - i);
 }
 bool have_avx2() {
   static const bool yes = YD_CPU_SUPPORTS("avx2");
@@ -713,7 +716,7 @@ bool have_f16c() { return false; }
 bool have_avx2() { return false; }
 void widen_f16_hw(const uint16_t* s, float* d, int64_t n) { widen_f16_soft(s, d, n); }
 void narrow_f16_hw(const float* s, uint16_t* d, int64_t n) { narrow_f16_soft(s, d, n); }
-void narrow_bf16_avx2(const float*, uint16_t*, int64_t) {}
+void narrow_bf16_avx2(const float* s, uint16_t* d, int64_t n) { narrow_bf16_soft(s, d, n); }
 #endif
 
 // n values of src (from element off) as fp32 into dst.
@@ -751,11 +754,7 @@ void narrow_plain(const float* src, ElemType e, void* dst, int64_t off, int64_t 
     }
     case ElemType::BF16: {
       uint16_t* d = static_cast<uint16_t*>(dst) + off;
-      if (have_avx2()) {
-        narrow_bf16_avx2(src, d, n);
-        return;
-      }
-      for (int64_t i = 0; i < n; ++i) d[i] = c10::detail::round_to_nearest_even(src[i]);
+      if (have_avx2()) narrow_bf16_avx2(src, d, n); else narrow_bf16_soft(src, d, n);
       return;
     }
   }
@@ -1030,15 +1029,8 @@ struct Bf16Regs256 {
     const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
   }
-  // Bf16Regs::narrow's steps (round_to_nearest_even; NaN -> 0x7FC0): each
-  // lane's bfloat16 bits in the low half of its 32 bits (bf16_rounded_avx2).
-  __attribute__((target("avx2,f16c"))) static __m256i rounded(__m256 v) { return bf16_rounded_avx2(v); }
-  // rounded(v) packed to 16 bits within each 128-bit half and the halves joined.
-  __attribute__((target("avx2,f16c"))) static void narrow(__m256 v, uint16_t* d) {
-    const __m256i r = rounded(v);
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(packed));
-  }
+  // No narrow(): a bfloat16 gradient goes only with a bfloat16 pair, whose own
+  // loop in plane_chunk_16_256 rounds two vectors at a time (bf16_rounded_avx2).
   static float value(uint16_t h) { return Bf16Regs::value(h); }
   static uint16_t bits(float f) { return Bf16Regs::bits(f); }
 };
@@ -1068,8 +1060,8 @@ __attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typena
       // with zero (its bits into the top half), the weights loaded in that
       // order, and each quarter summed into its own lanes as below; the two
       // gradient vectors' roundings pack (in-lane) back into the values' order,
-      // one 32-byte store. The same operations on every value as the loop
-      // below: the same bits (test/half.test.js). No cross-lane zero-extensions
+      // one 32-byte store. The same operations on every value as the other
+      // pairs' loop: the same bits (test/half.test.js). No cross-lane zero-extensions
       // or permutes: 5 % fewer instructions (callgrind), the bfloat16 pair
       // 0.89-0.90x its time (bench/half.js, BENCHMARKS.md).
       const __m256i zero = _mm256_setzero_si256();
@@ -1083,24 +1075,25 @@ __attribute__((target("avx2,f16c"))) inline void plane_chunk_16_256(const typena
         __m256i r[2];
         for (int h = 0; h < 2; ++h) {
           const __m256 d = _mm256_sub_ps(ps[h], ts[h]);
-          const __m256 wv =
-              _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(w + j + 4 * h)), _mm_loadu_ps(w + j + 8 + 4 * h), 1);
+          const __m256 wv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(w + j + 4 * h)),
+                                                 _mm_loadu_ps(w + j + 8 + 4 * h), 1);
           const __m256 wd = _mm256_mul_ps(d, wv);
-          if (kGrad) r[h] = Bf16Regs256::rounded(_mm256_mul_ps(vc, wd));
+          if (kGrad) r[h] = bf16_rounded_avx2(_mm256_mul_ps(vc, wd));
           a[h] = _mm256_add_pd(a[h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
           a[2 + h] = _mm256_add_pd(a[2 + h], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
         }
         if (kGrad) _mm256_storeu_si256(reinterpret_cast<__m256i*>(g + j), _mm256_packus_epi32(r[0], r[1]));
       }
-    }
-    for (; j + kLanes <= n; j += kLanes) {
-      for (int h = 0; h < 2; ++h) {
-        const int64_t at = j + 8 * h;
-        const __m256 d = _mm256_sub_ps(S::widen(p + at), T::widen(t + at));
-        const __m256 wd = _mm256_mul_ps(d, _mm256_loadu_ps(w + at));
-        if (kGrad) S::narrow(_mm256_mul_ps(vc, wd), g + at);
-        a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
-        a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
+    } else {
+      for (; j + kLanes <= n; j += kLanes) {
+        for (int h = 0; h < 2; ++h) {
+          const int64_t at = j + 8 * h;
+          const __m256 d = _mm256_sub_ps(S::widen(p + at), T::widen(t + at));
+          const __m256 wd = _mm256_mul_ps(d, _mm256_loadu_ps(w + at));
+          if (kGrad) S::narrow(_mm256_mul_ps(vc, wd), g + at);
+          a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
+          a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
+        }
       }
     }
     for (int q = 0; q < 4; ++q) _mm256_storeu_pd(lanes + 4 * q, a[q]);
@@ -1137,8 +1130,8 @@ __attribute__((target("avx2,f16c"))) void nchw_unit_16_256(const MixedArrays& a,
 // Which register kernel a pair of arrays takes (the gradient, if any, of the
 // student's type): float16 or bfloat16 pairs, and an fp32 student with an
 // fp16 or bfloat16 teacher (the latter through the buffered runs until the
-// second Zen 3 session of 2026-12-07: 1.13x the fp16 teacher's time on
-// workload (a), BENCHMARKS.md); None where none applies (the buffered runs
+// second Zen 3 session of 2026-12-07: it took 1.04-1.10x its time now,
+// bench/half.js, BENCHMARKS.md); None where none applies (the buffered runs
 // above). Its AVX-512 form where the CPU has AVX-512 and F16C, else its AVX2
 // form where it has AVX2 and F16C (regs_avx512).
 enum class RegsPair { None, F16, Bf16, F32F16, F32Bf16 };
