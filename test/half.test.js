@@ -391,6 +391,8 @@ describe('an fp32 student with a 16-bit teacher in the variant and anchor-free k
     ['anchor, preset paper + fmNms', [1, 3 * 9, 40, 40], { numClasses: 4, preset: 'paper', fmNms: true }],
     ['anchor-free, regMax 16', [2, 64 + 5, 40, 40], { numClasses: 5, head: 'anchorFree' }],
     ['anchor-free, regMax 4, clsTarget bce, grad false', [1, 16 + 3, 40, 40], { numClasses: 3, head: 'anchorFree', regMax: 4, clsTarget: 'bce', grad: false }],
+    // Box values as 'logit' runs: their teacher channels widened on their own.
+    ['anchor-free, regMax 1, clsTarget kl', [2, 4 + 3, 40, 40], { numClasses: 3, head: 'anchorFree', regMax: 1, clsTarget: 'kl' }],
   ];
   for (const dtype of ['float16', 'bfloat16']) {
     test.each(cases)(`%s, ${dtype} teacher`, (_name, shape, opts) => {

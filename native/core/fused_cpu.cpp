@@ -1458,7 +1458,7 @@ struct Fp32Source {
       fm_nms_mask(t, geom, keep, threads);
     }
   }
-  UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
+  UnitView open(const VariantUnits& u, const VariantUnits::Span& s, bool /*defer*/ = false) const {
     if (u.nchw) return UnitView{p, t, g, s.base, u.step_k, u.step_c};
     const size_t n = static_cast<size_t>(u.K * s.len);
     float* bp = scratch<kScratchP>(n);
@@ -1467,6 +1467,9 @@ struct Fp32Source {
     transpose(t + s.base, u.K, bt, s.len, s.len, u.K);
     return UnitView{bp, bt, g ? scratch<kScratchG>(n) : nullptr, 0, s.len, 1};
   }
+  // Whether a unit's gradient goes straight to the caller's array (StreamUnit).
+  bool gradient_in_place(const VariantUnits& u) const { return u.nchw; }
+  void teacher_channels(const VariantUnits&, const VariantUnits::Span&, int64_t, int64_t) const {}  // in place
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (u.nchw || !g) return;
     transpose(v.g, s.len, g + s.base, u.K, u.K, s.len);  // every value of the unit was written
@@ -1506,15 +1509,18 @@ struct MixedSource {
   void nms_mask(const ScaleGeom& geom, unsigned char* keep, int threads) const {
     fm_nms_mask_mixed(a, geom, keep, threads);
   }
-  UnitView open(const VariantUnits& u, const VariantUnits::Span& s) const {
+  // defer: the teacher's channels of a plane-shaped buffer (below) are
+  // widened by teacher_channels, each just before a step reads it, rather than
+  // all here.
+  UnitView open(const VariantUnits& u, const VariantUnits::Span& s, bool defer = false) const {
     const size_t n = static_cast<size_t>(u.K * s.len);
     if (u.nchw && student_in_place(u)) {
       // The fp32 student and gradient of the unit's plane in place; the
       // teacher widened into a plane-shaped buffer, at the same offsets, so
       // that one (base, step) addresses all three.
       const int64_t first = s.i0 % u.hw, plane = s.base - first;
-      float* tp = scratch<kScratchPlane>(static_cast<size_t>(u.K * u.hw));
-      for (int64_t k = 0; k < u.K; ++k) widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, tp + k * u.hw + first);
+      const float* tp = plane_buffer(u, first);
+      if (!defer) teacher_channels(u, s, 0, u.K);
       return UnitView{static_cast<const float*>(a.p) + plane, tp, a.g ? static_cast<float*>(a.g) + plane : nullptr,
                       first, u.hw, 1};
     }
@@ -1545,6 +1551,27 @@ struct MixedSource {
     to_channel_major(a.t, a.t_type, bt);
     return UnitView{bp, bt, bg, 0, s.len, 1};
   }
+  // The plane-shaped teacher buffer of a unit whose cells start at `first` in
+  // their plane: element first + k hw + j (channel k, cell j of the unit) at
+  // the same place for every unit, so that each unit writes the lines the one
+  // before wrote (in cache), where a buffer of the plane's own offsets put
+  // each unit of a large plane on lines last written units ago, evicted.
+  float* plane_buffer(const VariantUnits& u, int64_t first) const {
+    return scratch<kScratchPlane>(static_cast<size_t>((u.K + 1) * u.hw)) + (u.hw - first);
+  }
+  // Channels k0 .. k0 + count - 1 of the teacher widened into the unit's
+  // plane-shaped buffer (open with defer); nothing where open widened the unit.
+  void teacher_channels(const VariantUnits& u, const VariantUnits::Span& s, int64_t k0, int64_t count) const {
+    if (!(u.nchw && student_in_place(u))) return;
+    const int64_t first = s.i0 % u.hw;
+    float* tp = plane_buffer(u, first);
+    for (int64_t k = k0; k < k0 + count; ++k) {
+      widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, tp + k * u.hw + first);
+    }
+  }
+  // Whether open()'s unit writes its gradient straight to the caller's array
+  // (StreamUnit: its fp32 'logit' runs may then stream it).
+  bool gradient_in_place(const VariantUnits& u) const { return u.nchw && student_in_place(u); }
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (!a.g || (u.nchw && student_in_place(u))) return;  // in place: written where it belongs
     if (u.nchw) {
@@ -2663,7 +2690,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   const uint64_t call = fold_argmax ? ++g_kernel_calls : 0;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    const StreamUnit stream_unit(Src::kInPlace && !geom.cell_major());
+    const StreamUnit stream_unit(!lazy && src.gradient_in_place(units));
     const VariantUnits::Span span = units.at(unit);
     const UnitView view = lazy ? UnitView{nullptr, nullptr, nullptr, 0, span.len, 1} : src.open(units, span);
     const float* p = view.p;
@@ -3062,9 +3089,12 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
   const VariantUnits units(geom, Src::kNchwChunk);
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    const StreamUnit stream_unit(Src::kInPlace && !geom.cell_major());
+    const StreamUnit stream_unit(src.gradient_in_place(units));
     const VariantUnits::Span span = units.at(unit);
-    const UnitView view = src.open(units, span);
+    // A teacher widened into a plane-shaped buffer (MixedSource): the class
+    // channels here, each side's bins just before its KL.
+    const UnitView view = src.open(units, span, true);
+    src.teacher_channels(units, span, 4 * geom.reg_max, geom.classes);
     const float* p = view.p;
     const float* t = view.t;
     float* g = view.g;
@@ -3098,10 +3128,12 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
     if (R > 1) {
       double box = 0.0;
       for (int64_t side = 0; side < 4; ++side) {
+        src.teacher_channels(units, span, side * R, R);
         box += kl_cells(p, t, g, base, len, side * R, R, step_k, step_c, tb, mb, cb, lp);
       }
       acc.box += box;
     } else {
+      src.teacher_channels(units, span, 0, 4);
       for (int64_t k = 0; k < 4; ++k) channel(std::integral_constant<Target, Target::Logit>{}, k, mb, cb, &acc.box);
     }
     switch (v.cls) {
