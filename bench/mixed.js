@@ -2,9 +2,9 @@
 'use strict';
 // 16-bit and mixed-dtype heads through the variant and anchor-free kernels:
 // two builds side by side (timings interleaved, medians of 7, 2 threads,
-// caller's gradOut), whether their results are identical bit for bit, and the
-// fp32 pair next to an fp32 student with an fp16 teacher (anchor-free YOLOv8s,
-// B = 8) in the AFTER build.
+// caller's gradOut), whether their results are identical bit for bit; then an
+// fp32 student with an fp16 teacher on anchor-free YOLOv8s heads at B = 8 in
+// both builds, next to the fp32 pair in the AFTER build.
 //   node bench/mixed.js BEFORE_ROOT [AFTER_ROOT]
 const path = require('path');
 const { heads, median, timeMs } = require('./common');
@@ -42,13 +42,24 @@ for (const [name, shapes, o] of cases) {
     console.log(`${name.padEnd(36)} ${`${sd}/${td}`.padEnd(18)} ${median(ta).toFixed(2).padStart(10)} ${median(tb).toFixed(2).padStart(9)}  ${(median(tb) / median(ta)).toFixed(3).padStart(12)}  ${identical ? 'yes' : 'NO'}`);
   }
 }
-// The ONNX-teacher case against the fp32 pair, in the AFTER build.
+// The ONNX-teacher case on full-size heads (gradients streamed): an fp32
+// student with an fp16 teacher in both builds, and the fp32 pair in the AFTER
+// build, alternated (medians of 15).
 const shapes = [80, 40, 20].map((g) => [8, 144, g, g]);
 const { student, teacher, gradOut } = heads(shapes);
 const t16 = teacher.map((x) => h.headOfDtype(x, 'float16'));
+const gradOut2 = shapes.map((s) => new Float32Array(numel(s)).fill(1));
 const o = { numClasses: 80, head: 'anchorFree', gradOut, threads: 2 };
-const rows = { 'fp32 pair': () => after.distillationLoss(student, teacher, o), 'fp32 student, fp16 teacher': () => after.distillationLoss(student, t16, o) };
+const rows = {
+  'fp32 student, fp16 teacher, before': () => before.distillationLoss(student, t16, { ...o, gradOut: gradOut2 }),
+  'fp32 student, fp16 teacher, after': () => after.distillationLoss(student, t16, o),
+  'fp32 pair, after': () => after.distillationLoss(student, teacher, o),
+};
 for (const f of Object.values(rows)) f();
+const same = rows['fp32 student, fp16 teacher, before']().loss === rows['fp32 student, fp16 teacher, after']().loss && gradOut.every((g, k) => sameBits(g, gradOut2[k]));
 const times = Object.fromEntries(Object.keys(rows).map((k) => [k, []]));
-for (let i = 0; i < 9; i++) for (const [k, f] of Object.entries(rows)) times[k].push(timeMs(f));
-for (const k of Object.keys(rows)) console.log(`anchor-free YOLOv8s B=8, ${k}: ${median(times[k]).toFixed(2)} ms`);
+for (let i = 0; i < 15; i++) for (const [k, f] of Object.entries(rows)) times[k].push(timeMs(f));
+const ms = Object.fromEntries(Object.keys(rows).map((k) => [k, median(times[k])]));
+for (const k of Object.keys(rows)) console.log(`anchor-free YOLOv8s B=8, ${k}: ${ms[k].toFixed(2)} ms`);
+const mixed = ms['fp32 student, fp16 teacher, after'];
+console.log(`  fp32/fp16 after/before ${(mixed / ms['fp32 student, fp16 teacher, before']).toFixed(3)} (identical: ${same ? 'yes' : 'NO'}); after, against the fp32 pair: ${(mixed / ms['fp32 pair, after']).toFixed(3)}`);

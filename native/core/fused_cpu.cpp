@@ -1567,9 +1567,9 @@ struct MixedSource {
     float* tp = plane_buffer(u, first);
     // Each channel's raw run prefetched two channels before it is widened,
     // so that the widening has several runs on their way from memory, not one
-    // at a time (anchor-free YOLOv8s B = 8, fp32 student with fp16 teacher:
-    // 0.88-0.95x its time; one channel ahead 0.89-0.97x, three or four
-    // 0.91-0.95x; bench/mixed.js).
+    // at a time (with next_unit_streams' stream dropped for these units:
+    // anchor-free heads with an fp32 student and a 16-bit teacher 0.89-0.92x
+    // their time, anchor 'kl' 0.93-0.96x; bench/mixed.js).
     constexpr int64_t kAhead = 2;
     const RawArray t = raw_array(1);
     auto prefetch_run = [&](int64_t k) {
@@ -1674,9 +1674,8 @@ struct MixedSource {
     if (!u.nchw) return;
     // In place: only the teacher is widened, each run as it is used
     // (teacher_channels, which prefetches its runs itself). Streaming the next
-    // unit's 144 runs through the anchor-free box KL's steps, as before, cost
-    // those steps more than it saved (an fp32 student with an fp16 teacher:
-    // 0.90-0.97x its time without).
+    // unit's runs through the KL steps, as before, cost those steps more than
+    // it saved (see teacher_channels).
     if (student_in_place(u)) return;
     for (int i = 0; i < 3; ++i) {
       const RawArray raw = raw_array(i);
