@@ -1467,8 +1467,6 @@ struct Fp32Source {
     transpose(t + s.base, u.K, bt, s.len, s.len, u.K);
     return UnitView{bp, bt, g ? scratch<kScratchG>(n) : nullptr, 0, s.len, 1};
   }
-  // Whether a unit's gradient goes straight to the caller's array (StreamUnit).
-  bool gradient_in_place(const VariantUnits& u) const { return u.nchw; }
   void teacher_channels(const VariantUnits&, const VariantUnits::Span&, int64_t, int64_t) const {}  // in place
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (u.nchw || !g) return;
@@ -1584,9 +1582,6 @@ struct MixedSource {
       widen_run(a.t, a.t_type, s.base + k * u.step_k, s.len, tp + k * u.hw + first);
     }
   }
-  // Whether open()'s unit writes its gradient straight to the caller's array
-  // (StreamUnit: its fp32 'logit' runs may then stream it).
-  bool gradient_in_place(const VariantUnits& u) const { return u.nchw && student_in_place(u); }
   void close(const VariantUnits& u, const VariantUnits::Span& s, const UnitView& v) const {
     if (!a.g || (u.nchw && student_in_place(u))) return;  // in place: written where it belongs
     if (u.nchw) {
@@ -2709,7 +2704,7 @@ RawSums general_scale(const Src& src, const ScaleGeom& geom, const Options& o, i
   const uint64_t call = fold_argmax ? ++g_kernel_calls : 0;
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    const StreamUnit stream_unit(!lazy && src.gradient_in_place(units));
+    const StreamUnit stream_unit(Src::kInPlace && !geom.cell_major());
     const VariantUnits::Span span = units.at(unit);
     const UnitView view = lazy ? UnitView{nullptr, nullptr, nullptr, 0, span.len, 1} : src.open(units, span);
     const float* p = view.p;
@@ -3108,7 +3103,9 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
   const VariantUnits units(geom, Src::kNchwChunk);
 
   return reduce_units(units.count, geom.numel(), threads, [&](int64_t unit, RawSums& acc) {
-    const StreamUnit stream_unit(src.gradient_in_place(units));
+    // (An fp32 student's gradient written in place from a 16-bit teacher's
+    // units, MixedSource, is not streamed: no gain measured, BENCHMARKS.md.)
+    const StreamUnit stream_unit(Src::kInPlace && !geom.cell_major());
     const VariantUnits::Span span = units.at(unit);
     // A teacher widened into a plane-shaped buffer (MixedSource): the class
     // channels here, each side's bins just before its KL.
