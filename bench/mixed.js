@@ -5,13 +5,13 @@
 // caller's gradOut), whether their results are identical bit for bit; then an
 // fp32 student with an fp16 teacher on anchor-free YOLOv8s heads at B = 8 in
 // both builds, next to the fp32 pair in the AFTER build.
-//   node bench/mixed.js BEFORE_ROOT [AFTER_ROOT]
+//   node bench/mixed.js [BEFORE_ROOT [AFTER_ROOT]]   (roots: a package directory with its built addon)
 const path = require('path');
 const { heads, median, timeMs } = require('./common');
 const h = require('../test/helpers');
 
 const roots = process.argv.slice(2);
-const before = require(path.resolve(roots[0]));
+const before = require(path.resolve(roots[0] || path.join(__dirname, '..')));  // none: this package twice
 const after = require(path.resolve(roots[1] || path.join(__dirname, '..')));
 const sameBits = (a, b) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 const numel = (s) => s.reduce((x, y) => x * y, 1);
@@ -63,3 +63,22 @@ const ms = Object.fromEntries(Object.keys(rows).map((k) => [k, median(times[k])]
 for (const k of Object.keys(rows)) console.log(`anchor-free YOLOv8s B=8, ${k}: ${ms[k].toFixed(2)} ms`);
 const mixed = ms['fp32 student, fp16 teacher, after'];
 console.log(`  fp32/fp16 after/before ${(mixed / ms['fp32 student, fp16 teacher, before']).toFixed(3)} (identical: ${same ? 'yes' : 'NO'}); after, against the fp32 pair: ${(mixed / ms['fp32 pair, after']).toFixed(3)}`);
+
+// Every dtype pair against the fp32 pair in the AFTER build, anchor-free
+// YOLOv8s-shaped heads in cache (B = 1, grids 40 and 20: medians of 101 calls)
+// and full size (B = 8: medians of 15), alternated.
+const allPairs = [['float32', 'float32'], ['float32', 'float16'], ['float32', 'bfloat16'], ['float16', 'float32'], ['float16', 'float16'], ['bfloat16', 'bfloat16']];
+for (const [label, sh, n] of [['in cache, B=1, grids 40/20', [40, 20].map((g) => [1, 144, g, g]), 101], ['B=8, grids 80/40/20', shapes, 15]]) {
+  const hs = heads(sh);
+  const calls = allPairs.map(([sd, td]) => {
+    const s = hs.student.map((x) => h.headOfDtype(x, sd));
+    const t = hs.teacher.map((x) => h.headOfDtype(x, td));
+    const g = sh.map((d) => (sd === 'float32' ? new Float32Array(numel(d)) : new Uint16Array(numel(d))));
+    return () => after.distillationLoss(s, t, { numClasses: 80, head: 'anchorFree', threads: 2, gradOut: g });
+  });
+  calls.forEach((f) => f());
+  const ts = calls.map(() => []);
+  for (let i = 0; i < n; i++) calls.forEach((f, k) => ts[k].push(timeMs(f)));
+  const m = ts.map(median);
+  console.log(`anchor-free, ${label}, each pair against the fp32 pair (${m[0].toFixed(3)} ms): ${allPairs.slice(1).map(([a, b], k) => `${a}/${b} ${(m[k + 1] / m[0]).toFixed(3)}`).join(', ')}`);
+}
