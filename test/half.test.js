@@ -409,4 +409,19 @@ describe('an fp32 student with a 16-bit teacher in the variant and anchor-free k
       else expect(h.sameBits(mixed.grads[0], plain.grads[0])).toBe(true);
     });
   }
+  // Three scales of different plane sizes in one call at 2 threads: the
+  // teacher's buffer (the same lines for every unit of a plane, whatever its
+  // offset) serves planes of 6,400 cells (seven units, the last of 256),
+  // 1,600 and 400, each thread's units in turn.
+  test('anchor-free YOLOv8-shaped scales 80, 40 and 20 with an fp16 teacher, 2 threads', () => {
+    const r = h.rng(0x80f16);
+    const shapes = [80, 40, 20].map((g) => [2, 64 + 3, g, g]);
+    const student = shapes.map((shape) => ({ data: Float32Array.from({ length: h.numel(shape) }, () => 3 * r.randn()), shape }));
+    const t = shapes.map((shape) => Float32Array.from({ length: h.numel(shape) }, () => 3 * r.randn()));
+    const opts = { numClasses: 3, head: 'anchorFree', threads: 2 };
+    const mixed = distillationLoss(student, t.map((x, k) => ({ data: Uint16Array.from(x, h.encode16.float16), shape: shapes[k], dtype: 'float16' })), opts);
+    const plain = distillationLoss(student, t.map((x, k) => ({ data: Float32Array.from(x, round.float16), shape: shapes[k] })), opts);
+    expect(Math.abs(mixed.loss - plain.loss)).toBeLessThanOrEqual(1e-12 * Math.abs(plain.loss));
+    shapes.forEach((_s, k) => expect(h.sameBits(mixed.grads[k], plain.grads[k])).toBe(true));
+  });
 });
