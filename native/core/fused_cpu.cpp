@@ -1130,7 +1130,7 @@ __attribute__((target("avx2,f16c"))) void nchw_unit_16_256(const MixedArrays& a,
 // Which register kernel a pair of arrays takes (the gradient, if any, of the
 // student's type): float16 or bfloat16 pairs, and an fp32 student with an
 // fp16 or bfloat16 teacher (the latter through the buffered runs until the
-// second Zen 3 session of 2026-12-07: it took 1.04-1.10x its time now,
+// second Zen 3 session of 2026-12-07; here it takes 0.91-0.96x their time,
 // bench/half.js, BENCHMARKS.md); None where none applies (the buffered runs
 // above). Its AVX-512 form where the CPU has AVX-512 and F16C, else its AVX2
 // form where it has AVX2 and F16C (regs_avx512).
@@ -1514,8 +1514,8 @@ struct MixedSource {
     const size_t n = static_cast<size_t>(u.K * s.len);
     if (u.nchw && student_in_place(u)) {
       // The fp32 student and gradient of the unit's plane in place; the
-      // teacher widened into a plane-shaped buffer, at the same offsets, so
-      // that one (base, step) addresses all three.
+      // teacher widened into a plane-shaped buffer (plane_buffer), laid out as
+      // the plane, so that one (base, step) addresses all three.
       const int64_t first = s.i0 % u.hw, plane = s.base - first;
       const float* tp = plane_buffer(u, first);
       if (!defer) teacher_channels(u, s, 0, u.K);
