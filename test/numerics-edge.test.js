@@ -265,6 +265,39 @@ describe('KL steps: a cell keeps its bits whatever its group holds', () => {
   });
 });
 
+describe('the box KL of anchor-free heads (8-cell groups on AVX2)', () => {
+  // The same for the box KL's 16 bins a side, whose groups of 8 cells take
+  // kl_groups8 (native/core/fused_cpu.cpp) on AVX2 machines: a cell whose
+  // teacher confidence is sigma(-80) has a gradient factor under 2^-60, and
+  // the other seven cells of its group keep the bits they have without it.
+  test('a neighbour whose gradient factor leaves [2^-60, 2^60] leaves the other cells alone', () => {
+    const r = h.rng(0xb0c5);
+    const R = 16, Ck = 4, Kk = 4 * R + Ck, Wk = 32;
+    const T = new Float32Array(Kk * Wk), P = new Float32Array(Kk * Wk);
+    for (let i = 0; i < T.length; i++) {
+      T[i] = 3 * r.randn();
+      P[i] = T[i] + r.randn();
+    }
+    const T2 = T.slice();
+    for (const x of [5, 21]) for (let c = 0; c < Ck; c++) T2[(4 * R + c) * Wk + x] = -80;  // class logits
+    const shape = [1, Kk, 1, Wk];
+    const opts = { numClasses: Ck, head: 'anchorFree' };
+    const g1 = distillationLoss([{ data: P, shape }], [{ data: T, shape }], opts).grads[0];
+    const g2 = distillationLoss([{ data: P, shape }], [{ data: T2, shape }], opts).grads[0];
+    let compared = 0;
+    for (let k = 0; k < 4 * R; k++) for (let x = 0; x < Wk; x++) {
+      if (x === 5 || x === 21) continue;
+      const i = k * Wk + x;
+      if (!Object.is(g1[i], g2[i])) throw new Error(`cell ${x} bin ${k}: ${g1[i]} vs ${g2[i]}`);
+      compared++;
+    }
+    expect(compared).toBe(4 * R * (Wk - 2));
+    const far = Array.from({ length: 4 * R }, (_, k) => Math.abs(g2[k * Wk + 5]));
+    expect(Math.max(...far)).toBeLessThan(1e-30);  // the far cells' own box gradients: tiny, not all 0
+    expect(Math.max(...far)).toBeGreaterThan(0);
+  });
+});
+
 describe("clsTarget 'kl' at huge temperatures: tau^2 KL tends to half the variance of T - P", () => {
   // As tau grows, softmax(T / tau) tends to uniform and tau^2 KL(q || p) to
   // Var_q(T - P) / 2 (second-order expansion; the next term is O(spread / tau)),

@@ -2336,13 +2336,220 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   }
 }
 
+// kl_group<8, 1, true> in AVX2 intrinsics for the groups whose every cell is
+// near (step 3's kl_gap_near alone): the box KL's bins (n = 4 regMax sides of
+// 16) and 'kl' under 40 classes, unit-stride cells. Each lane sees the
+// operations kl_group's lanes see, in the same order and with the same fused
+// multiply-adds (GCC contracts x * y + z there under its default
+// -ffp-contract=fast, as the x86-64-v3 and v4 clones of kl_block_f32_narrow
+// compiled it): the same bits (test/kl-lanes.test.js and test/anchor-free.test.js
+// compare it with 16-lane groups and with the reference). What differs is what
+// GCC made of the template at 8 lanes: its steps took 131 instructions per 8
+// values (callgrind), with the pointer arithmetic of every class step, the
+// prefetch conditions tested per step and per-group set-up; here the prefetch
+// offsets are chosen once per group (a zero offset where kl_group would skip the
+// prefetch) and the constants are loaded once per block. Groups go by while
+// they are near; the return value is the first group that is not (or len), which
+// the caller hands to kl_group (which does it from the start, so nothing of it is
+// written here). No AVX2 + FMA (or a baseline build): not called.
+constexpr int64_t kKl8MaxBins = 32;
+#if defined(__x86_64__) && defined(__GNUC__)
+bool kl8_usable() {
+  // where the x86-64-v3 (or v4) clones run: kl_group's lanes fused as here
+  static const bool yes = YD_CPU_SUPPORTS("x86-64-v3");
+  return yes;
+}
+__attribute__((target("avx2,fma"), always_inline)) inline __m256d kl8_widen_lo(__m256 v) {
+  return _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+}
+__attribute__((target("avx2,fma"), always_inline)) inline __m256d kl8_widen_hi(__m256 v) {
+  return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+// Lanes (bits 0-3) whose factor f is 0 or within [2^-60, 2^60] (NaN: none).
+__attribute__((target("avx2,fma"), always_inline)) inline int kl8_fits(__m256d f) {
+  const __m256d a = _mm256_and_pd(f, _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll)));
+  const __m256d in = _mm256_and_pd(_mm256_cmp_pd(a, _mm256_set1_pd(0x1p-60), _CMP_GE_OQ),
+                                   _mm256_cmp_pd(a, _mm256_set1_pd(0x1p60), _CMP_LE_OQ));
+  return _mm256_movemask_pd(_mm256_or_pd(in, _mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ)));
+}
+__attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
+    const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
+    int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
+    double* __restrict xb, double* __restrict rb, float* __restrict sb, int64_t next) {
+  constexpr int kL = 8;
+  alignas(32) float wb[kKl8MaxBins * kL], ub[kKl8MaxBins * kL], lb[kKl8MaxBins * kL];
+  const __m256 vitau = _mm256_set1_ps(itau);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  // vexpf_nonpos (vec_math.h): its constants
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), magic = _mm256_set1_ps(12582912.0f);
+  const __m256i bias = _mm256_set1_epi32(static_cast<int32_t>(uint32_t{127} - uint32_t{0x4B400000}));
+  const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f), ln2_lo = _mm256_set1_ps(1.428606765330187e-06f);
+  const __m256 e0 = _mm256_set1_ps(0x1.6ac74ep-10f), e1 = _mm256_set1_ps(0x1.123de0p-7f),
+               e2 = _mm256_set1_ps(0x1.555858p-5f), e3 = _mm256_set1_ps(0x1.55548cp-3f),
+               e4 = _mm256_set1_ps(0x1.fffffcp-2f), one = _mm256_set1_ps(1.0f), low = _mm256_set1_ps(-86.9f);
+  const float margin = static_cast<float>(n + 2) * 0x1p-24f;
+  const __m256 vmargin = _mm256_set1_ps(margin), near_span = _mm256_set1_ps(0.99f);
+  const int64_t sk = step_k;
+  for (; j + kL <= len; j += kL) {
+    const float* t0 = t + b0 + j;
+    const float* p0 = p + b0 + j;
+    float* g0 = g ? g + b0 + j : nullptr;
+    const float* gp = g0 ? g0 : t0;  // prefetched for writing
+    const int64_t avail = len + next - j;
+    // kl_group's prefetches (step 2): its conditions once per group
+    const int64_t near_pf = avail >= 3 * kL ? 2 * kL : 0;
+    const int64_t far_pf = avail >= kKlAhead + kL ? kKlAhead : 0;
+    // 1. The teacher's maximum.
+    __m256 mt = _mm256_set1_ps(-INFINITY);
+    for (int64_t c = 0; c < n; ++c) mt = _mm256_max_ps(_mm256_loadu_ps(t0 + c * sk), mt);
+    // 2. Weights, a + al, S, sum w a, range of a.
+    __m256d sw_lo = _mm256_setzero_pd(), sw_hi = _mm256_setzero_pd();
+    __m256 mu = _mm256_setzero_ps(), lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
+    for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
+      const int64_t c1 = std::min(n, c0 + kKlChunk);
+      __m256 s8 = _mm256_setzero_ps();
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* tc = t0 + c * sk;
+        const float* pc = p0 + c * sk;
+        // (offset 0: the line this step reads or writes anyway; no gradient: the teacher's)
+        __builtin_prefetch(tc + near_pf, 0, 3);
+        __builtin_prefetch(pc + near_pf, 0, 3);
+        __builtin_prefetch(gp + c * sk, 1, 3);
+        __builtin_prefetch(gp + c * sk + far_pf, 1, 1);
+        __builtin_prefetch(tc + far_pf, 0, 1);
+        __builtin_prefetch(pc + far_pf, 0, 1);
+        const __m256 tv = _mm256_loadu_ps(tc), pv = _mm256_loadu_ps(pc);
+        const __m256 a = _mm256_sub_ps(tv, pv);
+        const __m256 bb = _mm256_sub_ps(a, tv);
+        const __m256 al = _mm256_sub_ps(_mm256_sub_ps(tv, _mm256_sub_ps(a, bb)), _mm256_add_ps(pv, bb));
+        const __m256 x = _mm256_mul_ps(_mm256_sub_ps(tv, mt), vitau);
+        // vexpf_nonpos(x): 0 below -86.9 (the clamped argument's value is then unused)
+        const __m256 tt = _mm256_fmadd_ps(x, log2e, magic);
+        const __m256 kd = _mm256_sub_ps(tt, magic);
+        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(tt), bias), 23));
+        const __m256 r = _mm256_fnmadd_ps(kd, ln2_lo, _mm256_fnmadd_ps(kd, ln2_hi, x));
+        __m256 q = _mm256_fmadd_ps(e0, r, e1);
+        q = _mm256_fmadd_ps(q, r, e2);
+        q = _mm256_fmadd_ps(q, r, e3);
+        q = _mm256_fmadd_ps(q, r, e4);
+        q = _mm256_fmadd_ps(q, r, one);
+        q = _mm256_fmadd_ps(q, r, one);
+        const __m256 w = _mm256_and_ps(_mm256_cmp_ps(x, low, _CMP_NLT_UQ), _mm256_mul_ps(q, scale));
+        _mm256_store_ps(wb + c * kL, w);
+        _mm256_store_ps(ub + c * kL, a);
+        _mm256_store_ps(lb + c * kL, al);
+        s8 = _mm256_add_ps(s8, w);
+        mu = _mm256_fmadd_ps(w, a, mu);
+        lo = _mm256_min_ps(a, lo);
+        hi = _mm256_max_ps(a, hi);
+      }
+      sw_lo = _mm256_add_pd(sw_lo, kl8_widen_lo(s8));
+      sw_hi = _mm256_add_pd(sw_hi, kl8_widen_hi(s8));
+    }
+    // The centre, the span of d and the reach (kl_group's comments).
+    const __m256 swf = _mm256_set_m128(_mm256_cvtpd_ps(sw_hi), _mm256_cvtpd_ps(sw_lo));
+    const __m256 mid = _mm256_div_ps(mu, swf);
+    const __m256 absmax = _mm256_max_ps(_mm256_andnot_ps(sign, hi), _mm256_andnot_ps(sign, lo));
+    const __m256 so = _mm256_mul_ps(_mm256_fmadd_ps(absmax, vmargin, _mm256_sub_ps(hi, lo)), vitau);
+    const __m256 far = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(mid, lo)),
+                                     _mm256_andnot_ps(sign, _mm256_sub_ps(hi, mid)));
+    const __m256 reach = _mm256_mul_ps(_mm256_fmadd_ps(absmax, vmargin, far), vitau);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(reach, near_span, _CMP_LE_OQ)) != 0xFF) return j;  // kl_group's
+    _mm256_storeu_ps(sb + j, so);
+    // 3. Centred differences e_c, G and r; h_c = kl_gap_near(e_c) - e_c.
+    __m256d gs_lo = _mm256_setzero_pd(), gs_hi = gs_lo, rs_lo = gs_lo, rs_hi = gs_lo;
+    {
+      const __m256 k0 = _mm256_set1_ps(0x1.7416f2p-19f), k1 = _mm256_set1_ps(0x1.a9622ap-16f),
+                   k2 = _mm256_set1_ps(0x1.a028cap-13f), k3 = _mm256_set1_ps(0x1.6bffb0p-10f),
+                   k4 = _mm256_set1_ps(0x1.1110e0p-7f), k5 = _mm256_set1_ps(0x1.55557ap-5f),
+                   k6 = _mm256_set1_ps(0x1.555556p-3f), k7 = _mm256_set1_ps(0.5f);
+      for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
+        const int64_t c1 = std::min(n, c0 + kKlChunk);
+        __m256 g8 = _mm256_setzero_ps(), r8 = _mm256_setzero_ps();
+        for (int64_t c = c0; c < c1; ++c) {
+          const __m256 e = _mm256_mul_ps(
+              _mm256_add_ps(_mm256_sub_ps(_mm256_load_ps(ub + c * kL), mid), _mm256_load_ps(lb + c * kL)), vitau);
+          // expm1_tail_poly(-e): q = q * (-e) + k, as -(q e) + k
+          __m256 q = _mm256_fnmadd_ps(k0, e, k1);
+          q = _mm256_fnmadd_ps(q, e, k2);
+          q = _mm256_fnmadd_ps(q, e, k3);
+          q = _mm256_fnmadd_ps(q, e, k4);
+          q = _mm256_fnmadd_ps(q, e, k5);
+          q = _mm256_fnmadd_ps(q, e, k6);
+          q = _mm256_fnmadd_ps(q, e, k7);
+          const __m256 gap = _mm256_mul_ps(_mm256_mul_ps(e, e), q);
+          const __m256 w = _mm256_load_ps(wb + c * kL);
+          _mm256_store_ps(ub + c * kL, _mm256_sub_ps(gap, e));
+          g8 = _mm256_fmadd_ps(w, gap, g8);
+          r8 = _mm256_fmadd_ps(w, e, r8);
+        }
+        gs_lo = _mm256_add_pd(gs_lo, kl8_widen_lo(g8));
+        gs_hi = _mm256_add_pd(gs_hi, kl8_widen_hi(g8));
+        rs_lo = _mm256_add_pd(rs_lo, kl8_widen_lo(r8));
+        rs_hi = _mm256_add_pd(rs_hi, kl8_widen_hi(r8));
+      }
+    }
+    // 4. x, r / S; the gradient factor coef m tau / (S (1 + x)).
+    const __m256d one_d = _mm256_set1_pd(1.0);
+    const __m256d inv_lo = _mm256_div_pd(one_d, sw_lo), inv_hi = _mm256_div_pd(one_d, sw_hi);
+    const __m256d x_lo = _mm256_mul_pd(_mm256_sub_pd(gs_lo, rs_lo), inv_lo);
+    const __m256d x_hi = _mm256_mul_pd(_mm256_sub_pd(gs_hi, rs_hi), inv_hi);
+    _mm256_storeu_pd(xb + j, x_lo);
+    _mm256_storeu_pd(xb + j + 4, x_hi);
+    _mm256_storeu_pd(rb + j, _mm256_mul_pd(rs_lo, inv_lo));
+    _mm256_storeu_pd(rb + j + 4, _mm256_mul_pd(rs_hi, inv_hi));
+    if (!g0) continue;
+    const __m256d ct = _mm256_set1_pd(coef), vt = _mm256_set1_pd(tau);
+    const __m256 mv = _mm256_loadu_ps(m + j);
+    // kl_centred_factor(coef m, tau, inv_s, x) = coef m tau inv_s / (1 + x)
+    const __m256d f_lo = _mm256_div_pd(
+        _mm256_mul_pd(_mm256_mul_pd(_mm256_mul_pd(ct, kl8_widen_lo(mv)), vt), inv_lo), _mm256_add_pd(one_d, x_lo));
+    const __m256d f_hi = _mm256_div_pd(
+        _mm256_mul_pd(_mm256_mul_pd(_mm256_mul_pd(ct, kl8_widen_hi(mv)), vt), inv_hi), _mm256_add_pd(one_d, x_hi));
+    // 0 or within [2^-60, 2^60]: the fp32 expression (kl_group)
+    const int fit_lo = kl8_fits(f_lo), fit_hi = kl8_fits(f_hi);
+    const __m256 ff = _mm256_set_m128(_mm256_cvtpd_ps(f_hi), _mm256_cvtpd_ps(f_lo));
+    const __m256 xf = _mm256_set_m128(_mm256_cvtpd_ps(x_hi), _mm256_cvtpd_ps(x_lo));
+    if ((fit_lo & fit_hi) == 0xF) {
+      for (int64_t c = 0; c < n; ++c) {
+        const __m256 d = _mm256_sub_ps(_mm256_load_ps(ub + c * kL), xf);
+        _mm256_storeu_ps(g0 + c * sk, _mm256_mul_ps(ff, _mm256_mul_ps(_mm256_load_ps(wb + c * kL), d)));
+      }
+    } else {
+      // Each lane by its own factor (kl_group's second loop)
+      alignas(32) double fs[kL], xo[kL];
+      alignas(32) float ffl[kL], xfl[kL];
+      _mm256_store_pd(fs, f_lo), _mm256_store_pd(fs + 4, f_hi);
+      _mm256_store_pd(xo, x_lo), _mm256_store_pd(xo + 4, x_hi);
+      _mm256_store_ps(ffl, ff), _mm256_store_ps(xfl, xf);
+      const int fit = fit_lo | (fit_hi << 4);
+      for (int64_t c = 0; c < n; ++c) {
+        for (int l = 0; l < kL; ++l) {
+          const float w = wb[c * kL + l], u = ub[c * kL + l];
+          g0[c * sk + l] = (fit >> l) & 1 ? ffl[l] * (w * (u - xfl[l]))
+                                          : static_cast<float>(fs[l] * static_cast<double>(w) *
+                                                               (static_cast<double>(u) - xo[l]));
+        }
+      }
+    }
+  }
+  return j;
+}
+#else
+bool kl8_usable() { return false; }
+int64_t kl_groups8(const float*, const float*, float*, int64_t, int64_t j, int64_t, int64_t, int64_t, double, float,
+                   const float*, double, double*, double*, float*, int64_t) {
+  return j;
+}
+#endif
+
 constexpr int kKlSide = 4;  // groups side by side (kl_group's kQ)
 constexpr int64_t kKlSideClasses = 40;
 template <int kL, int kQ, bool kUnit>
 __attribute__((always_inline)) inline double kl_block_f32_body(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
-    unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
+    unsigned char* __restrict ok, int64_t next, UnitStreams* later, bool* __restrict try8) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
   thread_local std::vector<float> wbuf, ubuf, lbuf;
   if (wbuf.size() < static_cast<size_t>(n * kL * kQ)) {
@@ -2373,9 +2580,21 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
       }
     }
   }
-  for (; j + kL <= len; j += kL) {
+  // 8-lane groups of unit-stride cells with at most kKl8MaxBins values:
+  // kl_groups8 while they are near (the same bits); from the first that is
+  // not, kl_group for the rest of the call (*try8 false: kl_cells' later
+  // blocks too), so that heads whose groups are seldom near ('kl' at tau 1
+  // under 40 classes) do one group's steps 1 and 2 twice per call, not every
+  // group's (1.22-1.35x their time when each group was tried).
+  while (j + kL <= len) {
+    if (kL == 8 && kUnit && *try8 && n <= kKl8MaxBins && !later && kl8_usable()) {
+      j = kl_groups8(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+      if (j + kL > len) break;
+      *try8 = false;
+    }
     kl_group<kL, 1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(),
                            ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
+    j += kL;
   }
   if (j < len) {
     // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
@@ -2455,12 +2674,12 @@ template <int kL>
 __attribute__((always_inline)) inline double kl_block_f32_lanes(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
-    unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
+    unsigned char* __restrict ok, int64_t next, UnitStreams* later, bool* __restrict try8) {
   return step_c == 1
              ? kl_block_f32_body<kL, kKlSide, true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok,
-                                                     next, later)
+                                                     next, later, try8)
              : kl_block_f32_body<kL, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next,
-                                               later);
+                                               later, try8);
 }
 // One clone set per group width (kl_lanes picks): a function's target cannot
 // be a template parameter.
@@ -2468,8 +2687,9 @@ __attribute__((always_inline)) inline double kl_block_f32_lanes(
   YD_CLONES double name(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, \
                         int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau,        \
                         const float* __restrict m, double coef, unsigned char* __restrict ok, int64_t next,    \
-                        UnitStreams* later) {                                                                  \
-    return kl_block_f32_lanes<lanes>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later); \
+                        UnitStreams* later, bool* __restrict try8) {                                           \
+    return kl_block_f32_lanes<lanes>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later,  \
+                                     try8);                                                                    \
   }
 YD_KL_BLOCK(kl_block_f32, kKlLanes)
 YD_KL_BLOCK(kl_block_f32_narrow, kKlLanesNarrow)
@@ -2483,13 +2703,14 @@ YD_KL_BLOCK(kl_block_f32_narrow, kKlLanesNarrow)
 double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t len, int64_t k0, int64_t n,
                 int64_t step_k, int64_t step_c, double tau, const float* m, double coef, UnitStreams* later = nullptr) {
   double sum = 0.0;
+  bool try8 = true;  // kl_groups8 (kl_block_f32_body)
   for (int64_t j0 = 0; j0 < len; j0 += kKlBlock) {
     const int64_t bl = std::min(kKlBlock, len - j0);
     const int64_t b0 = base + j0 * step_c;
     unsigned char ok[kKlBlock];
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
     const auto block = kl_lanes() == kKlLanes ? kl_block_f32 : kl_block_f32_narrow;
-    sum += block(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later);
+    sum += block(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later, &try8);
     // The double steps over each run of consecutive cells that take them (a
     // cell's values are its own, vectorized across the run: per cell, heads
     // whose every cell spanned over kKlSpreadF32, 16 then, took 17x their fp32
