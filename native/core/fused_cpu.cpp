@@ -2336,23 +2336,24 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
   }
 }
 
-// kl_group<8, 1, true> in AVX2 intrinsics for the groups whose every cell is
-// near (step 3's kl_gap_near alone): the box KL's bins (n = 4 regMax sides of
-// 16) and 'kl' under 40 classes, unit-stride cells. Each lane sees the
-// operations kl_group's lanes see, in the same order and with the same fused
-// multiply-adds (GCC contracts x * y + z there under its default
-// -ffp-contract=fast, as the x86-64-v3 and v4 clones of kl_block_f32_narrow
-// compiled it): the same bits (test/kl-lanes.test.js and test/anchor-free.test.js
-// compare it with 16-lane groups and with the reference). What differs is what
-// GCC made of the template at 8 lanes: its steps took 131 instructions per 8
-// values (callgrind), with the pointer arithmetic of every class step, the
-// prefetch conditions tested per step and per-group set-up; here the prefetch
-// offsets are chosen once per group (a zero offset where kl_group would skip the
-// prefetch) and the constants are loaded once per block. Groups go by while
-// they are near; the return value is the first group that is not (or len), which
-// the caller hands to kl_group (which does it from the start, so nothing of it is
-// written here). No AVX2 + FMA (or a baseline build): not called.
-constexpr int64_t kKl8MaxBins = 32;
+// kl_group<8, 1, true> in AVX2 intrinsics: the KL steps of 8-cell groups of
+// unit-stride cells (the box KL's 16 bins a side, 'kl' up to kKl8MaxBins
+// classes), one group at a time. Each lane sees the operations kl_group's
+// lanes see, in the same order and with the same fused multiply-adds (GCC
+// contracts x * y + z there under its default -ffp-contract=fast, as the
+// x86-64-v3 and v4 clones of kl_block_f32_narrow compiled it): the same bits
+// (test/kl-lanes.test.js compares it with 16-lane groups, which do not come
+// here; test/numerics-edge.test.js, test/anchor-free.test.js and the variants'
+// tests with the reference). What differs is what GCC made of the template at
+// 8 lanes: its steps took 131 instructions per 8 values of the box KL
+// (callgrind), with the pointer arithmetic of every class step, the prefetch
+// conditions tested per step and per-group set-up; here the prefetch offsets
+// are chosen once per group (offset 0 where kl_group skips the prefetch: a
+// line the step reads anyway) and the constants are loaded once per call.
+// BENCHMARKS.md has the measurements and the forms that were no faster. Only
+// called where the CPU runs the x86-64-v3 or v4 clones (kl8_usable): a
+// baseline build's template rounds each product.
+constexpr int64_t kKl8MaxBins = 128;
 #if defined(__x86_64__) && defined(__GNUC__)
 bool kl8_usable() {
   // where the x86-64-v3 (or v4) clones run: kl_group's lanes fused as here
@@ -2372,6 +2373,69 @@ __attribute__((target("avx2,fma"), always_inline)) inline int kl8_fits(__m256d f
                                    _mm256_cmp_pd(a, _mm256_set1_pd(0x1p60), _CMP_LE_OQ));
   return _mm256_movemask_pd(_mm256_or_pd(in, _mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ)));
 }
+// Step 3 of kl_group for one 8-cell group (kl_centred_pass): e_c, G and r
+// (fp32 partials of kKlChunk values, then double), h_c in a_c's place.
+// kNear: every |e_c| <= 1, kl_gap_near alone; else kl_gap_bounded, whose
+// exponential's last product GCC fuses with the subtraction of 1 (as here).
+template <bool kNear>
+__attribute__((target("avx2,fma"), always_inline)) inline void kl8_centred(
+    int64_t n, __m256 mid, __m256 vitau, const float* __restrict wb, float* __restrict ub, const float* __restrict lb,
+    __m256d& gs_lo, __m256d& gs_hi, __m256d& rs_lo, __m256d& rs_hi) {
+  constexpr int kL = 8;
+  const __m256 k0 = _mm256_set1_ps(0x1.7416f2p-19f), k1 = _mm256_set1_ps(0x1.a9622ap-16f),
+               k2 = _mm256_set1_ps(0x1.a028cap-13f), k3 = _mm256_set1_ps(0x1.6bffb0p-10f),
+               k4 = _mm256_set1_ps(0x1.1110e0p-7f), k5 = _mm256_set1_ps(0x1.55557ap-5f),
+               k6 = _mm256_set1_ps(0x1.555556p-3f), k7 = _mm256_set1_ps(0.5f);
+  gs_lo = gs_hi = rs_lo = rs_hi = _mm256_setzero_pd();
+  for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
+    const int64_t c1 = std::min(n, c0 + kKlChunk);
+    __m256 g8 = _mm256_setzero_ps(), r8 = _mm256_setzero_ps();
+    for (int64_t c = c0; c < c1; ++c) {
+      const __m256 e = _mm256_mul_ps(
+          _mm256_add_ps(_mm256_sub_ps(_mm256_load_ps(ub + c * kL), mid), _mm256_load_ps(lb + c * kL)), vitau);
+      // kl_gap_near: e^2 expm1_tail_poly(-e), its steps q * (-e) + k as -(q e) + k
+      __m256 q = _mm256_fnmadd_ps(k0, e, k1);
+      q = _mm256_fnmadd_ps(q, e, k2);
+      q = _mm256_fnmadd_ps(q, e, k3);
+      q = _mm256_fnmadd_ps(q, e, k4);
+      q = _mm256_fnmadd_ps(q, e, k5);
+      q = _mm256_fnmadd_ps(q, e, k6);
+      q = _mm256_fnmadd_ps(q, e, k7);
+      __m256 gap = _mm256_mul_ps(_mm256_mul_ps(e, e), q);
+      if constexpr (!kNear) {
+        // (vexpf_bounded(-e) - 1) + e where |e| > 1 (NaN too)
+        const __m256 magic = _mm256_set1_ps(12582912.0f);
+        const __m256 tt = _mm256_fnmadd_ps(e, _mm256_set1_ps(1.44269504088896341f), magic);
+        const __m256 kd = _mm256_sub_ps(tt, magic);
+        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_castps_si256(tt),
+                             _mm256_set1_epi32(static_cast<int32_t>(uint32_t{127} - uint32_t{0x4B400000}))),
+            23));
+        const __m256 r = _mm256_fnmadd_ps(kd, _mm256_set1_ps(1.428606765330187e-06f),
+                                          _mm256_fnmsub_ps(kd, _mm256_set1_ps(0.693145751953125f), e));
+        __m256 x = _mm256_fmadd_ps(_mm256_set1_ps(0x1.6ac74ep-10f), r, _mm256_set1_ps(0x1.123de0p-7f));
+        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(0x1.555858p-5f));
+        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(0x1.55548cp-3f));
+        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(0x1.fffffcp-2f));
+        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(1.0f));
+        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(1.0f));
+        const __m256 large = _mm256_add_ps(_mm256_fmadd_ps(x, scale, _mm256_set1_ps(-1.0f)), e);
+        const __m256 small = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), e), _mm256_set1_ps(1.0f), _CMP_LE_OQ);
+        gap = _mm256_blendv_ps(large, gap, small);
+      }
+      const __m256 w = _mm256_load_ps(wb + c * kL);
+      _mm256_store_ps(ub + c * kL, _mm256_sub_ps(gap, e));
+      g8 = _mm256_fmadd_ps(w, gap, g8);
+      r8 = _mm256_fmadd_ps(w, e, r8);
+    }
+    gs_lo = _mm256_add_pd(gs_lo, kl8_widen_lo(g8));
+    gs_hi = _mm256_add_pd(gs_hi, kl8_widen_hi(g8));
+    rs_lo = _mm256_add_pd(rs_lo, kl8_widen_lo(r8));
+    rs_hi = _mm256_add_pd(rs_hi, kl8_widen_hi(r8));
+  }
+}
+// The full groups from cell j of a kl_block_f32_body block (its arguments);
+// returns the first cell after them.
 __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
     int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
@@ -2454,40 +2518,14 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
     const __m256 far = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(mid, lo)),
                                      _mm256_andnot_ps(sign, _mm256_sub_ps(hi, mid)));
     const __m256 reach = _mm256_mul_ps(_mm256_fmadd_ps(absmax, vmargin, far), vitau);
-    if (_mm256_movemask_ps(_mm256_cmp_ps(reach, near_span, _CMP_LE_OQ)) != 0xFF) return j;  // kl_group's
+    const bool near = _mm256_movemask_ps(_mm256_cmp_ps(reach, near_span, _CMP_LE_OQ)) == 0xFF;  // kl_group's
     _mm256_storeu_ps(sb + j, so);
-    // 3. Centred differences e_c, G and r; h_c = kl_gap_near(e_c) - e_c.
-    __m256d gs_lo = _mm256_setzero_pd(), gs_hi = gs_lo, rs_lo = gs_lo, rs_hi = gs_lo;
-    {
-      const __m256 k0 = _mm256_set1_ps(0x1.7416f2p-19f), k1 = _mm256_set1_ps(0x1.a9622ap-16f),
-                   k2 = _mm256_set1_ps(0x1.a028cap-13f), k3 = _mm256_set1_ps(0x1.6bffb0p-10f),
-                   k4 = _mm256_set1_ps(0x1.1110e0p-7f), k5 = _mm256_set1_ps(0x1.55557ap-5f),
-                   k6 = _mm256_set1_ps(0x1.555556p-3f), k7 = _mm256_set1_ps(0.5f);
-      for (int64_t c0 = 0; c0 < n; c0 += kKlChunk) {
-        const int64_t c1 = std::min(n, c0 + kKlChunk);
-        __m256 g8 = _mm256_setzero_ps(), r8 = _mm256_setzero_ps();
-        for (int64_t c = c0; c < c1; ++c) {
-          const __m256 e = _mm256_mul_ps(
-              _mm256_add_ps(_mm256_sub_ps(_mm256_load_ps(ub + c * kL), mid), _mm256_load_ps(lb + c * kL)), vitau);
-          // expm1_tail_poly(-e): q = q * (-e) + k, as -(q e) + k
-          __m256 q = _mm256_fnmadd_ps(k0, e, k1);
-          q = _mm256_fnmadd_ps(q, e, k2);
-          q = _mm256_fnmadd_ps(q, e, k3);
-          q = _mm256_fnmadd_ps(q, e, k4);
-          q = _mm256_fnmadd_ps(q, e, k5);
-          q = _mm256_fnmadd_ps(q, e, k6);
-          q = _mm256_fnmadd_ps(q, e, k7);
-          const __m256 gap = _mm256_mul_ps(_mm256_mul_ps(e, e), q);
-          const __m256 w = _mm256_load_ps(wb + c * kL);
-          _mm256_store_ps(ub + c * kL, _mm256_sub_ps(gap, e));
-          g8 = _mm256_fmadd_ps(w, gap, g8);
-          r8 = _mm256_fmadd_ps(w, e, r8);
-        }
-        gs_lo = _mm256_add_pd(gs_lo, kl8_widen_lo(g8));
-        gs_hi = _mm256_add_pd(gs_hi, kl8_widen_hi(g8));
-        rs_lo = _mm256_add_pd(rs_lo, kl8_widen_lo(r8));
-        rs_hi = _mm256_add_pd(rs_hi, kl8_widen_hi(r8));
-      }
+    // 3. Centred differences e_c, G and r; h_c = kl_gap(e_c) - e_c.
+    __m256d gs_lo, gs_hi, rs_lo, rs_hi;
+    if (near) {
+      kl8_centred<true>(n, mid, vitau, wb, ub, lb, gs_lo, gs_hi, rs_lo, rs_hi);
+    } else {
+      kl8_centred<false>(n, mid, vitau, wb, ub, lb, gs_lo, gs_hi, rs_lo, rs_hi);
     }
     // 4. x, r / S; the gradient factor coef m tau / (S (1 + x)).
     const __m256d one_d = _mm256_set1_pd(1.0);
@@ -2549,7 +2587,7 @@ template <int kL, int kQ, bool kUnit>
 __attribute__((always_inline)) inline double kl_block_f32_body(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
-    unsigned char* __restrict ok, int64_t next, UnitStreams* later, bool* __restrict try8) {
+    unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   // next: cells of the unit after this block (prefetched by the groups' step 2).
   thread_local std::vector<float> wbuf, ubuf, lbuf;
   if (wbuf.size() < static_cast<size_t>(n * kL * kQ)) {
@@ -2567,12 +2605,20 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   double xb[kKlBlock], rb[kKlBlock];
   float sb[kKlBlock];
   int64_t j = 0;
+  // 8-cell groups of unit-stride cells with up to kKl8MaxBins values each,
+  // where the CPU runs the x86-64-v3 (or v4) clones, and no 16-bit or
+  // cell-major unit's runs are streamed by the steps: kl_groups8, one group
+  // at a time, all of them (the same bits as kl_group).
+  if (kL == 8 && kUnit && !later && n <= kKl8MaxBins && kl8_usable()) {
+    j = kl_groups8(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+  }
   if constexpr (kUnit) {
     // Four groups side by side where a cell has 40 classes or more: on YOLOv5s
     // heads at 640 (B = 16, 2 threads) C = 80 took 0.87-0.91x its time so, C =
     // 56 to 365 0.93-1.0x, C = 40-48 1.0-1.03x, C = 32 1.03-1.07x and C =
     // 20-24 1.11x; the box KL's 16 bins a side 1.07-1.08x (BENCHMARKS.md, the
-    // KL's reads in runs of four lines).
+    // KL's reads in runs of four lines). (kl_groups8's single groups, where
+    // they run, took 0.92-0.95x the time of these at C = 80.)
     if (n >= kKlSideClasses) {
       for (; j + kQ * kL <= len; j += kQ * kL) {
         kl_group<kL, kQ, true>(p, t, g, b0 + j, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(),
@@ -2580,21 +2626,9 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
       }
     }
   }
-  // 8-lane groups of unit-stride cells with at most kKl8MaxBins values:
-  // kl_groups8 while they are near (the same bits); from the first that is
-  // not, kl_group for the rest of the call (*try8 false: kl_cells' later
-  // blocks too), so that heads whose groups are seldom near ('kl' at tau 1
-  // under 40 classes) do one group's steps 1 and 2 twice per call, not every
-  // group's (1.22-1.35x their time when each group was tried).
-  while (j + kL <= len) {
-    if (kL == 8 && kUnit && *try8 && n <= kKl8MaxBins && !later && kl8_usable()) {
-      j = kl_groups8(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
-      if (j + kL > len) break;
-      *try8 = false;
-    }
+  for (; j + kL <= len; j += kL) {
     kl_group<kL, 1, kUnit>(p, t, g, b0 + j * step_c, n, step_k, step_c, tau, itau, m + j, coef, wbuf.data(),
                            ubuf.data(), lbuf.data(), xb + j, rb + j, sb + j, len + next - j, later);
-    j += kL;
   }
   if (j < len) {
     // The last rest < 16 cells as a group of 16 in a unit-stride copy, the
@@ -2674,12 +2708,12 @@ template <int kL>
 __attribute__((always_inline)) inline double kl_block_f32_lanes(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, int64_t len,
     int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau, const float* __restrict m, double coef,
-    unsigned char* __restrict ok, int64_t next, UnitStreams* later, bool* __restrict try8) {
+    unsigned char* __restrict ok, int64_t next, UnitStreams* later) {
   return step_c == 1
              ? kl_block_f32_body<kL, kKlSide, true>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok,
-                                                     next, later, try8)
+                                                     next, later)
              : kl_block_f32_body<kL, 1, false>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next,
-                                               later, try8);
+                                               later);
 }
 // One clone set per group width (kl_lanes picks): a function's target cannot
 // be a template parameter.
@@ -2687,9 +2721,8 @@ __attribute__((always_inline)) inline double kl_block_f32_lanes(
   YD_CLONES double name(const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t base, \
                         int64_t len, int64_t k0, int64_t n, int64_t step_k, int64_t step_c, double tau,        \
                         const float* __restrict m, double coef, unsigned char* __restrict ok, int64_t next,    \
-                        UnitStreams* later, bool* __restrict try8) {                                           \
-    return kl_block_f32_lanes<lanes>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later,  \
-                                     try8);                                                                    \
+                        UnitStreams* later) {                                                                  \
+    return kl_block_f32_lanes<lanes>(p, t, g, base, len, k0, n, step_k, step_c, tau, m, coef, ok, next, later); \
   }
 YD_KL_BLOCK(kl_block_f32, kKlLanes)
 YD_KL_BLOCK(kl_block_f32_narrow, kKlLanesNarrow)
@@ -2703,14 +2736,13 @@ YD_KL_BLOCK(kl_block_f32_narrow, kKlLanesNarrow)
 double kl_cells(const float* p, const float* t, float* g, int64_t base, int64_t len, int64_t k0, int64_t n,
                 int64_t step_k, int64_t step_c, double tau, const float* m, double coef, UnitStreams* later = nullptr) {
   double sum = 0.0;
-  bool try8 = true;  // kl_groups8 (kl_block_f32_body)
   for (int64_t j0 = 0; j0 < len; j0 += kKlBlock) {
     const int64_t bl = std::min(kKlBlock, len - j0);
     const int64_t b0 = base + j0 * step_c;
     unsigned char ok[kKlBlock];
     const int64_t next = std::min(kKlBlock, len - j0 - bl);  // cells of the next block
     const auto block = kl_lanes() == kKlLanes ? kl_block_f32 : kl_block_f32_narrow;
-    sum += block(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later, &try8);
+    sum += block(p, t, g, b0, bl, k0, n, step_k, step_c, tau, m + j0, coef, ok, next, later);
     // The double steps over each run of consecutive cells that take them (a
     // cell's values are its own, vectorized across the run: per cell, heads
     // whose every cell spanned over kKlSpreadF32, 16 then, took 17x their fp32
