@@ -2,8 +2,8 @@
 'use strict';
 // Two builds side by side in one process, timings interleaved (A B A B ...),
 // medians, 2 threads, caller-owned gradOut: every workload of `npm run bench`
-// (a, b, c, d, e, v, f) plus nhwc (the default and clsTarget 'kl') and two KL rows with the student near its
-// teacher ('near'), and whether the two builds' results (loss and
+// (a, b, c, d, e, v, f) plus nhwc (the default and clsTarget 'kl'), clsTarget 'kl' at 20 classes and
+// two KL rows with the student near its teacher ('near'), and whether the two builds' results (loss and
 // every gradient bit) are identical. For "no slowdown, same results" checks of
 // a kernel change:
 //   node bench/compare.js BEFORE_ROOT [AFTER_ROOT] [--runs N] [--only TEXT]
@@ -45,6 +45,8 @@ const rows = [
   ["v: preset 'paper' + fmNms", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { preset: 'paper', fmNms: true }],
   ["v: weighted {cls: false}, nahwc", 80, 'nahwc', yolo(16, 80, 640, 'nahwc'), { weighted: { cls: false } }],
   ["v: clsTarget 'kl', nhwc", 80, 'nhwc', yolo(16, 80, 640, 'nhwc'), { clsTarget: 'kl' }],
+  // 20 classes (Pascal VOC): the KL's single groups (under 40 classes), most of them not near at tau 1.
+  ["v: clsTarget 'kl', C=20", 20, 'nchw', yolo(16, 20, 640, 'nchw'), { clsTarget: 'kl' }],
   ['f: anchor-free YOLOv8s 640, B=16', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }],
   ["f: anchor-free, clsTarget 'kl'", 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', clsTarget: 'kl' }],
   ['f: anchor-free, fmNms', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree', fmNms: true }],
