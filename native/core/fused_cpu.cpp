@@ -2366,6 +2366,23 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256d kl8_widen_lo(_
 __attribute__((target("avx2,fma"), always_inline)) inline __m256d kl8_widen_hi(__m256 v) {
   return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
+// vexpf_impl's steps (vec_math.h) for x <= 0, as its fused multiply-adds:
+// tt = x log2e + magic (k = round(x / ln 2) in its low bits), 2^k from tt's
+// bits, and the polynomial of r = x - k ln 2. For kl_groups8's two
+// exponentials (step 2's weights, step 3's e^-e).
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 kl8_exp_scale(__m256 tt) {
+  const __m256i bias = _mm256_set1_epi32(static_cast<int32_t>(uint32_t{127} - uint32_t{0x4B400000}));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(tt), bias), 23));
+}
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 kl8_exp_poly(__m256 r) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(0x1.6ac74ep-10f), r, _mm256_set1_ps(0x1.123de0p-7f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0x1.555858p-5f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0x1.55548cp-3f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0x1.fffffcp-2f));
+  q = _mm256_fmadd_ps(q, r, one);
+  return _mm256_fmadd_ps(q, r, one);
+}
 // Lanes (bits 0-3) whose factor f is 0 or within [2^-60, 2^60] (NaN: none).
 __attribute__((target("avx2,fma"), always_inline)) inline int kl8_fits(__m256d f) {
   const __m256d a = _mm256_and_pd(f, _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll)));
@@ -2403,23 +2420,14 @@ __attribute__((target("avx2,fma"), always_inline)) inline void kl8_centred(
       q = _mm256_fnmadd_ps(q, e, k7);
       __m256 gap = _mm256_mul_ps(_mm256_mul_ps(e, e), q);
       if constexpr (!kNear) {
-        // (vexpf_bounded(-e) - 1) + e where |e| > 1 (NaN too)
+        // (vexpf_bounded(-e) - 1) + e where |e| > 1 (NaN too): -e in the FMAs' signs
         const __m256 magic = _mm256_set1_ps(12582912.0f);
         const __m256 tt = _mm256_fnmadd_ps(e, _mm256_set1_ps(1.44269504088896341f), magic);
         const __m256 kd = _mm256_sub_ps(tt, magic);
-        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_castps_si256(tt),
-                             _mm256_set1_epi32(static_cast<int32_t>(uint32_t{127} - uint32_t{0x4B400000}))),
-            23));
         const __m256 r = _mm256_fnmadd_ps(kd, _mm256_set1_ps(1.428606765330187e-06f),
                                           _mm256_fnmsub_ps(kd, _mm256_set1_ps(0.693145751953125f), e));
-        __m256 x = _mm256_fmadd_ps(_mm256_set1_ps(0x1.6ac74ep-10f), r, _mm256_set1_ps(0x1.123de0p-7f));
-        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(0x1.555858p-5f));
-        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(0x1.55548cp-3f));
-        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(0x1.fffffcp-2f));
-        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(1.0f));
-        x = _mm256_fmadd_ps(x, r, _mm256_set1_ps(1.0f));
-        const __m256 large = _mm256_add_ps(_mm256_fmadd_ps(x, scale, _mm256_set1_ps(-1.0f)), e);
+        const __m256 large =
+            _mm256_add_ps(_mm256_fmadd_ps(kl8_exp_poly(r), kl8_exp_scale(tt), _mm256_set1_ps(-1.0f)), e);
         const __m256 small = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), e), _mm256_set1_ps(1.0f), _CMP_LE_OQ);
         gap = _mm256_blendv_ps(large, gap, small);
       }
@@ -2444,13 +2452,10 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
   alignas(32) float wb[kKl8MaxBins * kL], ub[kKl8MaxBins * kL], lb[kKl8MaxBins * kL];
   const __m256 vitau = _mm256_set1_ps(itau);
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  // vexpf_nonpos (vec_math.h): its constants
+  // vexpf_nonpos (vec_math.h): its range reduction's constants
   const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), magic = _mm256_set1_ps(12582912.0f);
-  const __m256i bias = _mm256_set1_epi32(static_cast<int32_t>(uint32_t{127} - uint32_t{0x4B400000}));
   const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f), ln2_lo = _mm256_set1_ps(1.428606765330187e-06f);
-  const __m256 e0 = _mm256_set1_ps(0x1.6ac74ep-10f), e1 = _mm256_set1_ps(0x1.123de0p-7f),
-               e2 = _mm256_set1_ps(0x1.555858p-5f), e3 = _mm256_set1_ps(0x1.55548cp-3f),
-               e4 = _mm256_set1_ps(0x1.fffffcp-2f), one = _mm256_set1_ps(1.0f), low = _mm256_set1_ps(-86.9f);
+  const __m256 low = _mm256_set1_ps(-86.9f);
   const float margin = static_cast<float>(n + 2) * 0x1p-24f;
   const __m256 vmargin = _mm256_set1_ps(margin), near_span = _mm256_set1_ps(0.99f);
   const int64_t sk = step_k;
@@ -2490,14 +2495,8 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
         // vexpf_nonpos(x): 0 below -86.9 (the clamped argument's value is then unused)
         const __m256 tt = _mm256_fmadd_ps(x, log2e, magic);
         const __m256 kd = _mm256_sub_ps(tt, magic);
-        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(tt), bias), 23));
         const __m256 r = _mm256_fnmadd_ps(kd, ln2_lo, _mm256_fnmadd_ps(kd, ln2_hi, x));
-        __m256 q = _mm256_fmadd_ps(e0, r, e1);
-        q = _mm256_fmadd_ps(q, r, e2);
-        q = _mm256_fmadd_ps(q, r, e3);
-        q = _mm256_fmadd_ps(q, r, e4);
-        q = _mm256_fmadd_ps(q, r, one);
-        q = _mm256_fmadd_ps(q, r, one);
+        const __m256 q = kl8_exp_poly(r), scale = kl8_exp_scale(tt);
         const __m256 w = _mm256_and_ps(_mm256_cmp_ps(x, low, _CMP_NLT_UQ), _mm256_mul_ps(q, scale));
         _mm256_store_ps(wb + c * kL, w);
         _mm256_store_ps(ub + c * kL, a);
