@@ -2352,9 +2352,10 @@ __attribute__((always_inline)) inline void kl_group(const float* __restrict p, c
 // line the step reads anyway) and the constants are loaded once per call.
 // BENCHMARKS.md has the measurements and the forms that were no faster. Only
 // called where the CPU runs the x86-64-v3 or v4 clones (kl8_usable): a
-// baseline build's template rounds each product.
+// baseline build's template rounds each product. GCC only (clang fuses
+// within an expression only, so its template would round differently).
 constexpr int64_t kKl8MaxBins = 128;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 bool kl8_usable() {
   // where the x86-64-v3 (or v4) clones run: kl_group's lanes fused as here
   static const bool yes = YD_CPU_SUPPORTS("x86-64-v3");
