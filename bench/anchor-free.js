@@ -7,11 +7,9 @@
 //   node bench/anchor-free.js [--batch B] [--runs N]
 const m = require('../dist');
 const { native } = require('../dist/binding'); // streamingFloor: internal, for benchmarks
-const { numel, heads, median, timeMs: time } = require('./common');
+const { numel, heads, median, timeMs: time, numberArg } = require('./common');
 
-const argv = process.argv.slice(2);
-const arg = (k, d) => (argv.includes(k) ? Number(argv[argv.indexOf(k) + 1]) : d);
-const B = arg('--batch', 2), RUNS = arg('--runs', 9);
+const B = numberArg('--batch', 2), RUNS = numberArg('--runs', 9);
 const R = 16, C = 80, K = 4 * R + C;
 const shapes = [80, 40, 20].map((g) => [B, K, g, g]);
 const { student: st, teacher: te, gradOut: g } = heads(shapes);

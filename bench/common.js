@@ -89,4 +89,10 @@ function nsPerValue(fn, values, calls, timings = 15) {
   return median(ns);
 }
 
-module.exports = { numel, fill, heads, nearHeads, median, timeMs, cFloorMs, nsPerValue };
+// The number after `--name` on the command line, or dflt when it is absent.
+const numberArg = (name, dflt) => {
+  const argv = process.argv.slice(2);
+  return argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : dflt;
+};
+
+module.exports = { numel, fill, heads, nearHeads, median, timeMs, cFloorMs, nsPerValue, numberArg };
