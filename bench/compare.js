@@ -28,7 +28,8 @@ const yolo = (B, C, size, layout) => [8, 16, 32].map((s) => {
   return layout === 'nchw' ? [B, A * (5 + C), g, g] : layout === 'nhwc' ? [B, g, g, A * (5 + C)] : [B, A, g, g, 5 + C];
 });
 // YOLOv8s-shaped anchor-free heads (grids 80/40/20, regMax 16, C = 80: 144 channels).
-const anchorFree = (B, layout) => [80, 40, 20].map((g) => (layout === 'nchw' ? [B, 144, g, g] : [B, g, g, 144]));
+const anchorFree = (B, layout, size = 640) =>
+  [8, 16, 32].map((s) => size / s).map((g) => (layout === 'nchw' ? [B, 144, g, g] : [B, g, g, 144]));
 const sameBits = (a, b) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
 const rows = [
@@ -54,6 +55,13 @@ const rows = [
   // The student near its teacher (late training): teacher + noise in [-0.25, 0.25).
   ['f near: anchor-free, student near', 80, 'nchw', anchorFree(16, 'nchw'), { head: 'anchorFree' }, 1, 0.5],
   ["v near: clsTarget 'kl', student near", 80, 'nchw', yolo(16, 80, 640, 'nchw'), { clsTarget: 'kl' }, 1, 0.5],
+  // 512 and 1024 px inputs: class planes of 64 x 64, 32 x 32, 16 x 16 (128 x 128 ...) cells, whose
+  // strides are multiples of 4 KB (the KL's gathered lines, native/core/fused_cpu.cpp kl_gather).
+  ["v: clsTarget 'kl', 512 px", 80, 'nchw', yolo(16, 80, 512, 'nchw'), { clsTarget: 'kl' }],
+  ["v: clsTarget 'kl', 1024 px, B=4", 80, 'nchw', yolo(4, 80, 1024, 'nchw'), { clsTarget: 'kl' }],
+  ['f: anchor-free 512 px, B=16', 80, 'nchw', anchorFree(16, 'nchw', 512), { head: 'anchorFree' }],
+  ["f: anchor-free 512 px, clsTarget 'kl'", 80, 'nchw', anchorFree(16, 'nchw', 512), { head: 'anchorFree', clsTarget: 'kl' }],
+  ['f: anchor-free 1024 px, B=4', 80, 'nchw', anchorFree(4, 'nchw', 1024), { head: 'anchorFree' }],
 ];
 console.log(`${'row'.padEnd(36)} ${'before ms'.padStart(10)} ${'after ms'.padStart(10)}  after/before  identical`);
 for (const [name, C, layout, shapes, extra, reps = 1, noise = 0] of rows) {

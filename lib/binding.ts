@@ -56,7 +56,7 @@ export interface NativeBinding {
   };
   streamingFloor(a: Float32Array, b: Float32Array, out: Float32Array, threads?: number): void;
   streamingFloor(a: Uint16Array, b: Uint16Array, out: Uint16Array, threads?: number): void;
-  cpuKernels(): { klLanes: number; streamLevel: number };
+  cpuKernels(): { klLanes: number; streamLevel: number; klGather: number };
   heapInUse(): number;
   gradientPool(maxBytes?: number | null): unknown;
   configure(hooks: { markAsUntransferable: (o: object) => void; recycleGradients: boolean }): void;

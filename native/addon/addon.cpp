@@ -102,7 +102,7 @@ Napi::Value StreamingFloor(const Napi::CallbackInfo& info) {
   });
 }
 
-// cpuKernels(): { klLanes, streamLevel }, the forms of the CPU kernels this
+// cpuKernels(): { klLanes, streamLevel, klGather }, the forms of the CPU kernels this
 // process runs (yd::cpu_kernel_choices). For tests and benchmarks only.
 Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -110,6 +110,7 @@ Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("klLanes", k.kl_lanes);
     o.Set("streamLevel", k.stream_level);
+    o.Set("klGather", k.kl_gather);
     return o;
   });
 }

@@ -2086,6 +2086,30 @@ int kl_lanes() {
   }();
   return lanes;
 }
+// Whether kl_groups8's cells go through kl_groups16_gathered (below):
+// YD_KL_GATHER=0 / 1 (read once) never / always (tests, benchmarks); else
+// where a class plane's stride is a multiple of 4 KB (64 lines: every L1 set
+// once). Then a cell's n lines of a plane fall in one L1 set, and in a few L2
+// sets where the stride has more factors of two: on a Zen 3 core 'kl' on 64 x
+// 64 planes took 1.6x the time per value of 64 x 65 ones, and 1.2-1.3x on
+// 32 x 32, 96 x 96 and 128 x 128 planes (grids of 512 and 1024 px inputs; the
+// box KL of anchor-free heads too). Gathered, those took 0.82-0.92x their time;
+// at other strides (80 x 80, 40 x 40: 640 px) the gather cost 1.1-1.3x, as
+// its loads wait with no arithmetic beside them (BENCHMARKS.md, "KL planes
+// whose stride is a multiple of 4 KB").
+int kl_gather_mode() {
+  static const int mode = [] {
+    const char* e = std::getenv("YD_KL_GATHER");
+    return e && (e[0] == '0' || e[0] == '1') && e[1] == 0 ? e[0] - '0' : -1;
+  }();
+  return mode;
+}
+bool kl_gather(int64_t step_k) {
+  const int mode = kl_gather_mode();
+  if (mode >= 0) return mode == 1;
+  const int64_t bytes = step_k * static_cast<int64_t>(sizeof(float));
+  return bytes >= 4096 && bytes % 4096 == 0;
+}
 // f(std::integral_constant<int, q>) for q = 0 .. kQ - 1, each call inlined with
 // its q a constant (so that arrays indexed by q can stay in registers).
 template <typename F, int... kIs>
@@ -2445,6 +2469,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void kl8_centred(
 }
 // The full groups from cell j of a kl_block_f32_body block (its arguments);
 // returns the first cell after them.
+template <bool kPf>
 __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
     int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
@@ -2482,12 +2507,14 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
         const float* tc = t0 + c * sk;
         const float* pc = p0 + c * sk;
         // (offset 0: the line this step reads or writes anyway; no gradient: the teacher's)
-        __builtin_prefetch(tc + near_pf, 0, 3);
-        __builtin_prefetch(pc + near_pf, 0, 3);
-        __builtin_prefetch(gp + c * sk, 1, 3);
-        __builtin_prefetch(gp + c * sk + far_pf, 1, 1);
-        __builtin_prefetch(tc + far_pf, 0, 1);
-        __builtin_prefetch(pc + far_pf, 0, 1);
+        if constexpr (kPf) {
+          __builtin_prefetch(tc + near_pf, 0, 3);
+          __builtin_prefetch(pc + near_pf, 0, 3);
+          __builtin_prefetch(gp + c * sk, 1, 3);
+          __builtin_prefetch(gp + c * sk + far_pf, 1, 1);
+          __builtin_prefetch(tc + far_pf, 0, 1);
+          __builtin_prefetch(pc + far_pf, 0, 1);
+        }
         const __m256 tv = _mm256_loadu_ps(tc), pv = _mm256_loadu_ps(pc);
         const __m256 a = _mm256_sub_ps(tv, pv);
         const __m256 bb = _mm256_sub_ps(a, tv);
@@ -2573,10 +2600,59 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
   }
   return j;
 }
+// kl_groups8 over lines of 16 cells gathered first (where kl_gather says): each
+// 16-cell line of every class plane is copied (student and teacher) into a
+// contiguous buffer, the two 8-cell groups run from it (kl_groups8 without
+// prefetches: the same operations, the same bits; test/kl-lanes.test.js), and
+// their gradient lines are written back a whole line per class. Reading the
+// planes straight, a group reads half a line of each of n planes and the next
+// group the other half, 3 n lines later; where the stride is a multiple of
+// 4 KB all those lines fall in one L1 set (and in a few L2 sets) and are
+// evicted in between, as are the lines step 2 prefetches.
+__attribute__((target("avx2,fma"), noinline)) int64_t kl_groups16_gathered(
+    const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
+    int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
+    double* __restrict xb, double* __restrict rb, float* __restrict sb, int64_t next) {
+  constexpr int kW = 16;
+  alignas(64) float tb[kKl8MaxBins * kW], pb[kKl8MaxBins * kW], gb[kKl8MaxBins * kW];
+  const int64_t sk = step_k;
+  for (; j + kW <= len; j += kW) {
+    const float* t0 = t + b0 + j;
+    const float* p0 = p + b0 + j;
+    float* g0 = g ? g + b0 + j : nullptr;
+    const float* gp = g0 ? g0 : t0;  // prefetched for writing
+    const int64_t avail = len + next - j;
+    const int64_t far_pf = avail >= kKlAhead + kW ? kKlAhead : 0;
+    for (int64_t c = 0; c < n; ++c) {
+      const float* tc = t0 + c * sk;
+      const float* pc = p0 + c * sk;
+      __builtin_prefetch(tc + far_pf, 0, 1);
+      __builtin_prefetch(pc + far_pf, 0, 1);
+      __builtin_prefetch(gp + c * sk + far_pf, 1, 1);
+      _mm256_store_ps(tb + c * kW, _mm256_loadu_ps(tc));
+      _mm256_store_ps(tb + c * kW + 8, _mm256_loadu_ps(tc + 8));
+      _mm256_store_ps(pb + c * kW, _mm256_loadu_ps(pc));
+      _mm256_store_ps(pb + c * kW + 8, _mm256_loadu_ps(pc + 8));
+    }
+    kl_groups8<false>(pb, tb, g0 ? gb : nullptr, 0, 0, kW, n, kW, tau, itau, m + j, coef, xb + j, rb + j, sb + j, 0);
+    if (g0) {
+      for (int64_t c = 0; c < n; ++c) {
+        _mm256_storeu_ps(g0 + c * sk, _mm256_load_ps(gb + c * kW));
+        _mm256_storeu_ps(g0 + c * sk + 8, _mm256_load_ps(gb + c * kW + 8));
+      }
+    }
+  }
+  return j;
+}
 #else
 bool kl8_usable() { return false; }
+template <bool kPf>
 int64_t kl_groups8(const float*, const float*, float*, int64_t, int64_t j, int64_t, int64_t, int64_t, double, float,
                    const float*, double, double*, double*, float*, int64_t) {
+  return j;
+}
+int64_t kl_groups16_gathered(const float*, const float*, float*, int64_t, int64_t j, int64_t, int64_t, int64_t,
+                             double, float, const float*, double, double*, double*, float*, int64_t) {
   return j;
 }
 #endif
@@ -2610,7 +2686,8 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   // cell-major unit's runs are streamed by the steps: kl_groups8, one group
   // at a time, all of them (the same bits as kl_group).
   if (kL == 8 && kUnit && !later && n <= kKl8MaxBins && kl8_usable()) {
-    j = kl_groups8(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+    if (kl_gather(step_k)) j = kl_groups16_gathered(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+    j = kl_groups8<true>(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
   }
   if constexpr (kUnit) {
     // Four groups side by side where a cell has 40 classes or more: on YOLOv5s
@@ -3743,6 +3820,6 @@ void streaming_floor16(const uint16_t* a, const uint16_t* b, uint16_t* out, int6
   floor_pass(a, b, out, n, threads);
 }
 
-CpuKernelChoices cpu_kernel_choices() { return {kl_lanes(), stream_level()}; }
+CpuKernelChoices cpu_kernel_choices() { return {kl_lanes(), stream_level(), kl_gather_mode()}; }
 
 }  // namespace yd

@@ -194,11 +194,14 @@ void streaming_floor16(const uint16_t* a, const uint16_t* b, uint16_t* out, int6
 // Which forms of the CPU kernels this process runs, for tests and benchmarks
 // (the same values either way): the KL's cells per group (16 with AVX-512, 8
 // otherwise; YD_KL_LANES=8 or 16 overrides) and the streamed loops (2: those
-// for AVX-512, 1: for AVX2 with FMA, 0: none). fused_cpu.cpp, kl_lanes and
-// stream_level.
+// for AVX-512, 1: for AVX2 with FMA, 0: none), and whether the 8-cell KL
+// groups gather their planes' lines first (-1: where the planes' stride asks
+// for it, 0: never, 1: always; YD_KL_GATHER=0 or 1). fused_cpu.cpp, kl_lanes,
+// stream_level and kl_gather_mode.
 struct CpuKernelChoices {
   int kl_lanes;
   int stream_level;
+  int kl_gather;
 };
 CpuKernelChoices cpu_kernel_choices();
 

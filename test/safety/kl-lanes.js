@@ -4,8 +4,9 @@
 // YD_KL_LANES this process was started with, one JSON line with the width the
 // kernels took and a digest of every result:
 //   YD_KL_LANES=8 node test/safety/kl-lanes.js digests
-// test/kl-lanes.test.js runs it at 8 and at 16 and compares the digests: a
-// cell's arithmetic is the same in either width, so every bit must be.
+// test/kl-lanes.test.js runs it at 8 and at 16 (and at 8 with YD_KL_GATHER=0
+// and =1) and compares the digests: a cell's arithmetic is the same in either
+// width and either way of reading the planes, so every bit must be.
 const path = require('path');
 const yd = require(path.join(__dirname, '..', '..'));
 const { native } = require(path.join(__dirname, '..', '..', 'dist', 'binding'));
@@ -37,6 +38,8 @@ const scenarios = {
       // [name, shapes, options, spread of the logits]
       ['C=80 nchw', anchor(2, 80, 256), { numClasses: 80 }, 3],
       ['C=80 nchw, one thread', anchor(2, 80, 256), { numClasses: 80, threads: 1 }, 3],
+      // 64 x 64, 32 x 32 and 16 x 16 planes (512 px): strides of 16, 4 and 1 KB
+      ['C=80 nchw 512', anchor(1, 80, 512), { numClasses: 80 }, 3],
       ['C=80 odd planes', odd(80), { numClasses: 80 }, 3],
       ['C=40 odd planes', odd(40), { numClasses: 40 }, 3],
       ['C=39 odd planes', odd(39), { numClasses: 39 }, 3],
@@ -53,6 +56,7 @@ const scenarios = {
       ['C=80 lambda 1e25', odd(80), { numClasses: 80, lambda: 1e25 }, 3],
       ['C=80 unweighted, fmNms', anchor(2, 80, 128), { numClasses: 80, weighted: { cls: false }, fmNms: true }, 3],
       ['anchor-free R=16', free(2, 16, 80, 256), { numClasses: 80, head: 'anchorFree' }, 3],
+      ['anchor-free R=16 512', free(1, 16, 80, 512), { numClasses: 80, head: 'anchorFree' }, 3],
       ['anchor-free R=17, C=3', free(2, 17, 3, 128), { numClasses: 3, head: 'anchorFree', regMax: 17 }, 3],
       ['anchor-free boxTemperature 1', free(1, 16, 80, 128), { numClasses: 80, head: 'anchorFree', boxTemperature: 1 }, 3],
       ['anchor-free nhwc', free(2, 16, 80, 128, 'nhwc'), { numClasses: 80, head: 'anchorFree', layout: 'nhwc' }, 3],
@@ -90,7 +94,8 @@ const scenarios = {
       }
       out['float16 teacher'] = digest(yd.distillationLoss(student, half(teacher, 'float16'), { numClasses: 80, clsTarget: 'kl' }));
     }
-    return { lanes: native.cpuKernels().klLanes, digests: out };
+    const k = native.cpuKernels();
+    return { lanes: k.klLanes, gather: k.klGather, digests: out };
   },
 };
 
