@@ -2087,16 +2087,21 @@ int kl_lanes() {
   return lanes;
 }
 // Whether kl_groups8's cells go through kl_groups16_gathered (below):
-// YD_KL_GATHER=0 / 1 (read once) never / always (tests, benchmarks); else
-// where a class plane's stride is a multiple of 4 KB (64 lines: every L1 set
-// once). Then a cell's n lines of a plane fall in one L1 set, and in a few L2
-// sets where the stride has more factors of two: on a Zen 3 core 'kl' on 64 x
-// 64 planes took 1.6x the time per value of 64 x 65 ones, and 1.2-1.3x on
-// 32 x 32, 96 x 96 and 128 x 128 planes (grids of 512 and 1024 px inputs; the
-// box KL of anchor-free heads too). Gathered, those took 0.82-0.92x their time;
-// at other strides (80 x 80, 40 x 40: 640 px) the gather cost 1.1-1.3x, as
-// its loads wait with no arithmetic beside them (BENCHMARKS.md, "KL planes
-// whose stride is a multiple of 4 KB").
+// YD_KL_GATHER=0 / 1 (read once) never / always (tests, benchmarks); else for
+// the class KL (n >= kKlGatherMin values a cell) on planes whose stride is a
+// multiple of 4 KB: then a cell's lines of all n planes fall in one set of the
+// L1 cache (its 64 sets span 4 KB of addresses), more lines than its 8 ways
+// hold, and neither the second half of each line nor the lines step 2
+// prefetches survive until they are read. On a Zen 3 core 'kl' on 64 x 64
+// planes took 1.6x the time per value of 64 x 65 ones (32 x 32 and 128 x 128:
+// 1.3x); gathered, YOLOv5s-shaped heads at 512 px took 0.83x their time and
+// at 1024 px 0.94x, the same arrays alternated in one process. Not where
+// the gather has nothing to fix: at other strides (640 px: 80 x 80, 40 x 40)
+// it cost 1.1-1.3x, its loads waiting with no arithmetic beside them; and
+// the box KL's 16 bins (3 x 16 lines a group) gained nothing at 512 px and
+// took 1.09x at 1024 (BENCHMARKS.md, "KL planes whose stride is a multiple of
+// 4 KB").
+constexpr int64_t kKlGatherMin = 32;
 int kl_gather_mode() {
   static const int mode = [] {
     const char* e = std::getenv("YD_KL_GATHER");
@@ -2104,11 +2109,11 @@ int kl_gather_mode() {
   }();
   return mode;
 }
-bool kl_gather(int64_t step_k) {
+bool kl_gather(int64_t step_k, int64_t n) {
   const int mode = kl_gather_mode();
   if (mode >= 0) return mode == 1;
   const int64_t bytes = step_k * static_cast<int64_t>(sizeof(float));
-  return bytes >= 4096 && bytes % 4096 == 0;
+  return n >= kKlGatherMin && bytes >= 4096 && bytes % 4096 == 0;
 }
 // f(std::integral_constant<int, q>) for q = 0 .. kQ - 1, each call inlined with
 // its q a constant (so that arrays indexed by q can stay in registers).
@@ -2607,8 +2612,8 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
 // their gradient lines are written back a whole line per class. Reading the
 // planes straight, a group reads half a line of each of n planes and the next
 // group the other half, 3 n lines later; where the stride is a multiple of
-// 4 KB all those lines fall in one L1 set (and in a few L2 sets) and are
-// evicted in between, as are the lines step 2 prefetches.
+// 4 KB all those lines fall in one L1 set and are evicted in between, as are
+// the lines step 2 prefetches.
 __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups16_gathered(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
     int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
@@ -2686,7 +2691,7 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   // cell-major unit's runs are streamed by the steps: kl_groups8, one group
   // at a time, all of them (the same bits as kl_group).
   if (kL == 8 && kUnit && !later && n <= kKl8MaxBins && kl8_usable()) {
-    if (kl_gather(step_k)) j = kl_groups16_gathered(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+    if (kl_gather(step_k, n)) j = kl_groups16_gathered(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
     j = kl_groups8<true>(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
   }
   if constexpr (kUnit) {
