@@ -40,6 +40,9 @@ for lanes in 8 16; do
   if ! out=$(YD_KL_LANES=$lanes run test/safety/kl-lanes.js digests 2>&1); then crashed=$((crashed + 1)); echo "  lanes $lanes: exit non-zero"; fi
   echo "  lanes $lanes: $(echo "$out" | tail -1 | cut -c1-100)"
 done
+# the 8-cell groups with every plane's lines gathered first (kl_groups16_gathered)
+if ! out=$(YD_KL_LANES=8 YD_KL_GATHER=1 run test/safety/kl-lanes.js digests 2>&1); then crashed=$((crashed + 1)); echo "  lanes 8, gathered: exit non-zero"; fi
+echo "  lanes 8, gathered: $(echo "$out" | tail -1 | cut -c1-100)"
 echo "asan: fuzzer, $runs cases (half adversarial)"
 LD_PRELOAD="$libasan" node test/reliability/fuzz.js --seed 20261128 --runs "$runs" | tail -2
 reports=$(cat "$logdir"/asan.* 2>/dev/null | grep -c "ERROR: AddressSanitizer" || true)
