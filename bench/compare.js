@@ -27,7 +27,7 @@ const yolo = (B, C, size, layout) => [8, 16, 32].map((s) => {
   const g = size / s;
   return layout === 'nchw' ? [B, A * (5 + C), g, g] : layout === 'nhwc' ? [B, g, g, A * (5 + C)] : [B, A, g, g, 5 + C];
 });
-// YOLOv8s-shaped anchor-free heads (grids 80/40/20, regMax 16, C = 80: 144 channels).
+// YOLOv8s-shaped anchor-free heads (strides 8/16/32: grids 80/40/20 at 640 px; regMax 16, C = 80: 144 channels).
 const anchorFree = (B, layout, size = 640) =>
   [8, 16, 32].map((s) => size / s).map((g) => (layout === 'nchw' ? [B, 144, g, g] : [B, g, g, 144]));
 const sameBits = (a, b) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;

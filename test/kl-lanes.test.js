@@ -11,7 +11,7 @@ const { runScenario } = require('./helpers');
 
 const script = path.join(__dirname, 'safety', 'kl-lanes.js');
 const run = (lanes, gather) =>
-  runScenario(script, 'digests', 300000, gather === undefined ? { YD_KL_LANES: lanes } : { YD_KL_LANES: lanes, YD_KL_GATHER: gather });
+  runScenario(script, 'digests', 300000, { YD_KL_LANES: lanes, ...(gather === undefined ? {} : { YD_KL_GATHER: gather }) });
 
 test('the KL gives the same bits in groups of 8 and of 16 cells', () => {
   const narrow = run('8');
@@ -30,8 +30,9 @@ test('the KL gives the same bits in groups of 8 and of 16 cells', () => {
 // The 8-cell groups read their planes straight or gather each 16-cell line of
 // them first (kl_groups16_gathered: by default for class KLs of 32 or more
 // classes where a plane's stride is a multiple of 4 KB, as the 32 x 32 and
-// 64 x 64 planes here; YD_KL_GATHER=1 everywhere, the box KL too; =0 nowhere). Where the CPU does not run the 8-cell AVX2 groups
-// (kl8_usable) the three runs take the same path and agree trivially.
+// 64 x 64 planes here; YD_KL_GATHER=1 everywhere, the box KL too; =0
+// nowhere). Where the CPU does not run the 8-cell AVX2 groups (kl8_usable)
+// the three runs take the same path and agree trivially.
 test('the 8-cell KL groups give the same bits with their planes gathered or read straight', () => {
   const auto = run('8');
   const always = run('8', '1');

@@ -2097,8 +2097,8 @@ int kl_lanes() {
 // 1.3x); gathered, YOLOv5s-shaped heads at 512 px took 0.83x their time and
 // at 1024 px 0.94x, the same arrays alternated in one process. Not where
 // the gather has nothing to fix: at other strides (640 px: 80 x 80, 40 x 40)
-// it cost up to 1.1-1.3x (one scale), its loads waiting with no arithmetic beside them; and
-// the box KL's 16 bins (3 x 16 lines a group) gained nothing at 512 px and
+// it cost up to 1.1-1.3x (one scale), its loads waiting with no arithmetic
+// beside them; and the box KL's 16 bins (3 x 16 lines a group) gained nothing at 512 px and
 // took 1.09x at 1024 (BENCHMARKS.md, "KL planes whose stride is a multiple of
 // 4 KB").
 constexpr int64_t kKlGatherMin = 32;
@@ -2691,7 +2691,9 @@ __attribute__((always_inline)) inline double kl_block_f32_body(
   // cell-major unit's runs are streamed by the steps: kl_groups8, one group
   // at a time, all of them (the same bits as kl_group).
   if (kL == 8 && kUnit && !later && n <= kKl8MaxBins && kl8_usable()) {
-    if (kl_gather(step_k, n)) j = kl_groups16_gathered(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+    if (kl_gather(step_k, n)) {
+      j = kl_groups16_gathered(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
+    }
     j = kl_groups8<true>(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
   }
   if constexpr (kUnit) {
