@@ -162,47 +162,153 @@ function nativeGradOut(go: unknown): unknown {
 }
 
 /**
- * A loss call into the addon. The options object's values are read here, in
- * JavaScript, in the addon's order (lib/binding.ts OPTION_KEYS: getters and Proxy traps run
- * as they would in the addon, before it takes any pointer), and passed after
- * the object: one Node-API call instead of a property lookup per key, a fifth
- * of a small call's time (BENCHMARKS.md "The tiny call"). Anything but a plain
- * object goes alone, for the addon's error.
+ * One head as the addon reads it (native/addon/convert.cpp read_head_record):
+ * [data, dtype, shape, shape.length, shape[0], ...] for an object with data,
+ * the dimensions up to the first that is not a positive integer (the one the
+ * addon reports); [undefined, head] for anything else (a Tensor's native
+ * handle, a non-object, an object without data), which the addon reads and
+ * reports as it reads a head passed to it directly.
  */
-function callNative<R>(
-  fn: (student: unknown, teacher: unknown, options: unknown, ...values: unknown[]) => R,
-  student: unknown,
-  teacher: unknown,
-  options: unknown,
-): R {
-  const s = heads(student);
-  const t = heads(teacher);
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) return fn(s, t, options);
-  const o = options as Record<string, unknown>;
-  return fn(
-    s, t, options,
+function pushHead(args: unknown[], h: unknown): void {
+  if (h instanceof Tensor) {
+    args.push(undefined, Tensor._native(h));
+    return;
+  }
+  if (h === null || typeof h !== 'object' || Array.isArray(h) || ArrayBuffer.isView(h)) {
+    args.push(undefined, h);
+    return;
+  }
+  const o = h as { data?: unknown; dtype?: unknown; shape?: unknown };
+  const data = o.data;
+  if (data === undefined) {
+    args.push(undefined, h);
+    return;
+  }
+  const dtype = o.dtype;
+  const shape = o.shape;
+  args.push(data, dtype, shape);
+  if (!Array.isArray(shape)) return;
+  const n = shape.length;
+  args.push(n);
+  if (n < 1 || n > 8) return;
+  for (let i = 0; i < n; i++) {
+    const d: unknown = shape[i];
+    args.push(d);
+    if (!Number.isSafeInteger(d) || (d as number) < 1) return;
+  }
+}
+
+/** A list's length and its heads' records; returns the length. */
+function pushHeads(args: unknown[], list: unknown[]): number {
+  const n = list.length;
+  args.push(n);
+  for (let i = 0; i < n; i++) pushHead(args, list[i]);
+  return n;
+}
+
+/** The options object's values in the addon's order (lib/binding.ts OPTION_KEYS): gradOut last. */
+function optionValues(o: Record<string, unknown>): unknown[] {
+  return [
     o.numClasses, o.preset, o.numAnchors, o.head, o.regMax, o.boxTemperature, o.layout, o.boxTarget, o.objTarget,
     o.clsTarget, o.weighted, o.temperature, o.fmNms, o.lambda, o.weights, o.grad, o.gradScale, o.checkFinite, o.impl,
-    o.threads, o.device, nativeGradOut(o.gradOut),
+    o.threads, o.device, o.gradOut,
+  ];
+}
+
+/** What a loss call gave back: the terms, how many scales they hold, the gradients. */
+interface NativeCall {
+  terms: Float64Array;
+  scales: number;
+  grads: NativeResult[1];
+}
+
+// The sync calls' terms (callNative): one array, read (fromNative) before any
+// other JavaScript runs. A call of more than kMaxSyncScales scales (today's
+// heads have 3 or 4) gets no array: the addon makes one, and a list whose
+// length is absurd gets the addon's error, not a failed allocation here.
+const kMaxSyncScales = 64;
+let syncTerms = new Float64Array(4 + 3 * 8);
+
+/**
+ * A loss call into the addon. The options object's values, the heads and
+ * gradOut's entries are read here, in JavaScript, in the addon's order
+ * (lib/binding.ts OPTION_KEYS; getters and Proxy traps run as they would in
+ * the addon, before it takes any pointer), and passed after the object, each
+ * as an argument: no Node-API call per property or element, which had been
+ * most of a small call's time (BENCHMARKS.md "The tiny call" and "The tiny
+ * call on a Zen 3 core"). A sync call passes a Float64Array the addon writes
+ * the terms into, and gets the gradients alone back. Anything but a plain
+ * options object, or heads that are not arrays, go as they are, for the
+ * addon's error.
+ */
+function callNative(student: unknown, teacher: unknown, options: unknown, sync: true): NativeCall;
+function callNative(student: unknown, teacher: unknown, options: unknown, sync: false): Promise<NativeCall>;
+function callNative(student: unknown, teacher: unknown, options: unknown, sync: boolean): NativeCall | Promise<NativeCall> {
+  const fn = sync ? native.distillationLoss : native.distillationLossAsync;
+  if (options === null || typeof options !== 'object' || Array.isArray(options) ||
+      !Array.isArray(student) || !Array.isArray(teacher)) {
+    const s = heads(student);
+    const t = heads(teacher);
+    let raw: NativeResult | Promise<NativeResult>;
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      raw = fn(s, t, options);
+    } else {
+      const values = optionValues(options as Record<string, unknown>);
+      values[values.length - 1] = nativeGradOut(values[values.length - 1]);
+      raw = fn(s, t, options, ...values);
+    }
+    const unpack = ([terms, grads]: NativeResult): NativeCall => ({ terms, scales: (terms.length - 4) / 3, grads });
+    return sync ? unpack(raw as NativeResult) : (raw as Promise<NativeResult>).then(unpack);
+  }
+  const headArgs: unknown[] = [];
+  const scales = pushHeads(headArgs, student);
+  pushHeads(headArgs, teacher);
+  const values = optionValues(options as Record<string, unknown>);
+  let terms: Float64Array | undefined;
+  if (sync && scales <= kMaxSyncScales) {
+    if (syncTerms.length < 4 + 3 * scales) syncTerms = new Float64Array(4 + 3 * scales);
+    terms = syncTerms;
+  }
+  const args: unknown[] = [student, teacher, options, ...values, terms, ...headArgs];
+  const go = values[values.length - 1]; // gradOut, the last key
+  if (Array.isArray(go)) {
+    const n = go.length;
+    args.push(n);
+    for (let i = 0; i < n; i++) args.push(toNative(go[i]));
+  }
+  if (sync) {
+    const out = (native.distillationLoss as (...a: unknown[]) => unknown)(...args);
+    if (terms === undefined) {
+      const [t, grads] = out as NativeResult; // no terms array passed (see kMaxSyncScales)
+      return { terms: t, scales, grads };
+    }
+    return { terms, scales, grads: out as NativeResult[1] };
+  }
+  return (native.distillationLossAsync as (...a: unknown[]) => Promise<NativeResult>)(...args).then(
+    ([t, grads]) => ({ terms: t, scales, grads }),
   );
 }
 
-function fromNative([terms, nativeGrads]: NativeResult, options: DistillationOptions): DistillationResult {
+function fromNative(call: NativeCall, options: DistillationOptions): DistillationResult {
+  // The terms first: reading options.gradOut below may run a getter, which may
+  // call the loss again and overwrite a sync call's terms.
+  const { terms, scales: count } = call;
+  const scales: TermValues[] = [];
+  for (let i = 4; i < 4 + 3 * count; i += 3) scales.push({ box: terms[i], obj: terms[i + 1], cls: terms[i + 2] });
+  const loss = terms[0], box = terms[1], obj = terms[2], cls = terms[3];
   // A gradOut handle comes back as the caller's own Tensor object.
   const given = (s: number) => {
     const g = options.gradOut?.[s];
     return g instanceof Tensor ? g : undefined;
   };
-  const grads = nativeGrads
-    ? nativeGrads.map((g, s) => {
+  const grads = call.grads
+    ? call.grads.map((g, s) => {
         if (ArrayBuffer.isView(g)) return g as Float32Array | Uint16Array;
         const mine = given(s);
         return mine && Tensor._native(mine) === g ? mine : Tensor._wrap(g as NativeTensor);
       })
     : null;
-  const scales: TermValues[] = [];
-  for (let i = 4; i < terms.length; i += 3) scales.push({ box: terms[i], obj: terms[i + 1], cls: terms[i + 2] });
-  return { loss: terms[0], box: terms[1], obj: terms[2], cls: terms[3], scales, grads };
+  return { loss, box, obj, cls, scales, grads };
 }
 
 /**
@@ -215,7 +321,7 @@ export function distillationLoss(
   teacher: readonly Head[],
   options: DistillationOptions,
 ): DistillationResult {
-  return fromNative(callNative(native.distillationLoss, student, teacher, options), options);
+  return fromNative(callNative(student, teacher, options, true), options);
 }
 
 /**
@@ -228,7 +334,7 @@ export async function distillationLossAsync(
   teacher: readonly Head[],
   options: DistillationOptions,
 ): Promise<DistillationResult> {
-  return fromNative(await callNative(native.distillationLossAsync, student, teacher, options), options);
+  return fromNative(await callNative(student, teacher, options, false), options);
 }
 
 /** The state of the recycled memory behind the gradient arrays of calls without `gradOut`. */

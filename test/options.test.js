@@ -1,10 +1,12 @@
 'use strict';
-// How the options reach the addon: the facade reads the options object's values
-// in JavaScript, in the addon's order, and passes them after the object
-// (lib/index.ts callNative; native/addon/convert.cpp YD_OPTION_KEYS). These
-// tests check that the facade and the addon agree on that order, that every
-// option is read exactly once and in it, and that the addon reading the
-// object itself (a direct call) gives the same results and the same errors.
+// How the options and heads reach the addon: the facade reads the options
+// object's values, and every head's data, dtype and shape, in JavaScript, in
+// the addon's order, and passes them after the object (lib/index.ts
+// callNative; native/addon/convert.cpp YD_OPTION_KEYS, read_head_record).
+// These tests check that the facade and the addon agree on that order, that
+// every option and head property is read exactly once and in it, and that the
+// addon reading the objects itself (a direct call) gives the same results and
+// the same errors.
 const h = require('./helpers');
 const { native, OPTION_KEYS } = require('../dist/binding');
 
@@ -123,4 +125,178 @@ test('options that are not a plain object go to the addon as they are', () => {
       expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringMatching(/^options: expected an object/) }),
     );
   }
+});
+
+// ---- heads: the facade reads every head's data, dtype and shape (and
+// gradOut's entries) and passes them as arguments (lib/index.ts pushHead;
+// native/addon/convert.cpp read_head_record). The addon reading the lists
+// itself must give the same bits and the same errors.
+
+const { Tensor } = h.pkg;
+
+// A direct call's result in the facade's form, for comparison.
+function directOutcome(student, teacher, options) {
+  const nat = (x) => (x instanceof Tensor ? Tensor._native(x) : x);
+  const opts = options.gradOut ? { ...options, gradOut: options.gradOut.map(nat) } : options;
+  const o = outcome(() => native.distillationLoss(student.map(nat), teacher.map(nat), opts));
+  if (!o.ok) return o;
+  const [terms, grads] = o.ok;
+  return { ok: { terms: Array.from(terms), grads } };
+}
+function facadeOutcome(student, teacher, options) {
+  const o = outcome(() => distillationLoss(student, teacher, options));
+  if (!o.ok) return o;
+  const v = o.ok;
+  return { ok: { terms: [v.loss, v.box, v.obj, v.cls, ...v.scales.flatMap((s) => [s.box, s.obj, s.cls])], grads: v.grads } };
+}
+// A gradient's values: an array as it is, a Tensor's (or a native handle's) copied out.
+function valuesOfGrad(g) {
+  return ArrayBuffer.isView(g) ? g : g.toFloat32Array();
+}
+
+test('heads read by the facade and by the addon itself give the same bits', () => {
+  const half = (x) => h.headOfDtype(x, 'float16');
+  const bf = (x) => h.headOfDtype(x, 'bfloat16');
+  const cases = [
+    [S, T, { numClasses: C }],
+    [S, T, { numClasses: C, grad: false }],
+    [S.map(half), T.map(bf), { numClasses: C }],
+    [S, T.map(half), { numClasses: C, clsTarget: 'kl' }],
+    [S.map((x) => Tensor.fromFloat32Array(x.data, x.shape)), T, { numClasses: C }],
+    [S, T.map((x) => Tensor.fromFloat32Array(x.data, x.shape)), { numClasses: C, gradOut: [null, new Float32Array(n)] }],
+    [S, T, { numClasses: C, gradOut: [Tensor.fromFloat32Array(new Float32Array(n), shape), undefined] }],
+    [[{ data: S[0].data, shape: [...shape] }], [{ data: T[0].data, shape: [...shape] }], { numClasses: C, layout: 'nchw' }],
+    [[{ data: S[0].data, shape: [1, A, 2, 3, 5 + C] }], [{ data: T[0].data, shape: [1, A, 2, 3, 5 + C] }], { numClasses: C, layout: 'nahwc' }],
+  ];
+  for (const [st, te, options] of cases) {
+    const viaFacade = facadeOutcome(st, te, options);
+    const direct = directOutcome(st, te, options);
+    if (!viaFacade.ok) throw new Error(`${viaFacade.code}: ${viaFacade.message}`);
+    if (!direct.ok) throw new Error(`direct: ${direct.code}: ${direct.message}`);
+    expect(viaFacade.ok.terms).toEqual(direct.ok.terms);
+    if (options.grad === false) {
+      expect(viaFacade.ok.grads).toBeNull();
+      expect(direct.ok.grads).toBeNull();
+      continue;
+    }
+    expect(viaFacade.ok.grads.length).toBe(direct.ok.grads.length);
+    viaFacade.ok.grads.forEach((g, s) => expect(h.sameBits(valuesOfGrad(g), valuesOfGrad(direct.ok.grads[s]))).toBe(true));
+  }
+});
+
+test('a bad head gives the same error through the facade and from the addon reading the lists', () => {
+  const f = (k) => new Float32Array(k);
+  const detached = () => {
+    const d = f(n);
+    structuredClone(d.buffer, { transfer: [d.buffer] });
+    return d;
+  };
+  const withStudent = (head) => [[head, S[1]], T];
+  const bad = [
+    ['x', T],
+    [S, 7],
+    [[], []],
+    [[S[0]], T],
+    [S, [T[0], T[1], T[0]]],
+    withStudent(null),
+    withStudent(undefined),
+    withStudent(3),
+    withStudent('head'),
+    withStudent([S[0].data, shape]),
+    withStudent(S[0].data),
+    withStudent({}),
+    withStudent({ shape }),
+    withStudent({ data: S[0].data }),
+    withStudent({ data: S[0].data, shape: 'x' }),
+    withStudent({ data: S[0].data, shape: [] }),
+    withStudent({ data: S[0].data, shape: [1, 1, 1, 1, 1, 1, 1, 1, n] }),
+    withStudent({ data: S[0].data, shape: [1, 0, 2, 3] }),
+    withStudent({ data: S[0].data, shape: [1, A * (5 + C), 2.5, 3] }),
+    withStudent({ data: S[0].data, shape: [1, '21', 2, 3] }),
+    withStudent({ data: S[0].data, shape: [1, NaN, 2, 3] }),
+    withStudent({ data: S[0].data, shape: [-1, A * (5 + C), 2, 3] }),
+    withStudent({ data: S[0].data, shape: [2 ** 53, A * (5 + C), 2, 3] }),
+    withStudent({ data: S[0].data, shape: [2 ** 40, 2 ** 40, 2, 3] }),
+    withStudent({ data: S[0].data, shape: [1, A * (5 + C), 2, 4] }),
+    withStudent({ data: S[0].data, shape: [1, A * (5 + C), 3, 2] }),
+    withStudent({ data: new Int8Array(n), shape }),
+    withStudent({ data: new Float64Array(n), shape }),
+    withStudent({ data: new Uint16Array(n), shape }),
+    withStudent({ data: new Uint16Array(n), shape, dtype: 'float64' }),
+    withStudent({ data: new Uint16Array(n), shape, dtype: 3 }),
+    withStudent({ data: new Uint16Array(n), shape, dtype: 'float32' }),
+    withStudent({ data: S[0].data, shape, dtype: 'float16' }),
+    withStudent({ data: f(n - 1), shape }),
+    withStudent({ data: detached(), shape }),
+    withStudent(Object.create({ data: S[0].data, shape })), // inherited: read as before
+    [[S[0], , ], T], // eslint-disable-line no-sparse-arrays
+  ];
+  for (const [st, te] of bad) {
+    for (const options of [{ numClasses: C }, { numClasses: C, gradOut: [f(n), f(n)] }]) {
+      const viaFacade = facadeOutcome(st, te, options);
+      const direct = Array.isArray(st) && Array.isArray(te) ? directOutcome(st, te, options) : outcome(() => native.distillationLoss(st, te, options));
+      if (viaFacade.ok) {
+        // Only the inherited head is fine.
+        expect(direct.ok).toBeDefined();
+        expect(viaFacade.ok.terms).toEqual(direct.ok.terms);
+        continue;
+      }
+      expect(viaFacade.code).toMatch(/^ERR_/);
+      expect(direct).toEqual(viaFacade);
+    }
+  }
+  const badGradOut = [[f(n)], [f(n), 'x'], [f(n), new Uint16Array(n)], [f(n), f(n - 1)], [f(n), detached()], [f(n), Tensor.fromFloat32Array(f(n - 1), [n - 1])]];
+  for (const gradOut of badGradOut) {
+    const viaFacade = facadeOutcome(S, T, { numClasses: C, gradOut });
+    expect(viaFacade.code).toMatch(/^ERR_/);
+    expect(directOutcome(S, T, { numClasses: C, gradOut })).toEqual(viaFacade);
+  }
+});
+
+test("each head's data, dtype and shape, and each dimension, are read once, in the addon's order (sync and async)", async () => {
+  for (const fn of [distillationLoss, distillationLossAsync]) {
+    const reads = [];
+    const watch = (x, name) => new Proxy(x, {
+      get(t, key, recv) {
+        if (typeof key === 'string' && key !== 'length') reads.push(`${name}.${key}`);
+        return Reflect.get(t, key, recv);
+      },
+    });
+    // (A Proxy of an array is no array to the addon: getters on the indices instead.)
+    const watchedShape = (sh, name) => {
+      const a = [...sh];
+      sh.forEach((d, i) => Object.defineProperty(a, i, { get() { reads.push(`${name}.${i}`); return d; } }));
+      return a;
+    };
+    const st = S.map((x, s) => watch({ data: x.data, shape: watchedShape(x.shape, `student${s}.shape`) }, `student${s}`));
+    const te = T.map((x, s) => watch({ ...x }, `teacher${s}`));
+    await fn(st, te, { numClasses: C });
+    const dims = (s) => [0, 1, 2, 3].map((i) => `student${s}.shape.${i}`);
+    expect(reads).toEqual([
+      'student0.data', 'student0.dtype', 'student0.shape', ...dims(0),
+      'student1.data', 'student1.dtype', 'student1.shape', ...dims(1),
+      'teacher0.data', 'teacher0.dtype', 'teacher0.shape',
+      'teacher1.data', 'teacher1.dtype', 'teacher1.shape',
+    ]);
+  }
+});
+
+test("a getter that calls the loss again while the facade reads a sync call's result leaves that result whole", () => {
+  const plain = distillationLoss(S, T, { numClasses: C, gradOut: S.map((x) => Tensor.fromFloat32Array(new Float32Array(x.data.length), x.shape)) });
+  const gradOut = S.map((x) => Tensor.fromFloat32Array(new Float32Array(x.data.length), x.shape));
+  let reads = 0;
+  const options = {
+    numClasses: C,
+    get gradOut() {
+      // The first read is the facade's read of the options; later ones come
+      // after the call (fromNative): a nested call then writes its own terms.
+      if (reads++ > 0) distillationLoss(T, S, { numClasses: C, lambda: 7 });
+      return gradOut;
+    },
+  };
+  const r = distillationLoss(S, T, options);
+  expect(reads).toBeGreaterThan(1);
+  expect([r.loss, r.box, r.obj, r.cls]).toEqual([plain.loss, plain.box, plain.obj, plain.cls]);
+  expect(r.scales).toEqual(plain.scales);
+  expect(r.grads[0]).toBe(gradOut[0]);
 });

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "addon_data.h"
@@ -453,29 +454,107 @@ BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const Where& 
   return BoundArray{ptr, length};
 }
 
+namespace {
+
+// A shape's dimension count, and its dimension i (the checks of parse_shape).
+void check_rank(uint32_t n, const Where& what) {
+  if (n == 0 || n > 8) {
+    fail_range(kInvalidShape, what + ": expected 1 to 8 dimensions, got " + std::to_string(n));
+  }
+}
+int64_t shape_dim(const Napi::Value& d, uint32_t i, const Where& what) {
+  if (!d.IsNumber()) {
+    fail_type(kInvalidArgType, what + "[" + std::to_string(i) + "]: expected an integer, got " + describe(d));
+  }
+  const double x = d.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(x) || std::floor(x) != x || x < 1 || x > 9007199254740991.0) {
+    fail_range(kInvalidShape, what + "[" + std::to_string(i) + "]: expected a positive integer, got " + describe(d));
+  }
+  return static_cast<int64_t>(x);
+}
+
+}  // namespace
+
 std::vector<int64_t> parse_shape(const Napi::Value& v, const Where& what) {
   if (!v.IsArray()) fail_type(kInvalidArgType, what + ": expected an array of integers, got " + describe(v));
   const Napi::Array a = v.As<Napi::Array>();
   const uint32_t n = a.Length();
-  if (n == 0 || n > 8) {
-    fail_range(kInvalidShape, what + ": expected 1 to 8 dimensions, got " + std::to_string(n));
-  }
+  check_rank(n, what);
   std::vector<int64_t> shape;
   shape.reserve(n);
-  for (uint32_t i = 0; i < n; ++i) {
-    const Napi::Value d = a.Get(i);
-    if (!d.IsNumber()) {
-      fail_type(kInvalidArgType, what + "[" + std::to_string(i) + "]: expected an integer, got " + describe(d));
-    }
-    const double x = d.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(x) || std::floor(x) != x || x < 1 || x > 9007199254740991.0) {
-      fail_range(kInvalidShape, what + "[" + std::to_string(i) +
-                                    "]: expected a positive integer, got " + describe(d));
-    }
-    shape.push_back(static_cast<int64_t>(x));
-  }
+  for (uint32_t i = 0; i < n; ++i) shape.push_back(shape_dim(a.Get(i), i, what));
   return shape;
 }
+
+namespace {
+
+// What the facade passes after the option values (lib/index.ts callNative),
+// read in order: past the last argument, undefined.
+//   [3 + kOptCount]  terms: a Float64Array a sync call writes its terms into
+//                    (build_result), or undefined;
+//   then, where the student and the teacher are arrays: the student's length
+//   and one record per head (read_head_record), the same for the teacher,
+//   and, where options.gradOut is an array, its length and its entries
+//   (Tensor handles as native handles).
+// The facade has read every value in JavaScript, in the order the addon
+// would: a getter or Proxy trap runs before the call, as it would in phase 1,
+// and the addon makes no Node-API call per property or element (a third of a
+// small call's instructions; BENCHMARKS.md "The tiny call on a Zen 3 core").
+// Every value is checked here as read_head and parse_shape check theirs, with
+// the same errors: a caller of the addon itself that passes anything else
+// gets an error, never a pointer the lengths do not back.
+constexpr size_t kTermsArg = 3 + kOptCount;
+constexpr size_t kRecordsArg = kTermsArg + 1;
+
+class ArgList {
+ public:
+  ArgList(const Napi::CallbackInfo& info, size_t pos) : info_(info), pos_(pos) {}
+  Napi::Value next() { return info_[pos_++]; }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  size_t pos_;
+};
+
+// A list's length as the facade read it.
+uint32_t arg_length(const Napi::Value& v, const Where& what) {
+  const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+  if (!(x >= 0 && x <= 4294967295.0) || std::floor(x) != x) {
+    fail_type(kInvalidArgType, what + ": expected the length the package's facade read, got " + describe(v));
+  }
+  return static_cast<uint32_t>(x);
+}
+
+// One head's record: [data, dtype, shape, shape.length, shape[0], ...] for an
+// object with data (the dimensions up to the first that is not a positive
+// integer: the one parse_shape fails on), or [undefined, head] for anything
+// else (a Tensor's native handle, a non-object, an object without data),
+// which read_head reads as it reads a head of a direct call.
+void read_head_record(const Napi::Env& env, std::optional<HeadKeys>& keys, ArgList& args, size_t s,
+                      const char* tensor, PendingArray::Role role, at::Tensor* out, std::vector<PendingArray>* arrays) {
+  const Napi::Value data_v = args.next();
+  if (data_v.IsUndefined()) {
+    if (!keys) keys.emplace(env);
+    read_head(env, *keys, args.next(), s, tensor, role, out, arrays);
+    return;
+  }
+  const Where what(s, tensor);
+  const Napi::Value dtype_v = args.next();
+  const Napi::Value shape_v = args.next();
+  const at::ScalarType dtype = head_dtype(data_v, dtype_v, what);
+  check_not_detached(data_v, what.field(".data"));
+  const Where sw = what.field(".shape");
+  if (!shape_v.IsArray()) fail_type(kInvalidArgType, sw + ": expected an array of integers, got " + describe(shape_v));
+  const uint32_t n = arg_length(args.next(), sw);
+  check_rank(n, sw);
+  std::vector<int64_t> shape;
+  shape.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) shape.push_back(shape_dim(args.next(), i, sw));
+  shape_numel(shape, sw);
+  arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s, dtype});
+}
+
+}  // namespace
 
 Napi::Array option_keys(Napi::Env env) {
   Napi::Array keys = Napi::Array::New(env, kOptCount);
@@ -490,25 +569,47 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   std::vector<PendingArray> arrays;
 
   // ---- phase 1: every user value; getters and Proxies may run any JavaScript.
-  const std::vector<Napi::Value> student = expect_array(info[0], "student");
-  const std::vector<Napi::Value> teacher = expect_array(info[1], "teacher");
   // The facade passes the option values it read after the options object
-  // (YD_OPTION_KEYS); a direct call may pass the object alone.
-  std::array<Napi::Value, kOptCount> given;
+  // (YD_OPTION_KEYS), and the heads and gradOut's entries it read after them
+  // (ArgList above); a direct call may pass the three arguments alone.
   const bool facade = info.Length() >= 3 + kOptCount;
+  const bool records = info.Length() > kRecordsArg;
+  ArgList args(info, kRecordsArg);
+  std::vector<Napi::Value> student_js, teacher_js;
+  size_t S = 0, T = 0;
+  if (records) {
+    S = arg_length(args.next(), "student");  // T: after the student's records
+  } else {
+    student_js = expect_array(info[0], "student");
+    teacher_js = expect_array(info[1], "teacher");
+    S = student_js.size();
+    T = teacher_js.size();
+  }
+  std::array<Napi::Value, kOptCount> given;
   if (facade) {
     for (size_t k = 0; k < kOptCount; ++k) given[k] = info[3 + k];
   }
   const Napi::Value* given_values = facade ? given.data() : nullptr;
   call.opts = parse_options(info[2], given_values);
-  call.student.resize(student.size());
-  call.teacher.resize(teacher.size());
-  const HeadKeys keys(env);
-  for (size_t s = 0; s < student.size(); ++s) {
-    read_head(env, keys, student[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
+  call.student.resize(S);
+  std::optional<HeadKeys> keys;  // the property names, where a head is read here
+  for (size_t s = 0; s < S; ++s) {
+    if (records) {
+      read_head_record(env, keys, args, s, "student", PendingArray::Student, &call.student[s], &arrays);
+    } else {
+      if (!keys) keys.emplace(env);
+      read_head(env, *keys, student_js[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
+    }
   }
-  for (size_t s = 0; s < teacher.size(); ++s) {
-    read_head(env, keys, teacher[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
+  if (records) T = arg_length(args.next(), "teacher");
+  call.teacher.resize(T);
+  for (size_t s = 0; s < T; ++s) {
+    if (records) {
+      read_head_record(env, keys, args, s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
+    } else {
+      if (!keys) keys.emplace(env);
+      read_head(env, *keys, teacher_js[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
+    }
   }
   // Caller-owned gradient buffers (options.gradOut), one entry per scale.
   const TopOptions o{info[2].As<Napi::Object>(), given_values};
@@ -520,15 +621,21 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
       fail_type(kInvalidArgType, "options.gradOut: expected an array with one Float32Array or "
                                  "Tensor per scale, got " + describe(gov));
     }
-    grad_out_js = expect_array(gov, "options.gradOut");
+    if (records) {
+      const uint32_t n = arg_length(args.next(), "options.gradOut");
+      grad_out_js.reserve(n);
+      for (uint32_t i = 0; i < n; ++i) grad_out_js.push_back(args.next());
+    } else {
+      grad_out_js = expect_array(gov, "options.gradOut");
+    }
   }
   if (call.opts.grad) {
-    call.grad_out.resize(student.size());
-    call.grad_js.resize(student.size(), env.Undefined());
+    call.grad_out.resize(S);
+    call.grad_js.resize(S, env.Undefined());
   }
-  std::vector<bool> grad_is_array(student.size(), false);
+  std::vector<bool> grad_is_array(S, false);
   if (call.opts.grad && !grad_out_js.empty()) {
-    for (size_t s = 0; s < grad_out_js.size() && s < student.size(); ++s) {
+    for (size_t s = 0; s < grad_out_js.size() && s < S; ++s) {
       const Napi::Value& g = grad_out_js[s];
       if (g.IsUndefined() || g.IsNull()) continue;
       const Where what(s, "gradOut");
@@ -548,9 +655,9 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   }
 
   // ---- phase 2: no user JavaScript runs from here on.
-  if (has_grad_out && grad_out_js.size() != student.size()) {
+  if (has_grad_out && grad_out_js.size() != S) {
     fail_range(kGradOut, "options.gradOut must have one entry per scale (" +
-                             std::to_string(student.size()) + "), got " +
+                             std::to_string(S) + "), got " +
                              std::to_string(grad_out_js.size()));
   }
   for (const PendingArray& a : arrays) guard_buffer(env, a.value, a.what, ".data", async);
@@ -566,7 +673,7 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   // writes every element.
   // (The student's data length is checked first, so that a shape its data
   // does not back allocates nothing.)
-  std::vector<void*> new_grad(student.size(), nullptr);
+  std::vector<void*> new_grad(S, nullptr);
   if (call.opts.grad) {
     const auto needs_new_grad = [&](const PendingArray& a) {
       return a.role == PendingArray::Student && call.grad_js[a.scale].IsUndefined();
@@ -623,16 +730,38 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     }
   }
   yd::attach_grad_out(call.plan, call.grad_out);  // shapes, dtypes, devices, overlaps
+  if (!async && facade && info[kTermsArg].IsTypedArray()) call.terms_js = info[kTermsArg];
   return call;
 }
 
 Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call) {
   // [terms, grads]: terms = Float64Array [loss, box, obj, cls, then box, obj, cls
   // of every scale]; the facade turns it into the result object (cheaper than
-  // setting a dozen named properties from C++).
+  // setting a dozen named properties from C++). Where the facade passed a
+  // Float64Array for them (a sync call: PreparedCall::terms_js), the terms go
+  // there and only grads comes back: no new array per call.
   const size_t S = r.scales.size();
-  Napi::Float64Array terms = Napi::Float64Array::New(env, 4 + 3 * S);
-  double* t = terms.Data();
+  const size_t n_terms = 4 + 3 * S;
+  Napi::Float64Array terms;
+  double* t = nullptr;
+  if (!call.terms_js.IsEmpty()) {
+    // Taken now: no JavaScript runs between here and the writes below.
+    void* data = nullptr;
+    size_t length = 0;
+    napi_typedarray_type type;
+    napi_value buffer = nullptr;
+    bool detached = true;
+    if (napi_get_typedarray_info(env, call.terms_js, &type, &length, &data, &buffer, nullptr) != napi_ok ||
+        napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached ||
+        type != napi_float64_array || length < n_terms) {
+      fail_type(yd::code::kInternal, "the facade's terms array: expected a Float64Array of at least " +
+                                         std::to_string(n_terms) + " elements");
+    }
+    t = static_cast<double*>(data);
+  } else {
+    terms = Napi::Float64Array::New(env, n_terms);
+    t = terms.Data();
+  }
   t[0] = r.loss;
   t[1] = r.total.box;
   t[2] = r.total.obj;
@@ -642,18 +771,19 @@ Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall&
     t[5 + 3 * s] = r.scales[s].obj;
     t[6 + 3 * s] = r.scales[s].cls;
   }
-  Napi::Array out = Napi::Array::New(env, 2);
-  out.Set(0u, terms);
+  Napi::Value grads_js = env.Null();
   if (call.opts.grad) {
     Napi::Array grads = Napi::Array::New(env, r.grads.size());
     for (size_t s = 0; s < r.grads.size(); ++s) {
       const Napi::Value g = call.grad_js[s];
       grads.Set(static_cast<uint32_t>(s), g.IsUndefined() ? TensorWrap::NewInstance(env, r.grads[s]) : g);
     }
-    out.Set(1u, grads);
-  } else {
-    out.Set(1u, env.Null());
+    grads_js = grads;
   }
+  if (!call.terms_js.IsEmpty()) return grads_js;
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, terms);
+  out.Set(1u, grads_js);
   return out;
 }
 

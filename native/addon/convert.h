@@ -29,6 +29,9 @@ struct PreparedCall {
   // allocated or the caller's gradOut entry), or undefined when the core's
   // gradient tensor should be returned as a new Tensor handle.
   std::vector<Napi::Value> grad_js;
+  // A sync call's Float64Array from the facade for the terms (build_result),
+  // or empty.
+  Napi::Value terms_js;
 };
 
 // The top-level option keys in the order the addon reads them; the facade
@@ -51,7 +54,9 @@ Napi::Array option_keys(Napi::Env env);
 // and only then builds tensors over the memory.
 PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async);
 
-// The loss result as [Float64Array terms, grads | null]; see lib/index.ts.
+// The loss result as [Float64Array terms, grads | null], or grads | null alone
+// with the terms written into the facade's array (PreparedCall::terms_js); see
+// lib/index.ts.
 Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall& call);
 
 // The name of an argument in error messages ("scale 0, student.data",
