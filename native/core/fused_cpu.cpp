@@ -497,6 +497,74 @@ struct Fp32Runs {
   void grad_done(int64_t, int64_t) const {}
 };
 
+// Planes of fewer than kLanes cells (grids up to 3 x 5: the 2 x 2 heads of
+// the tiny call, YOLOX-style 1 x 1 tails): the unit's channels in groups of 4
+// cells, each group's three lane sums (box, obj, cls) kept in a vector
+// register across the channels instead of loaded and stored per channel. The
+// per-channel store-to-load round trip through the lanes had been most of
+// the kernel's time on a 2 x 2 grid (BENCHMARKS.md "The tiny call on a Zen 3
+// core"). Each cell's lane adds the same values in the same channel order as
+// plane_chunk's small-plane loop, and every operation is element-wise (the
+// product of two floats in double is exact, so contracting it into the add
+// changes nothing): the same bits. A group's missing cells (n not a multiple
+// of 4) read as 0 and are never stored.
+using F4 = float __attribute__((vector_size(16)));
+using D4 = double __attribute__((vector_size(32)));
+template <bool kFull>
+__attribute__((always_inline)) inline F4 load_cells(const float* x, int64_t m) {
+  F4 v = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (kFull) {
+    std::memcpy(&v, x, sizeof v);
+  } else {
+    for (int64_t j = 0; j < m; ++j) v[j] = x[j];
+  }
+  return v;
+}
+template <bool kFull>
+__attribute__((always_inline)) inline void store_cells(float* x, F4 v, int64_t m) {
+  if (kFull) {
+    std::memcpy(x, &v, sizeof v);
+  } else {
+    for (int64_t j = 0; j < m; ++j) x[j] = v[j];
+  }
+}
+template <bool kGrad, bool kFull>
+__attribute__((always_inline)) inline void small_plane_group(const float* p, const float* t, float* g, const float* w,
+                                                             int64_t hw, int64_t m, int64_t per_anchor,
+                                                             const TermCoefs& coefs, double* box, double* obj,
+                                                             double* cls) {
+  const F4 wv = load_cells<kFull>(w, m);
+  const auto channels = [&](int64_t k0, int64_t k1, float coef, double* lanes) __attribute__((always_inline)) {
+    D4 a = {0.0, 0.0, 0.0, 0.0};
+    for (int64_t j = 0; j < m; ++j) a[j] = lanes[j];
+    for (int64_t k = k0; k < k1; ++k) {
+      const F4 d = load_cells<kFull>(p + k * hw, m) - load_cells<kFull>(t + k * hw, m);  // diff
+      const F4 wd = wv * d;                                                             // weighted_diff
+      a += __builtin_convertvector(wd, D4) * __builtin_convertvector(d, D4);            // weighted_sq
+      if (kGrad) store_cells<kFull>(g + k * hw, coef * wd, m);                          // grad_value
+    }
+    for (int64_t j = 0; j < m; ++j) lanes[j] = a[j];
+  };
+  channels(0, kBoxChannels, coefs.box, box);
+  channels(kObjChannel, kObjChannel + 1, coefs.obj, obj);
+  channels(kObjChannel + 1, per_anchor, coefs.cls, cls);
+}
+template <bool kGrad>
+__attribute__((always_inline)) inline void small_plane_unit(const float* p, const float* t, float* g, const float* w,
+                                                            int64_t hw, int64_t n, int64_t per_anchor,
+                                                            const TermCoefs& coefs, double* box, double* obj,
+                                                            double* cls) {
+  for (int64_t j0 = 0; j0 < n; j0 += 4) {
+    const int64_t m = std::min<int64_t>(4, n - j0);
+    float* gj = kGrad ? g + j0 : nullptr;
+    if (m == 4) {
+      small_plane_group<kGrad, true>(p + j0, t + j0, gj, w + j0, hw, m, per_anchor, coefs, box + j0, obj + j0, cls + j0);
+    } else {
+      small_plane_group<kGrad, false>(p + j0, t + j0, gj, w + j0, hw, m, per_anchor, coefs, box + j0, obj + j0, cls + j0);
+    }
+  }
+}
+
 // One nchw work unit: (b, a) plane chunk [c0, c0 + n) of every channel.
 // For a fixed (b, a) the 5 + C channel planes are consecutive: three
 // contiguous streams (student, teacher, gradient) per unit. keep (FM-NMS, the
@@ -515,6 +583,16 @@ __attribute__((always_inline)) inline void nchw_unit_body(const Runs& runs, int6
     for (int64_t j = 0; j < n; ++j) w[j] = keep[j] ? w[j] : 0.0f;
   }
   double box[kLanes] = {}, obj[kLanes] = {}, cls[kLanes] = {};
+  if constexpr (std::is_same_v<Runs, Fp32Runs>) {
+    if (n < kLanes) {  // small planes (above); the same bits as the loop below
+      small_plane_unit<kGrad>(runs.p + base, runs.t + base, kGrad ? runs.g + base : nullptr, w, hw, n, per_anchor,
+                              coefs, box, obj, cls);
+      acc.box += fold(box);
+      acc.obj += fold(obj);
+      acc.cls += fold(cls);
+      return;
+    }
+  }
   for (int64_t k = 0; k < per_anchor; ++k) {
     const int64_t off = base + k * hw;
     const float coef = k < kBoxChannels ? coefs.box : k == kObjChannel ? coefs.obj : coefs.cls;
