@@ -249,6 +249,7 @@ yd::Options parse_options(const Napi::Value& v, const Napi::Value* given) {
 // A Float32Array read in phase 1: bound to a tensor in phase 2.
 struct PendingArray {
   Napi::Value value;
+  napi_value buffer;  // its ArrayBuffer (a view's buffer never changes): for guard_array_buffer
   std::vector<int64_t> shape;
   Where what;  // "scale 0, student"
   enum Role { Student, Teacher, GradOut } role;
@@ -271,10 +272,10 @@ void check_data_length(const PendingArray& a, size_t length) {
 
 // The dtype of a head array: a Float32Array is float32; a Uint16Array holds the
 // raw bits of float16 or bfloat16 values and must say which (docs/DESIGN.md §1c).
-at::ScalarType head_dtype(const Napi::Value& data, const Napi::Value& dtype, const Where& what) {
-  const bool is_typed = data.IsTypedArray();
-  const napi_typedarray_type type = is_typed ? data.As<Napi::TypedArray>().TypedArrayType() : napi_int8_array;
-  if (!is_typed || (type != napi_float32_array && type != napi_uint16_array)) {
+// (view: data's view_info, or null where data is no typed array.)
+at::ScalarType head_dtype(const Napi::Value& data, const ViewInfo* view, const Napi::Value& dtype, const Where& what) {
+  const napi_typedarray_type type = view ? view->type : napi_int8_array;
+  if (!view || (type != napi_float32_array && type != napi_uint16_array)) {
     fail_type(kInvalidArgType, what + ".data: expected a Float32Array, or a Uint16Array with dtype 'float16' | "
                                       "'bfloat16', got " + describe(data));
   }
@@ -339,11 +340,13 @@ void read_head(const Napi::Env& env, const HeadKeys& keys, const Napi::Value& v,
                        "that created them; send the values, e.g. tensor.toFloat32Array(), instead)");
     }
   }
-  const at::ScalarType dtype = head_dtype(data_v, o.Get(keys.dtype), what);
-  check_not_detached(data_v, what.field(".data"));
+  ViewInfo view;
+  const bool typed = view_info(env, data_v, &view);
+  const at::ScalarType dtype = head_dtype(data_v, typed ? &view : nullptr, o.Get(keys.dtype), what);
+  check_not_detached(env, view.buffer, what.field(".data"));
   std::vector<int64_t> shape = parse_shape(o.Get(keys.shape), what.field(".shape"));
   shape_numel(shape, what.field(".shape"));
-  arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s, dtype});
+  arrays->push_back(PendingArray{data_v, view.buffer, std::move(shape), what, role, s, dtype});
 }
 
 std::vector<Napi::Value> expect_array(const Napi::Value& v, const char* what) {
@@ -391,10 +394,24 @@ void check_float32_array_type(const Napi::Value& v, const Where& what) {
 }
 
 void check_not_detached(const Napi::Value& v, const Where& what) {
-  if (v.As<Napi::TypedArray>().ArrayBuffer().IsDetached()) {
+  ViewInfo view;
+  if (!view_info(v.Env(), v, &view)) fail_type(kInvalidArgType, what + ": expected a typed array, got " + describe(v));
+  check_not_detached(v.Env(), view.buffer, what);
+}
+
+void check_not_detached(Napi::Env env, napi_value buffer, const Where& what) {
+  bool detached = false;
+  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) {
     fail_type(kDetachedBuffer, what + ": the Float32Array's ArrayBuffer is detached "
                                       "(transferred or neutered)");
   }
+}
+
+bool view_info(Napi::Env env, const Napi::Value& v, ViewInfo* out) {
+  // One Node-API call (it fails on anything but a typed array): the type
+  // cascade inside it is a tenth of a small call's instructions, so it is
+  // asked once per array and phase (BENCHMARKS.md "The tiny call on a Zen 3 core").
+  return napi_get_typedarray_info(env, v, &out->type, nullptr, nullptr, &out->buffer, nullptr) == napi_ok;
 }
 
 Napi::Float32Array expect_float32_array(const Napi::Value& v, const Where& what) {
@@ -409,6 +426,10 @@ void guard_buffer(Napi::Env env, const Napi::Value& v, const Where& what, const 
   if (napi_get_typedarray_info(env, v, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) {
     fail_type(kInvalidArgType, what + suffix + ": expected a Float32Array");
   }
+  guard_array_buffer(env, buffer, what, suffix, pin_buffer);
+}
+
+void guard_array_buffer(Napi::Env env, napi_value buffer, const Where& what, const char* suffix, bool pin_buffer) {
   // SharedArrayBuffers are not ArrayBuffers here; a growable one never shrinks.
   bool is_ab = false;
   napi_is_arraybuffer(env, buffer, &is_ab);
@@ -541,8 +562,10 @@ void read_head_record(const Napi::Env& env, std::optional<HeadKeys>& keys, ArgLi
   const Where what(s, tensor);
   const Napi::Value dtype_v = args.next();
   const Napi::Value shape_v = args.next();
-  const at::ScalarType dtype = head_dtype(data_v, dtype_v, what);
-  check_not_detached(data_v, what.field(".data"));
+  ViewInfo view;
+  const bool typed = view_info(env, data_v, &view);
+  const at::ScalarType dtype = head_dtype(data_v, typed ? &view : nullptr, dtype_v, what);
+  check_not_detached(env, view.buffer, what.field(".data"));
   const Where sw = what.field(".shape");
   if (!shape_v.IsArray()) fail_type(kInvalidArgType, sw + ": expected an array of integers, got " + describe(shape_v));
   const uint32_t n = arg_length(args.next(), sw);
@@ -551,7 +574,7 @@ void read_head_record(const Napi::Env& env, std::optional<HeadKeys>& keys, ArgLi
   shape.reserve(n);
   for (uint32_t i = 0; i < n; ++i) shape.push_back(shape_dim(args.next(), i, sw));
   shape_numel(shape, sw);
-  arrays->push_back(PendingArray{data_v, std::move(shape), what, role, s, dtype});
+  arrays->push_back(PendingArray{data_v, view.buffer, std::move(shape), what, role, s, dtype});
 }
 
 }  // namespace
@@ -634,20 +657,22 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
     call.grad_js.resize(S, env.Undefined());
   }
   std::vector<bool> grad_is_array(S, false);
+  std::vector<ViewInfo> grad_view(S);
   if (call.opts.grad && !grad_out_js.empty()) {
     for (size_t s = 0; s < grad_out_js.size() && s < S; ++s) {
       const Napi::Value& g = grad_out_js[s];
       if (g.IsUndefined() || g.IsNull()) continue;
       const Where what(s, "gradOut");
-      if (!g.IsTypedArray() && TensorWrap::IsInstance(env, g)) {
+      ViewInfo& view = grad_view[s];
+      const bool typed = view_info(env, g, &view);
+      if (!typed && TensorWrap::IsInstance(env, g)) {
         call.grad_out[s] = TensorWrap::Get(g, what.str());
       } else {
-        if (!g.IsTypedArray() || (g.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array &&
-                                  g.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)) {
+        if (!typed || (view.type != napi_float32_array && view.type != napi_uint16_array)) {
           fail_type(kInvalidArgType, what + ": expected a Float32Array (a Uint16Array for a float16 or "
                                             "bfloat16 student) or a Tensor, got " + describe(g));
         }
-        check_not_detached(g, what);
+        check_not_detached(env, view.buffer, what);
         grad_is_array[s] = true;
       }
       call.grad_js[s] = g;
@@ -660,9 +685,9 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
                              std::to_string(S) + "), got " +
                              std::to_string(grad_out_js.size()));
   }
-  for (const PendingArray& a : arrays) guard_buffer(env, a.value, a.what, ".data", async);
+  for (const PendingArray& a : arrays) guard_array_buffer(env, a.buffer, a.what, ".data", async);
   for (size_t s = 0; s < grad_is_array.size(); ++s) {
-    if (grad_is_array[s]) guard_buffer(env, call.grad_js[s], Where(s, "gradOut"), "", async);
+    if (grad_is_array[s]) guard_array_buffer(env, grad_view[s].buffer, Where(s, "gradOut"), "", async);
   }
   // The new gradient arrays of array students without gradOut, made before any
   // pointer is taken: an array over recycled memory is marked untransferable,
@@ -710,7 +735,7 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
         // A Float32Array for a float32 student, a Uint16Array (its raw bits)
         // for a float16 or bfloat16 one: gradients come in the student's dtype.
         const bool half = st.scalar_type() != at::kFloat;
-        const bool u16 = call.grad_js[s].As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+        const bool u16 = grad_view[s].type == napi_uint16_array;  // a view's type never changes
         if (half != u16) {
           fail_type(kGradOut, Where(s, "gradOut") + ": expected a " + (half ? "Uint16Array" : "Float32Array") +
                                   " (gradients come in the student's dtype, " + yd::dtype_name(st.scalar_type()) +

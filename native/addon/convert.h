@@ -96,6 +96,14 @@ Napi::Float32Array expect_float32_array(const Napi::Value& v, const Where& what)
 void check_float32_array_type(const Napi::Value& v, const Where& what);
 // ERR_DETACHED_BUFFER if a typed array's buffer is detached now.
 void check_not_detached(const Napi::Value& v, const Where& what);
+void check_not_detached(Napi::Env env, napi_value buffer, const Where& what);
+// A typed array's element type and ArrayBuffer, both fixed for its lifetime:
+// read once in phase 1 and kept for phase 2. False for anything else.
+struct ViewInfo {
+  napi_typedarray_type type = napi_int8_array;
+  napi_value buffer = nullptr;
+};
+bool view_info(Napi::Env env, const Napi::Value& v, ViewInfo* out);
 // Phase 2: call after the last user JavaScript of the call. Refuses a resizable
 // ArrayBuffer (ERR_RESIZABLE_BUFFER); when `pin_buffer`, marks the ArrayBuffer
 // untransferable so that it cannot be detached (and its memory freed) while an
@@ -103,6 +111,8 @@ void check_not_detached(const Napi::Value& v, const Where& what);
 // (`what` + `suffix` names the array in messages; built only on failure.)
 void guard_buffer(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix,
                   bool pin_buffer);
+// The same for an ArrayBuffer taken from view_info in phase 1.
+void guard_array_buffer(Napi::Env env, napi_value buffer, const Where& what, const char* suffix, bool pin_buffer);
 // Phase 2, last step (runs no JavaScript at all): the array as it is now,
 // checked not detached; the caller checks its length.
 struct BoundArray {
