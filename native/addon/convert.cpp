@@ -614,26 +614,23 @@ PreparedCall prepare_call(const Napi::CallbackInfo& info, bool async) {
   }
   const Napi::Value* given_values = facade ? given.data() : nullptr;
   call.opts = parse_options(info[2], given_values);
-  call.student.resize(S);
   std::optional<HeadKeys> keys;  // the property names, where a head is read here
-  for (size_t s = 0; s < S; ++s) {
-    if (records) {
-      read_head_record(env, keys, args, s, "student", PendingArray::Student, &call.student[s], &arrays);
-    } else {
-      if (!keys) keys.emplace(env);
-      read_head(env, *keys, student_js[s], s, "student", PendingArray::Student, &call.student[s], &arrays);
+  // One list's heads: from the facade's records, or read here from the list.
+  const auto read_heads = [&](size_t count, const std::vector<Napi::Value>& list_js, const char* name,
+                              PendingArray::Role role, std::vector<at::Tensor>* out) {
+    out->resize(count);
+    for (size_t s = 0; s < count; ++s) {
+      if (records) {
+        read_head_record(env, keys, args, s, name, role, &(*out)[s], &arrays);
+      } else {
+        if (!keys) keys.emplace(env);
+        read_head(env, *keys, list_js[s], s, name, role, &(*out)[s], &arrays);
+      }
     }
-  }
+  };
+  read_heads(S, student_js, "student", PendingArray::Student, &call.student);
   if (records) T = arg_length(args.next(), "teacher");
-  call.teacher.resize(T);
-  for (size_t s = 0; s < T; ++s) {
-    if (records) {
-      read_head_record(env, keys, args, s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
-    } else {
-      if (!keys) keys.emplace(env);
-      read_head(env, *keys, teacher_js[s], s, "teacher", PendingArray::Teacher, &call.teacher[s], &arrays);
-    }
-  }
+  read_heads(T, teacher_js, "teacher", PendingArray::Teacher, &call.teacher);
   // Caller-owned gradient buffers (options.gradOut), one entry per scale.
   const TopOptions o{info[2].As<Napi::Object>(), given_values};
   std::vector<Napi::Value> grad_out_js;
