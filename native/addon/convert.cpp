@@ -408,9 +408,10 @@ void check_not_detached(Napi::Env env, napi_value buffer, const Where& what) {
 }
 
 bool view_info(Napi::Env env, const Napi::Value& v, ViewInfo* out) {
-  // One Node-API call (it fails on anything but a typed array): the type
-  // cascade inside it is a tenth of a small call's instructions, so it is
-  // asked once per array and phase (BENCHMARKS.md "The tiny call on a Zen 3 core").
+  // One Node-API call (it fails on anything but a typed array). It runs a
+  // cascade of type tests, and asked up to four times per array it had cost
+  // 4,560 of a tiny call's 77,180 instructions: now once per array and phase
+  // (BENCHMARKS.md "The tiny call on a Zen 3 core").
   return napi_get_typedarray_info(env, v, &out->type, nullptr, nullptr, &out->buffer, nullptr) == napi_ok;
 }
 
@@ -519,8 +520,8 @@ namespace {
 //   (Tensor handles as native handles).
 // The facade has read every value in JavaScript, in the order the addon
 // would: a getter or Proxy trap runs before the call, as it would in phase 1,
-// and the addon makes no Node-API call per property or element (a third of a
-// small call's instructions; BENCHMARKS.md "The tiny call on a Zen 3 core").
+// and the addon makes no Node-API call per property or element (a quarter of
+// a small call's instructions; BENCHMARKS.md "The tiny call on a Zen 3 core").
 // Every value is checked here as read_head and parse_shape check theirs, with
 // the same errors: a caller of the addon itself that passes anything else
 // gets an error, never a pointer the lengths do not back.
