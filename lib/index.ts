@@ -198,12 +198,10 @@ function pushHead(args: unknown[], h: unknown): void {
   }
 }
 
-/** A list's length and its heads' records; returns the length. */
-function pushHeads(args: unknown[], list: unknown[]): number {
-  const n = list.length;
-  args.push(n);
-  for (let i = 0; i < n; i++) pushHead(args, list[i]);
-  return n;
+/** A list's length and its heads' records. */
+function pushHeads(args: unknown[], list: unknown[]): void {
+  args.push(list.length);
+  for (let i = 0; i < list.length; i++) pushHead(args, list[i]);
 }
 
 /** The options object's values in the addon's order (lib/binding.ts OPTION_KEYS): gradOut last. */
@@ -230,11 +228,11 @@ const kMaxSyncScales = 64;
 let syncTerms = new Float64Array(4 + 3 * 8);
 
 /**
- * A loss call into the addon. The options object's values, the heads and
- * gradOut's entries are read here, in JavaScript, in the addon's order
- * (lib/binding.ts OPTION_KEYS; getters and Proxy traps run as they would in
- * the addon, before it takes any pointer), and passed after the object, each
- * as an argument: no Node-API call per property or element, which had been
+ * A loss call into the addon. The lists' elements, the options object's
+ * values, the heads' properties and gradOut's entries are read here, in
+ * JavaScript, in the addon's order (lib/binding.ts OPTION_KEYS; getters and
+ * Proxy traps run as they would in the addon, before it takes any pointer),
+ * and passed after the object, each as an argument: no Node-API call per property or element, which had been
  * most of a small call's time (BENCHMARKS.md "The tiny call" and "The tiny
  * call on a Zen 3 core"). A sync call passes a Float64Array the addon writes
  * the terms into, and gets the gradients alone back. Anything but a plain
@@ -244,12 +242,12 @@ let syncTerms = new Float64Array(4 + 3 * 8);
 function callNative(student: unknown, teacher: unknown, options: unknown, sync: true): NativeCall;
 function callNative(student: unknown, teacher: unknown, options: unknown, sync: false): Promise<NativeCall>;
 function callNative(student: unknown, teacher: unknown, options: unknown, sync: boolean): NativeCall | Promise<NativeCall> {
-  const fn = sync ? native.distillationLoss : native.distillationLossAsync;
+  const fn = (sync ? native.distillationLoss : native.distillationLossAsync) as (...args: unknown[]) => unknown;
   if (options === null || typeof options !== 'object' || Array.isArray(options) ||
       !Array.isArray(student) || !Array.isArray(teacher)) {
     const s = heads(student);
     const t = heads(teacher);
-    let raw: NativeResult | Promise<NativeResult>;
+    let raw: unknown;
     if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       raw = fn(s, t, options);
     } else {
@@ -260,33 +258,33 @@ function callNative(student: unknown, teacher: unknown, options: unknown, sync: 
     const unpack = ([terms, grads]: NativeResult): NativeCall => ({ terms, scales: (terms.length - 4) / 3, grads });
     return sync ? unpack(raw as NativeResult) : (raw as Promise<NativeResult>).then(unpack);
   }
-  const headArgs: unknown[] = [];
-  const scales = pushHeads(headArgs, student);
-  pushHeads(headArgs, teacher);
+  // The addon's order: the lists' elements, the options, then each head's
+  // properties (read_head) and gradOut's entries.
+  const s = student.slice();
+  const t = teacher.slice();
   const values = optionValues(options as Record<string, unknown>);
+  const scales = s.length;
   let terms: Float64Array | undefined;
   if (sync && scales <= kMaxSyncScales) {
     if (syncTerms.length < 4 + 3 * scales) syncTerms = new Float64Array(4 + 3 * scales);
     terms = syncTerms;
   }
-  const args: unknown[] = [student, teacher, options, ...values, terms, ...headArgs];
+  const args: unknown[] = [student, teacher, options, ...values, terms];
+  pushHeads(args, s);
+  pushHeads(args, t);
   const go = values[values.length - 1]; // gradOut, the last key
   if (Array.isArray(go)) {
     const n = go.length;
     args.push(n);
     for (let i = 0; i < n; i++) args.push(toNative(go[i]));
   }
-  if (sync) {
-    const out = (native.distillationLoss as (...a: unknown[]) => unknown)(...args);
-    if (terms === undefined) {
-      const [t, grads] = out as NativeResult; // no terms array passed (see kMaxSyncScales)
-      return { terms: t, scales, grads };
-    }
-    return { terms, scales, grads: out as NativeResult[1] };
+  const out = fn(...args);
+  if (!sync) return (out as Promise<NativeResult>).then(([tr, grads]) => ({ terms: tr, scales, grads }));
+  if (terms === undefined) {
+    const [tr, grads] = out as NativeResult; // no terms array passed (see kMaxSyncScales)
+    return { terms: tr, scales, grads };
   }
-  return (native.distillationLossAsync as (...a: unknown[]) => Promise<NativeResult>)(...args).then(
-    ([t, grads]) => ({ terms: t, scales, grads }),
-  );
+  return { terms, scales, grads: out as NativeResult[1] };
 }
 
 function fromNative(call: NativeCall, options: DistillationOptions): DistillationResult {

@@ -300,3 +300,34 @@ test("a getter that calls the loss again while the facade reads a sync call's re
   expect(r.scales).toEqual(plain.scales);
   expect(r.grads[0]).toBe(gradOut[0]);
 });
+
+test("the facade reads the lists' elements, then the options, then the heads, as the addon reads a direct call (sync and async)", async () => {
+  for (const fn of [distillationLoss, distillationLossAsync]) {
+    const reads = [];
+    const watchedList = (heads, name) => {
+      const a = [...heads];
+      heads.forEach((x, i) => Object.defineProperty(a, i, { get() { reads.push(`${name}.${i}`); return x; } }));
+      return a;
+    };
+    const watchedHead = (x, name) => new Proxy({ ...x }, {
+      get(t, key, recv) {
+        if (typeof key === 'string') reads.push(`${name}.${key}`);
+        return Reflect.get(t, key, recv);
+      },
+    });
+    const options = new Proxy({ numClasses: C }, {
+      get(t, key, recv) {
+        if (typeof key === 'string') reads.push(`options.${key}`);
+        return Reflect.get(t, key, recv);
+      },
+    });
+    await fn(watchedList(S.map((x, s) => watchedHead(x, `student${s}`)), 'student'),
+      watchedList(T.map((x, s) => watchedHead(x, `teacher${s}`)), 'teacher'), options);
+    const props = (name) => [`${name}.data`, `${name}.dtype`, `${name}.shape`];
+    expect(reads).toEqual([
+      'student.0', 'student.1', 'teacher.0', 'teacher.1',
+      ...OPTION_KEYS.map((k) => `options.${k}`),
+      ...props('student0'), ...props('student1'), ...props('teacher0'), ...props('teacher1'),
+    ]);
+  }
+});

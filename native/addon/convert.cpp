@@ -306,6 +306,20 @@ at::ScalarType head_dtype(const Napi::Value& data, const ViewInfo* view, const N
   return name == "float16" ? at::kHalf : at::kBFloat16;
 }
 
+// A head's data array, checked in phase 1 (read_head, read_head_record): its
+// dtype (with the head's dtype), not detached; its ArrayBuffer for phase 2.
+struct HeadData {
+  at::ScalarType dtype;
+  napi_value buffer;
+};
+HeadData head_data(Napi::Env env, const Napi::Value& data, const Napi::Value& dtype, const Where& what) {
+  ViewInfo view;
+  const bool typed = view_info(env, data, &view);
+  const at::ScalarType type = head_dtype(data, typed ? &view : nullptr, dtype, what);
+  check_not_detached(env, view.buffer, what.field(".data"));
+  return HeadData{type, view.buffer};
+}
+
 // Phase 1 of one head: { data: Float32Array, shape: number[] } (kept as a JS
 // value) or a native Tensor handle (its tensor taken now: refcounted, owned).
 // The property names of a head, from AddonData::head_keys once per call.
@@ -340,13 +354,10 @@ void read_head(const Napi::Env& env, const HeadKeys& keys, const Napi::Value& v,
                        "that created them; send the values, e.g. tensor.toFloat32Array(), instead)");
     }
   }
-  ViewInfo view;
-  const bool typed = view_info(env, data_v, &view);
-  const at::ScalarType dtype = head_dtype(data_v, typed ? &view : nullptr, o.Get(keys.dtype), what);
-  check_not_detached(env, view.buffer, what.field(".data"));
+  const HeadData data = head_data(env, data_v, o.Get(keys.dtype), what);
   std::vector<int64_t> shape = parse_shape(o.Get(keys.shape), what.field(".shape"));
   shape_numel(shape, what.field(".shape"));
-  arrays->push_back(PendingArray{data_v, view.buffer, std::move(shape), what, role, s, dtype});
+  arrays->push_back(PendingArray{data_v, data.buffer, std::move(shape), what, role, s, data.dtype});
 }
 
 std::vector<Napi::Value> expect_array(const Napi::Value& v, const char* what) {
@@ -461,19 +472,22 @@ void guard_array_buffer(Napi::Env env, napi_value buffer, const Where& what, con
   }
 }
 
+bool try_bind(Napi::Env env, const Napi::Value& v, BoundArray* out, napi_typedarray_type* type) {
+  napi_value buffer = nullptr;
+  bool detached = true;
+  return napi_get_typedarray_info(env, v, type, &out->length, &out->data, &buffer, nullptr) == napi_ok &&
+         napi_is_detached_arraybuffer(env, buffer, &detached) == napi_ok && !detached;
+}
+
 BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix) {
   // napi_get_typedarray_info now, after every user getter of the call has run.
-  napi_value buffer = nullptr;
-  void* ptr = nullptr;
-  size_t length = 0;
+  BoundArray bound{nullptr, 0};
   napi_typedarray_type type;
-  bool detached = true;
-  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &buffer, nullptr) != napi_ok ||
-      napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached) {
+  if (!try_bind(env, v, &bound, &type)) {
     fail_type(kDetachedBuffer, what + suffix + ": the array's ArrayBuffer was detached (transferred) "
                                                "by JavaScript that ran during the call (a getter or Proxy)");
   }
-  return BoundArray{ptr, length};
+  return bound;
 }
 
 namespace {
@@ -563,10 +577,7 @@ void read_head_record(const Napi::Env& env, std::optional<HeadKeys>& keys, ArgLi
   const Where what(s, tensor);
   const Napi::Value dtype_v = args.next();
   const Napi::Value shape_v = args.next();
-  ViewInfo view;
-  const bool typed = view_info(env, data_v, &view);
-  const at::ScalarType dtype = head_dtype(data_v, typed ? &view : nullptr, dtype_v, what);
-  check_not_detached(env, view.buffer, what.field(".data"));
+  const HeadData data = head_data(env, data_v, dtype_v, what);
   const Where sw = what.field(".shape");
   if (!shape_v.IsArray()) fail_type(kInvalidArgType, sw + ": expected an array of integers, got " + describe(shape_v));
   const uint32_t n = arg_length(args.next(), sw);
@@ -575,7 +586,7 @@ void read_head_record(const Napi::Env& env, std::optional<HeadKeys>& keys, ArgLi
   shape.reserve(n);
   for (uint32_t i = 0; i < n; ++i) shape.push_back(shape_dim(args.next(), i, sw));
   shape_numel(shape, sw);
-  arrays->push_back(PendingArray{data_v, view.buffer, std::move(shape), what, role, s, dtype});
+  arrays->push_back(PendingArray{data_v, data.buffer, std::move(shape), what, role, s, data.dtype});
 }
 
 }  // namespace
@@ -769,18 +780,13 @@ Napi::Value build_result(Napi::Env env, const yd::Result& r, const PreparedCall&
   double* t = nullptr;
   if (!call.terms_js.IsEmpty()) {
     // Taken now: no JavaScript runs between here and the writes below.
-    void* data = nullptr;
-    size_t length = 0;
+    BoundArray bound{nullptr, 0};
     napi_typedarray_type type;
-    napi_value buffer = nullptr;
-    bool detached = true;
-    if (napi_get_typedarray_info(env, call.terms_js, &type, &length, &data, &buffer, nullptr) != napi_ok ||
-        napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached ||
-        type != napi_float64_array || length < n_terms) {
+    if (!try_bind(env, call.terms_js, &bound, &type) || type != napi_float64_array || bound.length < n_terms) {
       fail_type(yd::code::kInternal, "the facade's terms array: expected a Float64Array of at least " +
                                          std::to_string(n_terms) + " elements");
     }
-    t = static_cast<double*>(data);
+    t = static_cast<double*>(bound.data);
   } else {
     terms = Napi::Float64Array::New(env, n_terms);
     t = terms.Data();

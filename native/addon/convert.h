@@ -120,6 +120,9 @@ struct BoundArray {
   size_t length;  // elements
 };
 BoundArray bind_float32_array(Napi::Env env, const Napi::Value& v, const Where& what, const char* suffix);
+// The same without the error: false where v is no typed array or its buffer
+// is detached; its element type in *type.
+bool try_bind(Napi::Env env, const Napi::Value& v, BoundArray* out, napi_typedarray_type* type);
 // The element count of a shape, ERR_INVALID_SHAPE if it overflows.
 int64_t shape_numel(const std::vector<int64_t>& shape, const Where& what);
 std::string shape_str(const std::vector<int64_t>& shape);

@@ -2176,9 +2176,9 @@ int kl_lanes() {
 // at 1024 px 0.94x, the same arrays alternated in one process. Not where
 // the gather has nothing to fix: at other strides (640 px: 80 x 80, 40 x 40)
 // it cost up to 1.1-1.3x (one scale), its loads waiting with no arithmetic
-// beside them; and the box KL's 16 bins (3 x 16 lines a group) gained nothing at 512 px and
-// took 1.09x at 1024 (BENCHMARKS.md, "KL planes whose stride is a multiple of
-// 4 KB").
+// beside them; and the box KL's 16 bins (3 x 16 lines a group) gained
+// nothing at 512 px and took 1.09x at 1024 (BENCHMARKS.md, "KL planes whose
+// stride is a multiple of 4 KB").
 constexpr int64_t kKlGatherMin = 32;
 int kl_gather_mode() {
   static const int mode = [] {
