@@ -352,10 +352,27 @@ __attribute__((target("avx2"), always_inline)) inline __m256d high_pd256(__m256 
   return _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
 }
 
+// plane_chunk's element steps for the 4 values at j on AVX2, as its "avx2"
+// clone computes them (d = p - t, w d in fp32; acc += (double)wd * (double)d,
+// each product and sum rounded apart): returns w d, for the gradient. In
+// 4-float vectors rather than 8: an 8-float vector's upper half reaches the
+// double conversion through a vextractf128, and with the four conversions of
+// every 8 values those cost the loop a sixth of its time on a Zen 3 core in
+// cache (BENCHMARKS.md "The default kernel's double sums without
+// vextractf128"); the operations and their order per value are the same.
+__attribute__((target("avx2"), always_inline)) inline __m128 plane_quarter256(const float* p, const float* t,
+                                                                              const float* w, int64_t j,
+                                                                              __m256d& acc) {
+  const __m128 d = _mm_sub_ps(_mm_loadu_ps(p + j), _mm_loadu_ps(t + j));
+  const __m128 wd = _mm_mul_ps(d, _mm_loadu_ps(w + j));
+  acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(wd), _mm256_cvtps_pd(d)));
+  return wd;
+}
+
 __attribute__((target("avx2"), noinline)) void plane_chunk_nt256(const float* __restrict p, const float* __restrict t,
                                                                  float* __restrict g, const float* __restrict w,
                                                                  int64_t n, float coef, double* __restrict lanes) {
-  const __m256 cf = _mm256_set1_ps(coef);
+  const __m128 cf = _mm_set1_ps(coef);
   streamed_run256(
       g, n, lanes,
       [&](int64_t i) __attribute__((always_inline, target("avx2"))) {
@@ -366,17 +383,39 @@ __attribute__((target("avx2"), noinline)) void plane_chunk_nt256(const float* __
         g[i] = coef * wd;
       },
       [&](int64_t j, __m256d* a) __attribute__((always_inline, target("avx2"))) {
-        for (int h = 0; h < 2; ++h) {
-          const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(p + j + 8 * h), _mm256_loadu_ps(t + j + 8 * h));
-          const __m256 wd = _mm256_mul_ps(d, _mm256_loadu_ps(w + j + 8 * h));
-          _mm256_stream_ps(g + j + 8 * h, _mm256_mul_ps(wd, cf));
-          a[2 * h] = _mm256_add_pd(a[2 * h], _mm256_mul_pd(low_pd256(wd), low_pd256(d)));
-          a[2 * h + 1] = _mm256_add_pd(a[2 * h + 1], _mm256_mul_pd(high_pd256(wd), high_pd256(d)));
+        for (int q = 0; q < 4; ++q) {
+          _mm_stream_ps(g + j + 4 * q, _mm_mul_ps(plane_quarter256(p, t, w, j + 4 * q, a[q]), cf));
         }
       });
   _mm256_zeroupper();
 }
 
+// plane_chunk<kGrad> for n >= kLanes on the CPUs that run its "avx2" clone
+// (plane_chunk dispatches here), with ordinary stores: the same bits as that
+// clone (test/reliability/isa.sh runs the suite on an x86-64-v3 build).
+template <bool kGrad>
+__attribute__((target("avx2"), noinline)) void plane_chunk256(const float* __restrict p, const float* __restrict t,
+                                                             float* __restrict g, const float* __restrict w,
+                                                             int64_t n, float coef, double* __restrict lanes) {
+  const __m128 cf = _mm_set1_ps(coef);
+  __m256d a[4] = {_mm256_loadu_pd(lanes), _mm256_loadu_pd(lanes + 4), _mm256_loadu_pd(lanes + 8),
+                  _mm256_loadu_pd(lanes + 12)};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int q = 0; q < 4; ++q) {
+      const __m128 wd = plane_quarter256(p, t, w, j + 4 * q, a[q]);
+      if (kGrad) _mm_storeu_ps(g + j + 4 * q, _mm_mul_ps(wd, cf));
+    }
+  }
+  for (int q = 0; q < 4; ++q) _mm256_storeu_pd(lanes + 4 * q, a[q]);
+  for (int l = 0; j < n; ++j, ++l) {
+    const float d = p[j] - t[j];
+    const float wd = w[j] * d;
+    lanes[l] += static_cast<double>(wd) * static_cast<double>(d);
+    if (kGrad) g[j] = coef * wd;
+  }
+  _mm256_zeroupper();
+}
 __attribute__((target("avx2,fma"), noinline)) double logit_run_nt256(const float* __restrict p,
                                                                     const float* __restrict t, float* __restrict g,
                                                                     int64_t len, const float* __restrict m, float cf) {
@@ -414,9 +453,18 @@ void plane_chunk_nt(const float* p, const float* t, float* g, const float* w, in
 double logit_run_nt(const float* p, const float* t, float* g, int64_t len, const float* m, float cf) {
   return stream_level() == 2 ? logit_run_nt512(p, t, g, len, m, cf) : logit_run_nt256(p, t, g, len, m, cf);
 }
+// Whether this CPU runs the "avx2" clones of YD_MULTIVERSION (AVX2, no
+// AVX-512F), whose plane_chunk goes to plane_chunk256.
+bool avx2_clone_cpu() {
+  static const bool yes = !cpu_avx512f() && YD_CPU_SUPPORTS("avx2");
+  return yes;
+}
 #else
 void plane_chunk_nt(const float*, const float*, float*, const float*, int64_t, float, double*) {}
 double logit_run_nt(const float*, const float*, float*, int64_t, const float*, float) { return 0.0; }
+bool avx2_clone_cpu() { return false; }
+template <bool kGrad>
+void plane_chunk256(const float*, const float*, float*, const float*, int64_t, float, double*) {}
 #endif
 
 // Adds w_j * d_j^2 (d = p - t) over n contiguous elements into the kLanes
@@ -425,6 +473,10 @@ template <bool kGrad>
 inline void plane_chunk(const float* __restrict p, const float* __restrict t,
                         float* __restrict g, const float* __restrict w, int64_t n, float coef,
                         double* __restrict lanes) {
+  if (n >= kLanes && avx2_clone_cpu()) {
+    plane_chunk256<kGrad>(p, t, g, w, n, coef, lanes);
+    return;
+  }
   if (n < kLanes) {  // tiny planes (e.g. 2x2 grids): no lane copies
     for (int64_t j = 0; j < n; ++j) {
       const float d = diff(p[j], t[j]);
