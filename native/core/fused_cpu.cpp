@@ -1937,7 +1937,9 @@ YD_CLONES __attribute__((noinline)) double channel_run(const float* __restrict p
             ep[j] = exp_nonpos_(-std::fabs(p[j0 + j]));
             et[j] = exp_nonpos_(-std::fabs(t[j0 + j]));
           }
-          for (int j = 0; j < kN; ++j) em[j] = expm1_(t[j0 + j] - p[j0 + j]);
+          // expm1(t - p), used only where |t - p| <= 1 (variant_element_e selects
+          // the far form elsewhere, NaN included): unclamped.
+          for (int j = 0; j < kN; ++j) em[j] = vexpm1f_near(t[j0 + j] - p[j0 + j]);
           for (int j = 0; j < kN; ++j) {
             const float d = variant_element_e<float>(static_cast<int>(kKind), p[j0 + j], t[j0 + j], ep[j], et[j],
                                                      &s[j0 + j], &em[j]);

@@ -28,6 +28,8 @@
 //              pass through. The KL steps' log of a sum of exponentials.
 //   vexpm1f_unit(x): float, for -1 <= x <= 1, <= 3 ulp of expm1(x); NaN stays
 //              NaN. The variants' sigma(p) - sigma(t) when p and t are close.
+//              vexpm1f_near(x): the same value on [-1, 1], unspecified
+//              elsewhere (no clamp).
 // Both are far inside the loss's fp32 tolerances (docs/DESIGN.md §1) and keep
 // the kernels' results bit-identical across runs and thread counts (the same
 // instructions for every element).
@@ -214,15 +216,22 @@ float expm1_tail_poly(float x) {
   return p;
 }
 
+// exp(x) - 1 for -1 <= x <= 1: x (1 + x expm1_tail_poly(x)), where the
+// tail's 1.0e-8 relative error scales by x^2 t(x) / expm1(x) <= 0.59 into
+// under 6e-9 of the result, a tenth of float's epsilon. No 1 is subtracted,
+// so tiny x keep their digits. Elsewhere an unspecified value (it may be Inf
+// or NaN), for callers that select those lanes away: the CPU's 'prob' element
+// (fused_cpu.cpp channel_run), whose clamp had cost 8 of its loop's 27
+// instructions on AVX2 (GCC's compares, masks and blends).
+YD_VEC_INLINE float vexpm1f_near(float x) {
+  const float p = expm1_tail_poly(x) * x + 1.0f;
+  return x * p;
+}
 YD_VEC_INLINE float vexpm1f_unit(float x) {
-  // exp(x) - 1 for -1 <= x <= 1 (arguments outside are clamped): x (1 + x
-  // expm1_tail_poly(x)), where the tail's 1.0e-8 relative error scales by
-  // x^2 t(x) / expm1(x) <= 0.59 into under 6e-9 of the result, a tenth of
-  // float's epsilon. No 1 is subtracted, so tiny x keep their digits.
+  // vexpm1f_near with arguments outside [-1, 1] clamped.
   float xc = x < -1.0f ? -1.0f : x;
   xc = xc > 1.0f ? 1.0f : xc;
-  const float p = expm1_tail_poly(xc) * xc + 1.0f;
-  return xc * p;
+  return vexpm1f_near(xc);
 }
 
 }  // namespace yd

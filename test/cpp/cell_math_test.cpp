@@ -188,6 +188,15 @@ void vec_math_checks() {
   std::printf("vexpm1f_unit: worst %.2f ulp (at x = %.9g)\n", worst, at);
   check(worst <= 3.0, "vexpm1f_unit within 3 ulp of expm1 on [-1, 1]", worst, 3.0);
   check(yd::vexpm1f_unit(0.0f) == 0.0f, "vexpm1f_unit(0) == 0");
+  // vexpm1f_near (no clamp): vexpm1f_unit's bits on [-1, 1], the ends included.
+  int near_diff = 0;
+  for (int i = -2000000; i <= 2000000; ++i) {
+    const float x = static_cast<float>(i / 2000000.0);
+    near_diff += yd::vexpm1f_near(x) != yd::vexpm1f_unit(x);
+  }
+  for (const float x : {-1.0f, 1.0f, -0.0f, 1e-38f, -1e-38f}) near_diff += yd::vexpm1f_near(x) != yd::vexpm1f_unit(x);
+  check(near_diff == 0, "vexpm1f_near == vexpm1f_unit on [-1, 1]", near_diff, 0);
+  check(std::isnan(yd::vexpm1f_near(std::nanf(""))), "vexpm1f_near(NaN) is NaN");
   // vlog_ge1 against glibc's log: <= 4 ulp on [1, 1e300].
   worst = 0, at = 0;
   for (int i = 0; i <= 1000000; ++i) {
