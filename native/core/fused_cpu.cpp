@@ -314,13 +314,14 @@ __attribute__((target("avx512f"), noinline)) double logit_run_nt512(const float*
   return fold(acc);
 }
 
-// The same two loops for AVX2 CPUs (stream_level() 1), with 8-float vectors
-// and four 4-double lane vectors, each mirroring the clone that such a CPU
-// runs unstreamed: plane_chunk inside nchw_unit_grad's "avx2" clone
-// (YD_MULTIVERSION: no FMA, so each product and sum rounded apart, and this
-// function has no FMA to contract into), and logit_run inside channel_run's
-// x86-64-v3 clone (YD_CLONES: FMA, m d^2 added in one rounding). A line is
-// two 32-byte streaming stores. The same bits as those clones:
+// The same two loops for AVX2 CPUs (stream_level() 1), with four 4-double
+// lane vectors, each mirroring the clone that such a CPU runs unstreamed:
+// plane_chunk inside nchw_unit_grad's "avx2" clone (YD_MULTIVERSION: no FMA,
+// so each product and sum rounded apart, and this function has no FMA to
+// contract into; 4-float vectors, as plane_chunk256, a line four 16-byte
+// streaming stores), and logit_run inside channel_run's x86-64-v3 clone
+// (YD_CLONES: FMA, m d^2 added in one rounding; 8-float vectors, a line two
+// 32-byte streaming stores). The same bits as those clones:
 // test/reliability/isa.sh runs test/stream-stores.test.js on a build that
 // takes the AVX2 paths on this AVX-512 machine.
 // (A macro: the loop for target "avx2" and for "avx2,fma", whose callers'
@@ -358,8 +359,8 @@ __attribute__((target("avx2"), always_inline)) inline __m256d high_pd256(__m256 
 // 4-float vectors rather than 8: an 8-float vector's upper half reaches the
 // double conversion through a vextractf128, and with the four conversions of
 // every 8 values those cost the loop a sixth of its time on a Zen 3 core in
-// cache (BENCHMARKS.md "The default kernel's double sums without
-// vextractf128"); the operations and their order per value are the same.
+// cache (BENCHMARKS.md "Fewer operations the compiler had added"); the
+// operations and their order per value are the same.
 __attribute__((target("avx2"), always_inline)) inline __m128 plane_quarter256(const float* p, const float* t,
                                                                               const float* w, int64_t j,
                                                                               __m256d& acc) {
