@@ -70,8 +70,14 @@ test('a synchronous loop that never yields nor calls gc() recycles: memory stays
   // V8 buffers: half the pool's cap handed out costs V8 nothing, then each
   // block is reported while out; V8 starts a collection 64 MB later
   // (native/addon/grad_pool.cpp, "Buffers V8 does not count").
+  // The collection the reports start marks on V8's helper threads: where
+  // other processes take the cores it comes back a call or two later or
+  // sooner (with this file's 26 MB blocks, 10 + 3 + 4 = 17 allowed: 17 read
+  // alone, 16 to 18 beside four to eight busy processes on 2 cores, session
+  // of 2026-12-08; one CI run then failed at 18), hence 8 of slack: 21
+  // against the 60 an unbounded loop would allocate.
   const quiet = Math.floor(v8.maxBytes / 2 / v8.bytes);
-  const bound = quiet + Math.ceil(64 * 2 ** 20 / v8.bytes) + 4;
+  const bound = quiet + Math.ceil(64 * 2 ** 20 / v8.bytes) + 8;
   expect(v8.maxOutstanding).toBeGreaterThan(quiet - 1); // the quiet blocks are used
   expect(v8.maxOutstanding).toBeLessThanOrEqual(bound);
   expect(v8.allocated).toBeLessThanOrEqual(bound);
