@@ -2553,11 +2553,23 @@ __attribute__((target("avx2,fma"), always_inline)) inline int kl8_fits(__m256d f
                                    _mm256_cmp_pd(a, _mm256_set1_pd(0x1p60), _CMP_LE_OQ));
   return _mm256_movemask_pd(_mm256_or_pd(in, _mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ)));
 }
+// v / tau as kl_group computes it, v * (1 / tau) in fp32; kUnitTau: tau = 1,
+// where that product is v itself (NaN included) and is left out (the
+// default temperature of clsTarget 'kl': two products of about 26 per class
+// step on the FMA pipes).
+template <bool kUnitTau>
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 kl8_over_tau(__m256 v, __m256 vitau) {
+  if constexpr (kUnitTau) {
+    return v;
+  } else {
+    return _mm256_mul_ps(v, vitau);
+  }
+}
 // Step 3 of kl_group for one 8-cell group (kl_centred_pass): e_c, G and r
 // (fp32 partials of kKlChunk values, then double), h_c in a_c's place.
 // kNear: every |e_c| <= 1, kl_gap_near alone; else kl_gap_bounded, whose
 // exponential's last product GCC fuses with the subtraction of 1 (as here).
-template <bool kNear>
+template <bool kNear, bool kUnitTau>
 __attribute__((target("avx2,fma"), always_inline)) inline void kl8_centred(
     int64_t n, __m256 mid, __m256 vitau, const float* __restrict wb, float* __restrict ub, const float* __restrict lb,
     __m256d& gs_lo, __m256d& gs_hi, __m256d& rs_lo, __m256d& rs_hi) {
@@ -2571,7 +2583,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void kl8_centred(
     const int64_t c1 = std::min(n, c0 + kKlChunk);
     __m256 g8 = _mm256_setzero_ps(), r8 = _mm256_setzero_ps();
     for (int64_t c = c0; c < c1; ++c) {
-      const __m256 e = _mm256_mul_ps(
+      const __m256 e = kl8_over_tau<kUnitTau>(
           _mm256_add_ps(_mm256_sub_ps(_mm256_load_ps(ub + c * kL), mid), _mm256_load_ps(lb + c * kL)), vitau);
       // kl_gap_near: e^2 expm1_tail_poly(-e), its steps q * (-e) + k as -(q e) + k
       __m256 q = _mm256_fnmadd_ps(k0, e, k1);
@@ -2606,9 +2618,9 @@ __attribute__((target("avx2,fma"), always_inline)) inline void kl8_centred(
   }
 }
 // The full groups from cell j of a kl_block_f32_body block (its arguments);
-// returns the first cell after them.
-template <bool kPf>
-__attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
+// returns the first cell after them. kUnitTau: itau is 1 (kl8_over_tau).
+template <bool kPf, bool kUnitTau>
+__attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8_tau(
     const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
     int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
     double* __restrict xb, double* __restrict rb, float* __restrict sb, int64_t next) {
@@ -2657,7 +2669,7 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
         const __m256 a = _mm256_sub_ps(tv, pv);
         const __m256 bb = _mm256_sub_ps(a, tv);
         const __m256 al = _mm256_sub_ps(_mm256_sub_ps(tv, _mm256_sub_ps(a, bb)), _mm256_add_ps(pv, bb));
-        const __m256 x = _mm256_mul_ps(_mm256_sub_ps(tv, mt), vitau);
+        const __m256 x = kl8_over_tau<kUnitTau>(_mm256_sub_ps(tv, mt), vitau);
         // vexpf_nonpos(x): 0 below -86.9 (the clamped argument's value is then unused)
         const __m256 tt = _mm256_fmadd_ps(x, log2e, magic);
         const __m256 kd = _mm256_sub_ps(tt, magic);
@@ -2688,9 +2700,9 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
     // 3. Centred differences e_c, G and r; h_c = kl_gap(e_c) - e_c.
     __m256d gs_lo, gs_hi, rs_lo, rs_hi;
     if (near) {
-      kl8_centred<true>(n, mid, vitau, wb, ub, lb, gs_lo, gs_hi, rs_lo, rs_hi);
+      kl8_centred<true, kUnitTau>(n, mid, vitau, wb, ub, lb, gs_lo, gs_hi, rs_lo, rs_hi);
     } else {
-      kl8_centred<false>(n, mid, vitau, wb, ub, lb, gs_lo, gs_hi, rs_lo, rs_hi);
+      kl8_centred<false, kUnitTau>(n, mid, vitau, wb, ub, lb, gs_lo, gs_hi, rs_lo, rs_hi);
     }
     // 4. x, r / S; the gradient factor coef m tau / (S (1 + x)).
     const __m256d one_d = _mm256_set1_pd(1.0);
@@ -2737,6 +2749,14 @@ __attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
     }
   }
   return j;
+}
+template <bool kPf>
+__attribute__((target("avx2,fma"), noinline)) int64_t kl_groups8(
+    const float* __restrict p, const float* __restrict t, float* __restrict g, int64_t b0, int64_t j, int64_t len,
+    int64_t n, int64_t step_k, double tau, float itau, const float* __restrict m, double coef,
+    double* __restrict xb, double* __restrict rb, float* __restrict sb, int64_t next) {
+  return itau == 1.0f ? kl_groups8_tau<kPf, true>(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next)
+                      : kl_groups8_tau<kPf, false>(p, t, g, b0, j, len, n, step_k, tau, itau, m, coef, xb, rb, sb, next);
 }
 // kl_groups8 over lines of 16 cells gathered first (where kl_gather says): each
 // 16-cell line of every class plane is copied (student and teacher) into a
