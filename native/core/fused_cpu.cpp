@@ -359,7 +359,7 @@ __attribute__((target("avx2"), always_inline)) inline __m256d high_pd256(__m256 
 // 4-float vectors rather than 8: an 8-float vector's upper half reaches the
 // double conversion through a vextractf128, and with the four conversions of
 // every 8 values those cost the loop a sixth of its time on a Zen 3 core in
-// cache (BENCHMARKS.md "Fewer operations the compiler had added"); the
+// cache (BENCHMARKS.md "Operations the hot loops did not need"); the
 // operations and their order per value are the same.
 __attribute__((target("avx2"), always_inline)) inline __m128 plane_quarter256(const float* p, const float* t,
                                                                               const float* w, int64_t j,
