@@ -17,7 +17,7 @@
 //   f512  anchor-free at 512 px, B = 16 (one call)
 // Rounds default to 41, threads to 2; caller's gradOut, default formula.
 const path = require('path');
-const { heads } = require('./common');
+const { heads, median } = require('./common');
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -69,6 +69,5 @@ for (let r = 0; r < rounds; r++) {
   const b1 = batch(before), a = batch(after), b2 = batch(before);
   tb.push((b1 + b2) / 2); ta.push(a); ratio.push(a / ((b1 + b2) / 2));
 }
-const median = (xs) => xs.slice().sort((x, y) => x - y)[xs.length >> 1];
 console.log(`row ${row}, ${threads} thread(s), ${rounds} rounds of ${inner} call(s): before ${median(tb).toFixed(4)} ms, ` +
   `after ${median(ta).toFixed(4)} ms, median ratio ${median(ratio).toFixed(3)}; identical results: ${identical ? 'yes' : 'NO'}`);
