@@ -391,13 +391,14 @@ __attribute__((target("avx2"), noinline)) void plane_chunk_nt256(const float* __
   _mm256_zeroupper();
 }
 
-// plane_chunk<kGrad> for n >= kLanes on the CPUs that run its "avx2" clone
-// (plane_chunk dispatches here), with ordinary stores: the same bits as that
-// clone (test/reliability/isa.sh runs the suite on an x86-64-v3 build).
+// plane_chunk<kGrad>'s full blocks of kLanes values on the CPUs that run its
+// "avx2" clone (plane_chunk dispatches here and finishes the values past the
+// returned index itself), with ordinary stores: the same bits as that clone
+// (test/reliability/isa.sh runs the suite on an x86-64-v3 build).
 template <bool kGrad>
-__attribute__((target("avx2"), noinline)) void plane_chunk256(const float* __restrict p, const float* __restrict t,
-                                                             float* __restrict g, const float* __restrict w,
-                                                             int64_t n, float coef, double* __restrict lanes) {
+__attribute__((target("avx2"), noinline)) int64_t plane_chunk256(const float* __restrict p, const float* __restrict t,
+                                                                float* __restrict g, const float* __restrict w,
+                                                                int64_t n, float coef, double* __restrict lanes) {
   const __m128 cf = _mm_set1_ps(coef);
   __m256d a[4] = {_mm256_loadu_pd(lanes), _mm256_loadu_pd(lanes + 4), _mm256_loadu_pd(lanes + 8),
                   _mm256_loadu_pd(lanes + 12)};
@@ -409,13 +410,8 @@ __attribute__((target("avx2"), noinline)) void plane_chunk256(const float* __res
     }
   }
   for (int q = 0; q < 4; ++q) _mm256_storeu_pd(lanes + 4 * q, a[q]);
-  for (int l = 0; j < n; ++j, ++l) {
-    const float d = p[j] - t[j];
-    const float wd = w[j] * d;
-    lanes[l] += static_cast<double>(wd) * static_cast<double>(d);
-    if (kGrad) g[j] = coef * wd;
-  }
   _mm256_zeroupper();
+  return j;
 }
 __attribute__((target("avx2,fma"), noinline)) double logit_run_nt256(const float* __restrict p,
                                                                     const float* __restrict t, float* __restrict g,
@@ -465,7 +461,7 @@ void plane_chunk_nt(const float*, const float*, float*, const float*, int64_t, f
 double logit_run_nt(const float*, const float*, float*, int64_t, const float*, float) { return 0.0; }
 bool avx2_clone_cpu() { return false; }
 template <bool kGrad>
-void plane_chunk256(const float*, const float*, float*, const float*, int64_t, float, double*) {}
+int64_t plane_chunk256(const float*, const float*, float*, const float*, int64_t, float, double*) { return 0; }
 #endif
 
 // Adds w_j * d_j^2 (d = p - t) over n contiguous elements into the kLanes
@@ -474,37 +470,30 @@ template <bool kGrad>
 inline void plane_chunk(const float* __restrict p, const float* __restrict t,
                         float* __restrict g, const float* __restrict w, int64_t n, float coef,
                         double* __restrict lanes) {
-  if (n >= kLanes && avx2_clone_cpu()) {
-    plane_chunk256<kGrad>(p, t, g, w, n, coef, lanes);
-    return;
-  }
-  if (n < kLanes) {  // tiny planes (e.g. 2x2 grids): no lane copies
-    for (int64_t j = 0; j < n; ++j) {
-      const float d = diff(p[j], t[j]);
-      const float wd = weighted_diff(w[j], d);
-      lanes[j] += weighted_sq(wd, d);
-      if (kGrad) g[j] = grad_value(coef, wd);
-    }
-    return;
-  }
-  double acc[kLanes];
-  for (int l = 0; l < kLanes; ++l) acc[l] = lanes[l];
   int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float d = diff(p[j + l], t[j + l]);
-      const float wd = weighted_diff(w[j + l], d);
-      acc[l] += weighted_sq(wd, d);
-      if (kGrad) g[j + l] = grad_value(coef, wd);
+  if (n >= kLanes && avx2_clone_cpu()) {
+    j = plane_chunk256<kGrad>(p, t, g, w, n, coef, lanes);
+  } else if (n >= kLanes) {
+    double acc[kLanes];
+    for (int l = 0; l < kLanes; ++l) acc[l] = lanes[l];
+    for (; j + kLanes <= n; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const float d = diff(p[j + l], t[j + l]);
+        const float wd = weighted_diff(w[j + l], d);
+        acc[l] += weighted_sq(wd, d);
+        if (kGrad) g[j + l] = grad_value(coef, wd);
+      }
     }
+    for (int l = 0; l < kLanes; ++l) lanes[l] = acc[l];
   }
+  // The values past the last full block (all of a plane under kLanes values,
+  // e.g. a 2x2 grid), lane l taking the l-th of them.
   for (int l = 0; j < n; ++j, ++l) {
     const float d = diff(p[j], t[j]);
     const float wd = weighted_diff(w[j], d);
-    acc[l] += weighted_sq(wd, d);
+    lanes[l] += weighted_sq(wd, d);
     if (kGrad) g[j] = grad_value(coef, wd);
   }
-  for (int l = 0; l < kLanes; ++l) lanes[l] = acc[l];
 }
 
 // sum_k d_k^2 over n contiguous values of one cell, g_k = coef * w * d_k when kGrad.
