@@ -26,7 +26,7 @@ const opt = (name, dflt) => {
 };
 const roots = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
 if (roots.length < 1) {
-  console.error('usage: node bench/ab.js BEFORE_ROOT [AFTER_ROOT] [--row a|b|c|s|f|f512] [--rounds N] [--threads T]');
+  console.error('usage: node bench/ab.js BEFORE_ROOT [AFTER_ROOT] [--row a|b|c|s|f|f512|kl|paper|fkl] [--rounds N] [--threads T]');
   process.exit(2);
 }
 const before = require(path.resolve(roots[0]));
@@ -44,6 +44,9 @@ const rows = {
   s: [yolo(2, 80, 320), 80, 10, {}],
   f: [free(16, 640), 80, 1, { head: 'anchorFree' }],
   f512: [free(16, 512), 80, 1, { head: 'anchorFree' }],
+  kl: [yolo(16, 80, 640), 80, 1, { clsTarget: 'kl' }],
+  paper: [yolo(16, 80, 640), 80, 1, { preset: 'paper' }],
+  fkl: [free(16, 640), 80, 1, { head: 'anchorFree', clsTarget: 'kl' }],
 };
 if (!rows[row]) throw new Error(`unknown row ${row}: one of ${Object.keys(rows).join(', ')}`);
 const [shapes, C, inner, extra] = rows[row];

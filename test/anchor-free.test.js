@@ -105,6 +105,28 @@ test('the box KL gradient matches central finite differences; results are determ
   expect(checked).toBeGreaterThan(30);
 });
 
+test.each(['nchw', 'nhwc'])('every thread count gives the same bits, whichever order a task runs a unit\'s phases in (%s)', (layout) => {
+  // Odd tasks of the CPU kernel run a unit's class terms before its box KL,
+  // even tasks after it (fused_cpu.cpp anchor_free_scale): the box and class
+  // sums must stay apart, each in its own order. Six images of 16 x 16 cells
+  // (84 channels): 1, 2 and 3 tasks, each with units of its own.
+  const R = 16, C = 20, shape = shapeOf(layout, 6, R, C, 16, 16);
+  const r = h.rng(0x7a5c);
+  const { student, teacher } = h.makeHeads(r, [shape], 2.5);
+  for (const clsTarget of ['logit', 'prob', 'bce', 'kl']) {
+    for (const fmNms of [false, true]) {
+      const opts = { numClasses: C, head: 'anchorFree', regMax: R, layout, clsTarget, fmNms };
+      const one = distillationLoss(student, teacher, { ...opts, threads: 1 });
+      for (const threads of [2, 3]) {
+        const many = distillationLoss(student, teacher, { ...opts, threads });
+        expect([clsTarget, fmNms, threads, Object.is(many.loss, one.loss)]).toEqual([clsTarget, fmNms, threads, true]);
+        expect(Object.is(many.box, one.box) && Object.is(many.cls, one.cls)).toBe(true);
+        expect(h.sameBits(many.grads[0], one.grads[0])).toBe(true);
+      }
+    }
+  }
+});
+
 test.each(['nchw', 'nhwc'])('KL groups whose cells all span under 1 (the polynomial-only pass) give the same bits as mixed groups (%s)', (layout) => {
   // The CPU KL steps take 16 cells at a time and skip kl_gap's exponential when
   // every cell's scaled differences span at most 0.99 (fused_cpu.cpp

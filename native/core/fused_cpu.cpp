@@ -141,6 +141,8 @@ int64_t stream_min_bytes() {
 // loss.cpp, per call), handed to every task by run_blocks and cpu_scales
 // (TaskScope).
 thread_local bool t_stream = false;
+// The run_blocks task the thread is running (TaskScope): task_index().
+thread_local int64_t t_task = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
 bool cpu_avx512f() {
   static const bool yes = YD_CPU_SUPPORTS("avx512f");
@@ -182,13 +184,16 @@ inline void stream_fence() {}
 // streamed (streaming stores are weakly ordered).
 struct TaskScope {
   bool saved;
-  explicit TaskScope(bool stream) : saved(t_stream) {
+  int64_t saved_task;
+  explicit TaskScope(bool stream, int64_t task = 0) : saved(t_stream), saved_task(t_task) {
     t_stream = stream;
+    t_task = task;
     clean_upper_state();
   }
   ~TaskScope() {
     if (t_stream) stream_fence();
     t_stream = saved;
+    t_task = saved_task;
     clean_upper_state();
   }
   TaskScope(const TaskScope&) = delete;
@@ -209,6 +214,9 @@ inline bool floats_aligned(const float* g) { return (reinterpret_cast<uintptr_t>
 // what rounding to a 16-bit gradient (narrow_run), always into the caller's
 // array, follows.
 inline bool call_streaming() { return t_stream; }
+// The index of the run_blocks task this thread is running (0 in a call of one
+// task): task i takes the i-th of the contiguous block ranges.
+inline int64_t task_index() { return t_task; }
 // The values of a run at p (elements of `size` bytes, n of them) before its
 // first 64-byte line boundary, at most n.
 inline int64_t line_lead(const void* p, int64_t size, int64_t n) {
@@ -3025,8 +3033,8 @@ void run_blocks(int64_t blocks, int threads, int64_t values_per_block,
   }
   ensure_team_size(static_cast<int>(tasks));
   at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
-    const TaskScope scope(stream);
     for (int64_t task = b; task < e; ++task) {
+      const TaskScope scope(stream, task);
       fn(blocks * task / tasks, blocks * (task + 1) / tasks);
     }
   });
@@ -3620,28 +3628,54 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
     if (unit + 1 < units.count) src.next_unit_streams(units, units.at(unit + 1), &later);
     later.per = 2;
     UnitStreams* lp = later.any() ? &later : nullptr;
-    if (R > 1) {
-      double box = 0.0;
-      for (int64_t side = 0; side < 4; ++side) {
-        src.teacher_channels(units, span, side * R, R);
-        box += kl_cells(p, t, g, base, len, side * R, R, step_k, step_c, tb, mb, cb, lp);
+    auto box_terms = [&]() {
+      if (R > 1) {
+        double box = 0.0;
+        for (int64_t side = 0; side < 4; ++side) {
+          src.teacher_channels(units, span, side * R, R);
+          box += kl_cells(p, t, g, base, len, side * R, R, step_k, step_c, tb, mb, cb, lp);
+        }
+        acc.box += box;
+      } else {
+        src.teacher_channels(units, span, 0, 4);
+        for (int64_t k = 0; k < 4; ++k) channel(std::integral_constant<Target, Target::Logit>{}, k, mb, cb, &acc.box);
       }
-      acc.box += box;
+    };
+    auto cls_terms = [&]() {
+      switch (v.cls) {
+        case Target::Kl: acc.cls += kl_cells(p, t, g, base, len, c0, C, step_k, step_c, tau, mc, cc, lp); break;
+        case Target::Logit:
+          for (int64_t c = 0; c < C; ++c) {
+            channel(std::integral_constant<Target, Target::Logit>{}, c0 + c, mc, cc, &acc.cls);
+          }
+          break;
+        case Target::Prob:
+          for (int64_t c = 0; c < C; ++c) {
+            channel(std::integral_constant<Target, Target::Prob>{}, c0 + c, mc, cc, &acc.cls);
+          }
+          break;
+        case Target::Bce:
+          for (int64_t c = 0; c < C; ++c) {
+            channel(std::integral_constant<Target, Target::Bce>{}, c0 + c, mc, cc, &acc.cls);
+          }
+          break;
+      }
+    };
+    // The weights pass and the class runs wait on memory, the box KL on its
+    // arithmetic (BENCHMARKS.md "Can the anchor-free phases overlap?"). The
+    // tasks start together and their units take about the same time, so with
+    // one order of phases every thread would wait on memory at the same
+    // moments, sharing the bandwidth: odd tasks run the class terms before the
+    // box KL, so that more of one thread's memory phases meet the other's
+    // arithmetic. The box and class sums stay apart, each in its own order:
+    // the same bits in either order. BENCHMARKS.md "Anchor-free tasks out of
+    // phase".
+    if (task_index() & 1) {
+      cls_terms();
+      box_terms();
     } else {
-      src.teacher_channels(units, span, 0, 4);
-      for (int64_t k = 0; k < 4; ++k) channel(std::integral_constant<Target, Target::Logit>{}, k, mb, cb, &acc.box);
-    }
-    switch (v.cls) {
-      case Target::Kl: acc.cls += kl_cells(p, t, g, base, len, c0, C, step_k, step_c, tau, mc, cc, lp); break;
-      case Target::Logit:
-        for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Logit>{}, c0 + c, mc, cc, &acc.cls);
-        break;
-      case Target::Prob:
-        for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Prob>{}, c0 + c, mc, cc, &acc.cls);
-        break;
-      case Target::Bce:
-        for (int64_t c = 0; c < C; ++c) channel(std::integral_constant<Target, Target::Bce>{}, c0 + c, mc, cc, &acc.cls);
-        break;
+      box_terms();
+      cls_terms();
     }
     src.close(units, span, view);
   });
