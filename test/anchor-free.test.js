@@ -106,10 +106,11 @@ test('the box KL gradient matches central finite differences; results are determ
 });
 
 test.each(['nchw', 'nhwc'])('every thread count gives the same bits, whichever order a task runs a unit\'s phases in (%s)', (layout) => {
-  // Odd tasks of the CPU kernel run a unit's class terms before its box KL,
-  // even tasks after it (fused_cpu.cpp anchor_free_scale): the box and class
-  // sums must stay apart, each in its own order. Six images of 16 x 16 cells
-  // (84 channels): 1, 2 and 3 tasks, each with units of its own.
+  // On fp32 nchw heads odd tasks of the CPU kernel run a unit's class terms
+  // before its box KL, even tasks after it (fused_cpu.cpp anchor_free_scale):
+  // the box and class sums must stay apart, each in its own order. Six images
+  // of 16 x 16 cells (84 channels): 1, 2 and 3 tasks, each with units of its
+  // own (nhwc: one order, the cell-major units).
   const R = 16, C = 20, shape = shapeOf(layout, 6, R, C, 16, 16);
   const r = h.rng(0x7a5c);
   const { student, teacher } = h.makeHeads(r, [shape], 2.5);

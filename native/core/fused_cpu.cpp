@@ -3665,12 +3665,14 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
     // arithmetic (BENCHMARKS.md "Can the anchor-free phases overlap?"). The
     // tasks start together and their units take about the same time, so with
     // one order of phases every thread would wait on memory at the same
-    // moments, sharing the bandwidth: odd tasks run the class terms before the
-    // box KL, so that more of one thread's memory phases meet the other's
-    // arithmetic. The box and class sums stay apart, each in its own order:
-    // the same bits in either order. BENCHMARKS.md "Anchor-free tasks out of
+    // moments, sharing the bandwidth: on fp32 nchw heads (read in place, one
+    // unit per image plane) odd tasks run the class terms before the box KL,
+    // so that more of one thread's memory phases meet the other's arithmetic.
+    // (Cell-major and 16-bit units, which read through buffers, measured no
+    // gain.) The box and class sums stay apart, each in its own order: the
+    // same bits in either order. BENCHMARKS.md "Anchor-free tasks out of
     // phase".
-    if (task_index() & 1) {
+    if (Src::kInPlace && units.nchw && (task_index() & 1)) {
       cls_terms();
       box_terms();
     } else {
