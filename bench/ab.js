@@ -15,9 +15,12 @@
 //   s  two images at 320 (10 calls)
 //   f  anchor-free YOLOv8s 640, B = 16 (one call)
 //   f512  anchor-free at 512 px, B = 16 (one call)
-// Rounds default to 41, threads to 2; caller's gradOut, default formula.
+//   kl, paper  (a) with clsTarget 'kl', with preset 'paper' (one call)
+//   fkl  (f) with clsTarget 'kl' (one call)
+// Rounds default to 41, threads to 2; caller's gradOut, default formula
+// unless the row says otherwise.
 const path = require('path');
-const { heads, median } = require('./common');
+const { heads, median, numberArg } = require('./common');
 
 const argv = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -32,8 +35,8 @@ if (roots.length < 1) {
 const before = require(path.resolve(roots[0]));
 const after = require(path.resolve(roots[1] || path.join(__dirname, '..')));
 const row = opt('--row', 'c');
-const rounds = Number(opt('--rounds', 41));
-const threads = Number(opt('--threads', 2));
+const rounds = numberArg('--rounds', 41);
+const threads = numberArg('--threads', 2);
 
 const yolo = (B, C, size) => [8, 16, 32].map((s) => [B, 3 * (5 + C), size / s, size / s]);
 const free = (B, size) => [8, 16, 32].map((s) => [B, 144, size / s, size / s]);

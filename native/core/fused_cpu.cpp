@@ -3642,23 +3642,14 @@ RawSums anchor_free_scale(const Src& src, const ScaleGeom& geom, const Options& 
       }
     };
     auto cls_terms = [&]() {
+      auto class_runs = [&](auto kind) {
+        for (int64_t c = 0; c < C; ++c) channel(kind, c0 + c, mc, cc, &acc.cls);
+      };
       switch (v.cls) {
         case Target::Kl: acc.cls += kl_cells(p, t, g, base, len, c0, C, step_k, step_c, tau, mc, cc, lp); break;
-        case Target::Logit:
-          for (int64_t c = 0; c < C; ++c) {
-            channel(std::integral_constant<Target, Target::Logit>{}, c0 + c, mc, cc, &acc.cls);
-          }
-          break;
-        case Target::Prob:
-          for (int64_t c = 0; c < C; ++c) {
-            channel(std::integral_constant<Target, Target::Prob>{}, c0 + c, mc, cc, &acc.cls);
-          }
-          break;
-        case Target::Bce:
-          for (int64_t c = 0; c < C; ++c) {
-            channel(std::integral_constant<Target, Target::Bce>{}, c0 + c, mc, cc, &acc.cls);
-          }
-          break;
+        case Target::Logit: class_runs(std::integral_constant<Target, Target::Logit>{}); break;
+        case Target::Prob: class_runs(std::integral_constant<Target, Target::Prob>{}); break;
+        case Target::Bce: class_runs(std::integral_constant<Target, Target::Bce>{}); break;
       }
     };
     // The weights pass and the class runs wait on memory, the box KL on its
